@@ -1,0 +1,8 @@
+//! The `MaintenancePlan` custom resource: spec, status and their validation.
+
+pub mod spec;
+pub mod status;
+pub mod validate;
+
+pub use spec::{CommandSpec, MaintenancePlan, MaintenancePlanSpec, OnFailure, Preflight, Timeouts};
+pub use status::{Condition, InstancePhase, InstanceStatus, MaintenancePlanStatus, PlanPhase};

@@ -1,0 +1,185 @@
+//! The desired state a user declares: which instances, which target group, what to run.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::MaintenancePlanStatus;
+
+/// Pattern of an ELBv2 target-group ARN, shared by the CRD schema and the in-process validation.
+pub const TARGET_GROUP_ARN_PATTERN: &str =
+    r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$";
+
+/// Pattern of an EC2 instance ID: `i-` followed by 8 or 17 lowercase hex digits.
+pub const INSTANCE_ID_PATTERN: &str = r"^i-([0-9a-f]{8}|[0-9a-f]{17})$";
+
+/// A MaintenancePlan takes EC2 instances out of an ELBv2 target group one at a time,
+/// runs maintenance on each through AWS Systems Manager, and puts each back once the
+/// load balancer reports it healthy, so that clients never hit an instance that is down.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "pitstop.dev",
+    version = "v1alpha1",
+    kind = "MaintenancePlan",
+    plural = "maintenanceplans",
+    shortname = "mp",
+    namespaced,
+    status = "MaintenancePlanStatus",
+    doc = "A MaintenancePlan: EC2 instances to take out of an ELBv2 target group one at a time, maintain through AWS Systems Manager, and put back once healthy.",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Phase of the plan as a whole"}"#,
+    printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress","description":"Instances finished out of all instances"}"#,
+    printcolumn = r#"{"name":"Current","type":"string","jsonPath":".status.currentInstance","description":"Instance being worked on"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenancePlanSpec {
+    /// ARN of the ELBv2 (ALB or NLB) target group the instances serve traffic through,
+    /// e.g. `arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef`.
+    /// Each instance is deregistered from this group before its maintenance and registered
+    /// again afterwards.
+    #[schemars(regex(pattern = TARGET_GROUP_ARN_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "targetGroupArn is immutable: an instance in flight must go back to the group it left"}]))]
+    pub target_group_arn: String,
+
+    /// AWS region of the target group and the instances. Defaults to the region named in
+    /// `targetGroupArn` (a target group can only be addressed in its own region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "region is immutable"}]))]
+    pub region: Option<String>,
+
+    /// EC2 instance IDs to maintain, in order, one at a time. Each must be a registered,
+    /// healthy target of the target group when its turn comes. No duplicates.
+    #[schemars(length(min = 1), inner(regex(pattern = INSTANCE_ID_PATTERN)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub instances: Vec<String>,
+
+    /// The SSM document to run on each instance while it is out of rotation. When omitted,
+    /// pitstop runs a graceful reboot: `AWS-RunShellScript` with a script that writes a
+    /// marker file and exits 194 (the SSM agent reboots the instance and runs the script
+    /// again), then removes the marker and succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<CommandSpec>,
+
+    /// An optional SSM document run after maintenance and before the instance is
+    /// registered again, e.g. `curl -fsS http://localhost:8080/`. A failure here counts as a
+    /// failed instance (see `onFailure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<CommandSpec>,
+
+    /// Checks made before an instance is taken out of rotation. If they fail, the instance
+    /// is not touched.
+    #[serde(default)]
+    pub preflight: Preflight,
+
+    /// How long each step may take before the instance counts as failed.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+
+    /// What to do with an instance whose maintenance or verification failed after it was
+    /// taken out of rotation: `Register` (default) puts it back and lets the target group's
+    /// health checks decide whether it gets traffic; `LeaveOut` leaves it deregistered for
+    /// a human to look at, and stops the plan there whatever `maxFailures` says (another
+    /// instance taken out would make two out of rotation at once).
+    #[serde(default)]
+    pub on_failure: OnFailure,
+
+    /// How many instances may fail before the plan stops. With the default 0, the first
+    /// failed instance fails the plan and the instances after it stay Pending, untouched.
+    #[serde(default)]
+    pub max_failures: u32,
+}
+
+/// An SSM document to run on an instance, with its parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandSpec {
+    /// Name or ARN of the SSM Command document. Defaults to `AWS-RunShellScript`.
+    #[serde(default = "default_document_name")]
+    #[schemars(length(min = 3, max = 256))]
+    pub document_name: String,
+
+    /// Version of the document to run (`$LATEST`, `$DEFAULT` or a number). Defaults to the
+    /// document's default version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_version: Option<String>,
+
+    /// Parameters passed to the document, each a list of strings, e.g.
+    /// `commands: ["yum -y update", "exit 194"]` for `AWS-RunShellScript`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, Vec<String>>,
+
+    /// How long the command may take, from sending it until SSM reports a final status,
+    /// reboots included. Defaults to 1800 s for maintenance and 300 s for verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30, max = 172800))]
+    pub timeout_seconds: Option<u32>,
+}
+
+fn default_document_name() -> String {
+    "AWS-RunShellScript".to_owned()
+}
+
+/// Gates checked before an instance is taken out of rotation, as the seed runbook's
+/// `AssertTargetGroupHealthBefore` and `AssertInstanceIsInTargetGroup` steps do.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Preflight {
+    /// Require every target of the group to be `healthy` before an instance is taken out.
+    /// Defaults to true.
+    #[serde(default = "default_true")]
+    pub require_healthy_target_group: bool,
+
+    /// The fewest healthy targets that must remain in the group while an instance is out.
+    /// When unset, one healthy target must remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_healthy_targets: Option<u32>,
+
+    /// Require the instance's SSM agent to report `Online` before it is taken out, so that
+    /// an instance SSM cannot reach is never drained for nothing. Defaults to true.
+    #[serde(default = "default_true")]
+    pub require_agent_online: bool,
+}
+
+impl Default for Preflight {
+    fn default() -> Self {
+        Self {
+            require_healthy_target_group: true,
+            min_healthy_targets: None,
+            require_agent_online: true,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Time limits for the steps that wait on the load balancer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// How long draining may take after DeregisterTargets. Defaults to the target group's
+    /// `deregistration_delay.timeout_seconds` plus 60 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 7200))]
+    pub drain_seconds: Option<u32>,
+
+    /// How long the instance may take to become `healthy` after RegisterTargets.
+    /// Defaults to 600 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 7200))]
+    pub healthy_seconds: Option<u32>,
+}
+
+/// What happens to an instance whose maintenance failed after it left the target group.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OnFailure {
+    /// Register the instance again and let the target group's health checks decide.
+    #[default]
+    Register,
+    /// Leave the instance deregistered.
+    LeaveOut,
+}

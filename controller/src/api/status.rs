@@ -1,0 +1,211 @@
+//! What pitstop has done and seen. The status is the controller's only memory: everything a
+//! restarted controller needs to carry on (command IDs, when a drain began, whether the
+//! instance is out of rotation) is written here before or right after it happens.
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a MaintenancePlan.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenancePlanStatus {
+    /// Phase of the plan: Pending (not started), Running, Succeeded, or Failed.
+    #[serde(default)]
+    pub phase: PlanPhase,
+
+    /// The `metadata.generation` of the spec this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// When the plan took its first instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub started_at: Option<Timestamp>,
+
+    /// When the plan reached Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub finished_at: Option<Timestamp>,
+
+    /// The instance being worked on now, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_instance: Option<String>,
+
+    /// Instances finished (Registered or Failed) out of all instances, e.g. `2/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+
+    /// A one-line, human-readable account of where the plan stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// One entry per instance of the spec, in the spec's order.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["instanceId"]))]
+    pub instances: Vec<InstanceStatus>,
+
+    /// Standard conditions, one per `type`: Accepted, Progressing, Complete, Failed.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Phase of a plan as a whole.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PlanPhase {
+    /// Accepted, no instance taken yet.
+    #[default]
+    Pending,
+    /// An instance is being worked on, or the next one is about to be.
+    Running,
+    /// Every instance finished, with no more failures than `maxFailures`.
+    Succeeded,
+    /// The spec is invalid, or more instances failed than `maxFailures` allows.
+    Failed,
+}
+
+impl PlanPhase {
+    /// True for Succeeded and Failed: nothing more will happen.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// Progress of one instance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// The EC2 instance ID.
+    pub instance_id: String,
+
+    /// Pending, Draining (deregistered, connections draining), Rebooting (maintenance
+    /// running), Verifying (verification, re-registration and the wait for `healthy`),
+    /// Registered (done and healthy), or Failed.
+    #[serde(default)]
+    pub phase: InstancePhase,
+
+    /// When the instance entered its current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub phase_since: Option<Timestamp>,
+
+    /// Which try this is (maintenance and verification of one instance), starting at 1.
+    #[serde(default)]
+    pub attempt: u32,
+
+    /// True while pitstop has the instance out of the target group: it deregistered it and
+    /// has not registered it again. A restarted controller uses this to put it back.
+    #[serde(default)]
+    pub out_of_rotation: bool,
+
+    /// The port the instance was registered on, kept so it is registered again on the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+
+    /// The drain limit that applies to this instance, in seconds (from `timeouts.drainSeconds`
+    /// or the target group's deregistration delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_seconds: Option<u32>,
+
+    /// SSM command ID of the maintenance command, recorded as soon as SendCommand returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_command_id: Option<String>,
+
+    /// When the maintenance command was first asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub maintenance_started_at: Option<Timestamp>,
+
+    /// SSM command ID of the verification command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_command_id: Option<String>,
+
+    /// When the verification command was first asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub verify_started_at: Option<Timestamp>,
+
+    /// When RegisterTargets was first asked for; the wait for `healthy` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub registered_at: Option<Timestamp>,
+
+    /// Why the instance failed, once it has: a short CamelCase reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+
+    /// A human-readable account of the last thing that happened to the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Phase of one instance.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum InstancePhase {
+    /// Not started.
+    #[default]
+    Pending,
+    /// Deregistered; waiting for in-flight requests to finish (target state `draining`).
+    Draining,
+    /// The maintenance command is running (it may reboot the instance).
+    Rebooting,
+    /// Verification, re-registration, and the wait for the target to become `healthy`.
+    Verifying,
+    /// Maintenance done and the instance serves traffic again.
+    Registered,
+    /// Maintenance or a check failed; see `failureReason` and `message`.
+    Failed,
+}
+
+impl InstancePhase {
+    /// Registered and Failed are final for an instance.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Registered | Self::Failed)
+    }
+
+    /// Name as written in the status and in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Draining => "Draining",
+            Self::Rebooting => "Rebooting",
+            Self::Verifying => "Verifying",
+            Self::Registered => "Registered",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for InstancePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A standard Kubernetes condition (same fields as `metav1.Condition`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type: Accepted, Progressing, Complete or Failed.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// The `metadata.generation` this condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When `status` last changed.
+    #[schemars(schema_with = "timestamp_schema")]
+    pub last_transition_time: Timestamp,
+    /// A CamelCase reason for the last transition.
+    pub reason: String,
+    /// A human-readable message.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Schema of an RFC 3339 timestamp, as the apiserver expects for `date-time` fields.
+fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "format": "date-time"})
+}

@@ -1,0 +1,126 @@
+//! Checks of a spec that the CRD schema makes too, made again in process: `pitstop run`
+//! reads plans from files no apiserver has seen, and a cluster may still serve an older CRD.
+//! Everything here is about the spec alone; checks that need AWS are preflight gates.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::spec::{INSTANCE_ID_PATTERN, MaintenancePlanSpec, TARGET_GROUP_ARN_PATTERN};
+
+static TARGET_GROUP_ARN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(TARGET_GROUP_ARN_PATTERN).expect("TARGET_GROUP_ARN_PATTERN is a valid regex"));
+static INSTANCE_ID: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(INSTANCE_ID_PATTERN).expect("INSTANCE_ID_PATTERN is a valid regex"));
+
+/// Everything wrong with a spec, so a user can fix it in one go.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MaintenancePlan spec: {}", .problems.join("; "))]
+pub struct InvalidSpec {
+    /// One sentence per problem.
+    pub problems: Vec<String>,
+}
+
+/// Validates a spec.
+pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
+    let mut problems = Vec::new();
+    if !TARGET_GROUP_ARN.is_match(&spec.target_group_arn) {
+        problems.push(format!(
+            "targetGroupArn {:?} is not an ELBv2 target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)",
+            spec.target_group_arn
+        ));
+    }
+    if let (Some(region), Some(arn_region)) = (&spec.region, region_of_arn(&spec.target_group_arn))
+        && region != arn_region
+    {
+        problems.push(format!(
+            "region {region:?} differs from the target group's region {arn_region:?}"
+        ));
+    }
+    if spec.instances.is_empty() {
+        problems.push("instances is empty: name at least one EC2 instance ID".to_owned());
+    }
+    let mut seen = HashSet::new();
+    for id in &spec.instances {
+        if !INSTANCE_ID.is_match(id) {
+            problems.push(format!(
+                "instance {id:?} is not an EC2 instance ID (i- and 8 or 17 hex digits)"
+            ));
+        }
+        if !seen.insert(id.as_str()) {
+            problems.push(format!("instance {id} is listed more than once"));
+        }
+    }
+    for (field, command) in [("maintenance", &spec.maintenance), ("verify", &spec.verify)] {
+        if let Some(command) = command
+            && command.document_name.trim().is_empty()
+        {
+            problems.push(format!("{field}.documentName is empty"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidSpec { problems })
+    }
+}
+
+/// The region part of an ARN (`arn:PARTITION:SERVICE:REGION:...`).
+pub fn region_of_arn(arn: &str) -> Option<&str> {
+    arn.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
+/// The region a plan works in: `spec.region`, else the target group ARN's.
+pub fn plan_region(spec: &MaintenancePlanSpec) -> Option<&str> {
+    spec.region.as_deref().or_else(|| region_of_arn(&spec.target_group_arn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(arn: &str, instances: &[&str]) -> MaintenancePlanSpec {
+        MaintenancePlanSpec {
+            target_group_arn: arn.to_owned(),
+            region: None,
+            instances: instances.iter().map(|s| (*s).to_owned()).collect(),
+            maintenance: None,
+            verify: None,
+            preflight: Default::default(),
+            timeouts: Default::default(),
+            on_failure: Default::default(),
+            max_failures: 0,
+        }
+    }
+
+    const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+
+    #[test]
+    fn accepts_a_good_spec() {
+        assert_eq!(validate(&spec(ARN, &["i-0123456789abcdef0", "i-01234567"])), Ok(()));
+        assert_eq!(plan_region(&spec(ARN, &["i-01234567"])), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let err = validate(&spec(
+            "arn:aws:ec2:eu-west-1:1:thing",
+            &["i-xyz", "i-01234567", "i-01234567"],
+        ))
+        .expect_err("spec is invalid");
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert!(err.problems[0].contains("targetGroupArn"));
+        assert!(err.problems[1].contains("i-xyz"));
+        assert!(err.problems[2].contains("more than once"));
+    }
+
+    #[test]
+    fn rejects_empty_instances_and_region_mismatch() {
+        let mut s = spec(ARN, &[]);
+        s.region = Some("us-east-1".into());
+        let err = validate(&s).expect_err("spec is invalid");
+        assert!(err.to_string().contains("instances is empty"), "{err}");
+        assert!(err.to_string().contains("differs"), "{err}");
+    }
+}

@@ -1,0 +1,467 @@
+//! An in-memory AWS for the state-machine and reconcile tests: one or more target groups
+//! and an SSM that runs scripted outcomes, all on a clock the test moves. It also keeps the
+//! history the safety properties are checked against. Not a model of AWS's timing; the
+//! sandbox (real HAProxy, real processes) is where behaviour under load is shown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use super::{
+    AgentPing, AwsApis, AwsError, AwsErrorKind, AwsProvider, CommandRequest, CommandStatus, Commands, FoundCommand,
+    Invocation, Target, TargetGroups, TargetHealth, TargetState,
+};
+
+/// How the fake behaves; change it between steps to script a scenario.
+#[derive(Clone, Debug)]
+pub struct FakeBehaviour {
+    /// Time from DeregisterTargets to `unused`.
+    pub drain_time: Duration,
+    /// Time from RegisterTargets to `healthy`.
+    pub healthy_time: Duration,
+    /// Time SSM answers `InvocationDoesNotExist` after SendCommand.
+    pub invocation_delay: Duration,
+    /// Time a command runs.
+    pub command_time: Duration,
+    /// The group's deregistration delay attribute.
+    pub deregistration_delay: Duration,
+    /// Instances whose commands fail (exit code 1).
+    pub failing_commands: Vec<String>,
+    /// Instances that never become healthy after registration.
+    pub never_healthy: Vec<String>,
+    /// Instances whose commands never finish.
+    pub hanging_commands: Vec<String>,
+    /// Documents that do not exist (SendCommand answers InvalidDocument).
+    pub missing_documents: Vec<String>,
+    /// Fail the next N calls with this error kind (throttling, transient...).
+    pub fail_next: Option<(u32, AwsErrorKind)>,
+}
+
+impl Default for FakeBehaviour {
+    fn default() -> Self {
+        Self {
+            drain_time: Duration::from_secs(10),
+            healthy_time: Duration::from_secs(10),
+            invocation_delay: Duration::from_secs(1),
+            command_time: Duration::from_secs(30),
+            deregistration_delay: Duration::from_secs(10),
+            failing_commands: Vec::new(),
+            never_healthy: Vec::new(),
+            hanging_commands: Vec::new(),
+            missing_documents: Vec::new(),
+            fail_next: None,
+        }
+    }
+}
+
+/// One AWS write call, with what the group looked like when it was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteCall {
+    /// When.
+    pub at: Timestamp,
+    /// `DeregisterTargets`, `RegisterTargets`, `SendCommand` or `CancelCommand`.
+    pub operation: &'static str,
+    /// The instance.
+    pub instance_id: String,
+    /// The instance's target state just before the call.
+    pub state_before: TargetState,
+    /// For SendCommand: the comment (tag).
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Registration {
+    Registered { since: Timestamp },
+    Draining { since: Timestamp },
+    Unregistered,
+}
+
+#[derive(Clone, Debug)]
+struct FakeCommand {
+    id: String,
+    instance_id: String,
+    comment: String,
+    sent_at: Timestamp,
+    fails: bool,
+    hangs: bool,
+    cancelled: bool,
+}
+
+#[derive(Debug)]
+struct World {
+    now: Timestamp,
+    behaviour: FakeBehaviour,
+    groups: HashMap<String, BTreeMap<String, Registration>>,
+    commands: Vec<FakeCommand>,
+    writes: Vec<WriteCall>,
+    calls: u64,
+    max_out_at_once: usize,
+}
+
+/// The fake AWS. Cheap to clone; clones share the world.
+#[derive(Clone, Debug)]
+pub struct FakeAws {
+    world: Arc<Mutex<World>>,
+}
+
+impl FakeAws {
+    /// A world with one target group holding `instances`, all registered and healthy.
+    pub fn new(target_group_arn: &str, instances: &[&str], now: Timestamp) -> Self {
+        let long_ago = now - jiff::SignedDuration::from_hours(1);
+        let group = instances
+            .iter()
+            .map(|id| ((*id).to_owned(), Registration::Registered { since: long_ago }))
+            .collect();
+        let world = World {
+            now,
+            behaviour: FakeBehaviour::default(),
+            groups: HashMap::from([(target_group_arn.to_owned(), group)]),
+            commands: Vec::new(),
+            writes: Vec::new(),
+            calls: 0,
+            max_out_at_once: 0,
+        };
+        Self {
+            world: Arc::new(Mutex::new(world)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        // A test that panicked while holding the lock has failed already; keep the data.
+        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves the clock.
+    pub fn set_now(&self, now: Timestamp) {
+        self.lock().now = now;
+    }
+
+    /// The clock.
+    pub fn now(&self) -> Timestamp {
+        self.lock().now
+    }
+
+    /// Changes the behaviour.
+    pub fn behave(&self, change: impl FnOnce(&mut FakeBehaviour)) {
+        change(&mut self.lock().behaviour);
+    }
+
+    /// Registers or removes an instance behind pitstop's back.
+    pub fn set_registered(&self, target_group_arn: &str, instance_id: &str, registered: bool) {
+        let mut world = self.lock();
+        let now = world.now;
+        let long_ago = now - jiff::SignedDuration::from_hours(1);
+        if let Some(group) = world.groups.get_mut(target_group_arn) {
+            let registration = if registered {
+                Registration::Registered { since: long_ago }
+            } else {
+                Registration::Unregistered
+            };
+            group.insert(instance_id.to_owned(), registration);
+        }
+    }
+
+    /// Every write call so far.
+    pub fn writes(&self) -> Vec<WriteCall> {
+        self.lock().writes.clone()
+    }
+
+    /// All calls so far, reads included.
+    pub fn call_count(&self) -> u64 {
+        self.lock().calls
+    }
+
+    /// The most instances of one group that were out of rotation at the same time.
+    pub fn max_out_at_once(&self) -> usize {
+        self.lock().max_out_at_once
+    }
+
+    /// The state of one instance now.
+    pub fn state(&self, target_group_arn: &str, instance_id: &str) -> TargetState {
+        let world = self.lock();
+        world.state(target_group_arn, instance_id)
+    }
+
+    /// How many commands were sent to `instance_id` with this comment.
+    pub fn sends_with_comment(&self, instance_id: &str, comment: &str) -> usize {
+        self.lock()
+            .commands
+            .iter()
+            .filter(|c| c.instance_id == instance_id && c.comment == comment)
+            .count()
+    }
+
+    /// The AWS APIs backed by this fake.
+    pub fn apis(&self) -> AwsApis {
+        AwsApis {
+            target_groups: Arc::new(self.clone()),
+            commands: Arc::new(self.clone()),
+        }
+    }
+}
+
+impl World {
+    fn state(&self, arn: &str, instance_id: &str) -> TargetState {
+        let Some(registration) = self.groups.get(arn).and_then(|g| g.get(instance_id)) else {
+            return TargetState::Unused;
+        };
+        match registration {
+            Registration::Registered { since } => {
+                if self.behaviour.never_healthy.iter().any(|i| i == instance_id) {
+                    TargetState::Unhealthy
+                } else if self.now.duration_since(*since) >= signed(self.behaviour.healthy_time) {
+                    TargetState::Healthy
+                } else {
+                    TargetState::Initial
+                }
+            }
+            Registration::Draining { since } => {
+                if self.now.duration_since(*since) >= signed(self.behaviour.drain_time) {
+                    TargetState::Unused
+                } else {
+                    TargetState::Draining
+                }
+            }
+            Registration::Unregistered => TargetState::Unused,
+        }
+    }
+
+    /// Fails the call if the behaviour says so; counts it either way.
+    fn call(&mut self, operation: &'static str) -> Result<(), AwsError> {
+        self.calls += 1;
+        if let Some((remaining, kind)) = self.behaviour.fail_next.as_mut() {
+            let kind = *kind;
+            *remaining -= 1;
+            if *remaining == 0 {
+                self.behaviour.fail_next = None;
+            }
+            return Err(AwsError::new(operation, kind, None, "injected by the fake"));
+        }
+        Ok(())
+    }
+
+    fn record_write(&mut self, operation: &'static str, arn: &str, instance_id: &str, comment: Option<String>) {
+        let state_before = self.state(arn, instance_id);
+        self.writes.push(WriteCall {
+            at: self.now,
+            operation,
+            instance_id: instance_id.to_owned(),
+            state_before,
+            comment,
+        });
+    }
+
+    fn update_out_count(&mut self) {
+        for (arn, group) in &self.groups {
+            let out = group.keys().filter(|id| !self.state(arn, id).is_registered()).count();
+            self.max_out_at_once = self.max_out_at_once.max(out);
+        }
+    }
+
+    fn any_group_arn(&self) -> String {
+        self.groups.keys().next().cloned().unwrap_or_default()
+    }
+}
+
+fn signed(d: Duration) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
+}
+
+fn not_found(operation: &'static str, what: &str) -> AwsError {
+    AwsError::new(
+        operation,
+        AwsErrorKind::NotFound,
+        Some("TargetGroupNotFound".into()),
+        format!("{what} not found"),
+    )
+}
+
+#[async_trait]
+impl TargetGroups for FakeAws {
+    async fn target_health(&self, arn: &str) -> Result<Vec<TargetHealth>, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeTargetHealth")?;
+        let group = world
+            .groups
+            .get(arn)
+            .ok_or_else(|| not_found("DescribeTargetHealth", arn))?;
+        Ok(group
+            .keys()
+            .map(|id| (id, world.state(arn, id)))
+            .filter(|(_, state)| *state != TargetState::Unused)
+            .map(|(id, state)| TargetHealth {
+                target: Target {
+                    instance_id: id.clone(),
+                    port: Some(8080),
+                },
+                state,
+                reason: None,
+                description: None,
+            })
+            .collect())
+    }
+
+    async fn instance_health(&self, arn: &str, target: &Target) -> Result<TargetHealth, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeTargetHealth")?;
+        if !world.groups.contains_key(arn) {
+            return Err(not_found("DescribeTargetHealth", arn));
+        }
+        let state = world.state(arn, &target.instance_id);
+        Ok(TargetHealth {
+            target: target.clone(),
+            state,
+            reason: (state == TargetState::Unused).then(|| "Target.NotRegistered".to_owned()),
+            description: None,
+        })
+    }
+
+    async fn deregistration_delay(&self, arn: &str) -> Result<Duration, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeTargetGroupAttributes")?;
+        if !world.groups.contains_key(arn) {
+            return Err(not_found("DescribeTargetGroupAttributes", arn));
+        }
+        Ok(world.behaviour.deregistration_delay)
+    }
+
+    async fn deregister(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
+        let mut world = self.lock();
+        world.call("DeregisterTargets")?;
+        world.record_write("DeregisterTargets", arn, &target.instance_id, None);
+        let now = world.now;
+        let state = world.state(arn, &target.instance_id);
+        let group = world
+            .groups
+            .get_mut(arn)
+            .ok_or_else(|| not_found("DeregisterTargets", arn))?;
+        if state.is_registered() {
+            group.insert(target.instance_id.clone(), Registration::Draining { since: now });
+        }
+        world.update_out_count();
+        Ok(())
+    }
+
+    async fn register(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
+        let mut world = self.lock();
+        world.call("RegisterTargets")?;
+        world.record_write("RegisterTargets", arn, &target.instance_id, None);
+        let now = world.now;
+        let state = world.state(arn, &target.instance_id);
+        let group = world
+            .groups
+            .get_mut(arn)
+            .ok_or_else(|| not_found("RegisterTargets", arn))?;
+        if !state.is_registered() {
+            group.insert(target.instance_id.clone(), Registration::Registered { since: now });
+        }
+        world.update_out_count();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Commands for FakeAws {
+    async fn send(&self, request: &CommandRequest) -> Result<String, AwsError> {
+        let mut world = self.lock();
+        world.call("SendCommand")?;
+        if world.behaviour.missing_documents.contains(&request.document_name) {
+            return Err(AwsError::new(
+                "SendCommand",
+                AwsErrorKind::NotFound,
+                Some("InvalidDocument".into()),
+                format!("document {} does not exist", request.document_name),
+            ));
+        }
+        let arn = world.any_group_arn();
+        world.record_write("SendCommand", &arn, &request.instance_id, Some(request.comment.clone()));
+        let id = format!("cmd-{:04}", world.commands.len() + 1);
+        let instance_id = request.instance_id.clone();
+        let command = FakeCommand {
+            id: id.clone(),
+            fails: world.behaviour.failing_commands.contains(&instance_id),
+            hangs: world.behaviour.hanging_commands.contains(&instance_id),
+            instance_id,
+            comment: request.comment.clone(),
+            sent_at: world.now,
+            cancelled: false,
+        };
+        world.commands.push(command);
+        Ok(id)
+    }
+
+    async fn invocation(&self, command_id: &str, instance_id: &str) -> Result<Option<Invocation>, AwsError> {
+        let mut world = self.lock();
+        world.call("GetCommandInvocation")?;
+        let Some(command) = world
+            .commands
+            .iter()
+            .find(|c| c.id == command_id && c.instance_id == instance_id)
+        else {
+            return Ok(None);
+        };
+        let age = world.now.duration_since(command.sent_at);
+        if age < signed(world.behaviour.invocation_delay) {
+            return Ok(None);
+        }
+        let (status, code) = if command.cancelled {
+            (CommandStatus::Cancelled, -1)
+        } else if command.hangs || age < signed(world.behaviour.command_time) {
+            (CommandStatus::InProgress, -1)
+        } else if command.fails {
+            (CommandStatus::Failed, 1)
+        } else {
+            (CommandStatus::Success, 0)
+        };
+        Ok(Some(Invocation {
+            status,
+            status_details: Some(format!("{status:?}")),
+            response_code: Some(code),
+            stderr_tail: command.fails.then(|| "maintenance script failed".to_owned()),
+        }))
+    }
+
+    async fn find_by_comment(&self, instance_id: &str, comment: &str) -> Result<Option<FoundCommand>, AwsError> {
+        let mut world = self.lock();
+        world.call("ListCommands")?;
+        Ok(world
+            .commands
+            .iter()
+            .rev()
+            .find(|c| c.instance_id == instance_id && c.comment == comment)
+            .map(|c| FoundCommand {
+                command_id: c.id.clone(),
+            }))
+    }
+
+    async fn cancel(&self, command_id: &str, instance_id: &str) -> Result<(), AwsError> {
+        let mut world = self.lock();
+        world.call("CancelCommand")?;
+        let arn = world.any_group_arn();
+        world.record_write("CancelCommand", &arn, instance_id, None);
+        if let Some(command) = world
+            .commands
+            .iter_mut()
+            .find(|c| c.id == command_id && c.instance_id == instance_id)
+        {
+            command.cancelled = true;
+        }
+        Ok(())
+    }
+
+    async fn agent_ping(&self, _instance_id: &str) -> Result<AgentPing, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeInstanceInformation")?;
+        Ok(AgentPing::Online)
+    }
+}
+
+#[async_trait]
+impl AwsProvider for FakeAws {
+    async fn for_region(&self, _region: &str) -> AwsApis {
+        self.apis()
+    }
+}

@@ -1,0 +1,331 @@
+//! AWS, in pitstop's own words: two small traits, one over an ELBv2 target group and one
+//! over SSM commands. `sdk` implements them with the AWS SDK; `fake` in memory, for the
+//! state-machine and reconcile tests.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod fake;
+pub mod sdk;
+
+/// An instance target of a target group, with the port it is registered on (None: the
+/// group's default port).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// EC2 instance ID.
+    pub instance_id: String,
+    /// Port the target is registered on.
+    pub port: Option<i32>,
+}
+
+/// ELBv2 target health state, as DescribeTargetHealth reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetState {
+    /// Registered, initial health checks not yet passed.
+    Initial,
+    /// Passing health checks and receiving traffic.
+    Healthy,
+    /// Failing health checks.
+    Unhealthy,
+    /// Registered, but health checks are not running (e.g. no listener uses the group).
+    UnhealthyDraining,
+    /// Deregistered; in-flight requests are completing.
+    Draining,
+    /// Not registered (the API also says `Target.NotRegistered`).
+    Unused,
+    /// Registered to a group that is not used by a load balancer, or health checks disabled.
+    Unavailable,
+    /// A state this version of pitstop does not know.
+    Unknown,
+}
+
+impl TargetState {
+    /// Parses the API's state string.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "initial" => Self::Initial,
+            "healthy" => Self::Healthy,
+            "unhealthy" => Self::Unhealthy,
+            "unhealthy.draining" => Self::UnhealthyDraining,
+            "draining" => Self::Draining,
+            "unused" => Self::Unused,
+            "unavailable" => Self::Unavailable,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+            Self::UnhealthyDraining => "unhealthy.draining",
+            Self::Draining => "draining",
+            Self::Unused => "unused",
+            Self::Unavailable => "unavailable",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// True while the target is registered (it gets, or may get, traffic).
+    pub fn is_registered(self) -> bool {
+        matches!(
+            self,
+            Self::Initial | Self::Healthy | Self::Unhealthy | Self::UnhealthyDraining | Self::Unavailable
+        )
+    }
+}
+
+impl fmt::Display for TargetState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of DescribeTargetHealth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetHealth {
+    /// The target.
+    pub target: Target,
+    /// Its state.
+    pub state: TargetState,
+    /// The API's reason code, e.g. `Target.NotRegistered`, `Target.FailedHealthChecks`.
+    pub reason: Option<String>,
+    /// The API's description.
+    pub description: Option<String>,
+}
+
+/// An ELBv2 target group, in the operations pitstop needs.
+#[async_trait]
+pub trait TargetGroups: Send + Sync {
+    /// Health of every target in the group (DescribeTargetHealth without targets).
+    async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>, AwsError>;
+
+    /// Health of one instance in the group (DescribeTargetHealth with that target). An
+    /// instance that is not registered reads `unused`.
+    async fn instance_health(&self, target_group_arn: &str, target: &Target) -> Result<TargetHealth, AwsError>;
+
+    /// The group's `deregistration_delay.timeout_seconds` attribute.
+    async fn deregistration_delay(&self, target_group_arn: &str) -> Result<Duration, AwsError>;
+
+    /// DeregisterTargets for one target. Idempotent.
+    async fn deregister(&self, target_group_arn: &str, target: &Target) -> Result<(), AwsError>;
+
+    /// RegisterTargets for one target. Idempotent.
+    async fn register(&self, target_group_arn: &str, target: &Target) -> Result<(), AwsError>;
+}
+
+/// An SSM Run Command to send to one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandRequest {
+    /// The instance.
+    pub instance_id: String,
+    /// Document name or ARN.
+    pub document_name: String,
+    /// Document version, if pinned.
+    pub document_version: Option<String>,
+    /// Document parameters.
+    pub parameters: BTreeMap<String, Vec<String>>,
+    /// Limit for the whole command, reboots included (`TimeoutSeconds` is the delivery
+    /// limit in SSM; pitstop enforces this one itself and sets the script's
+    /// `executionTimeout` where the document has one).
+    pub timeout: Duration,
+    /// The tag that identifies this command after a crash (SSM `Comment`, at most 100
+    /// characters); see [`CommandTag`].
+    pub comment: String,
+}
+
+/// SSM command invocation status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandStatus {
+    /// Not yet delivered.
+    Pending,
+    /// Running on the instance.
+    InProgress,
+    /// Delivery is being retried (e.g. the instance is rebooting).
+    Delayed,
+    /// Finished with exit code 0.
+    Success,
+    /// Cancelled by a CancelCommand.
+    Cancelled,
+    /// The command or its delivery timed out.
+    TimedOut,
+    /// Finished with a non-zero exit code, or could not run.
+    Failed,
+    /// A cancellation is under way.
+    Cancelling,
+}
+
+impl CommandStatus {
+    /// Parses the API's status string (`Status` of GetCommandInvocation); unknown values
+    /// count as failed so that nothing waits forever on a status it cannot read.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "Pending" => Self::Pending,
+            "InProgress" => Self::InProgress,
+            "Delayed" => Self::Delayed,
+            "Success" => Self::Success,
+            "Cancelled" => Self::Cancelled,
+            "TimedOut" => Self::TimedOut,
+            "Cancelling" => Self::Cancelling,
+            _ => Self::Failed,
+        }
+    }
+
+    /// True once the command will not change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Success | Self::Cancelled | Self::TimedOut | Self::Failed)
+    }
+}
+
+/// What GetCommandInvocation says about a command on one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invocation {
+    /// Status.
+    pub status: CommandStatus,
+    /// SSM's finer status (`StatusDetails`, e.g. `DeliveryTimedOut`, `Undeliverable`).
+    pub status_details: Option<String>,
+    /// Exit code of the script, once known (-1 while running).
+    pub response_code: Option<i32>,
+    /// The end of standard error, for messages (SSM keeps at most 8000 characters).
+    pub stderr_tail: Option<String>,
+}
+
+/// A command found by its tag (the crash-recovery look-up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundCommand {
+    /// Its command ID.
+    pub command_id: String,
+}
+
+/// SSM agent ping status of an instance (DescribeInstanceInformation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentPing {
+    /// The agent is connected.
+    Online,
+    /// The agent has not checked in recently (e.g. the instance is rebooting).
+    ConnectionLost,
+    /// The instance is stopped or terminated.
+    Inactive,
+    /// SSM does not manage this instance.
+    NotManaged,
+}
+
+/// SSM Run Command, in the operations pitstop needs.
+#[async_trait]
+pub trait Commands: Send + Sync {
+    /// SendCommand to one instance; returns the command ID.
+    async fn send(&self, request: &CommandRequest) -> Result<String, AwsError>;
+
+    /// GetCommandInvocation. `Ok(None)` when SSM answers `InvocationDoesNotExist`, which it
+    /// does for a short while right after SendCommand.
+    async fn invocation(&self, command_id: &str, instance_id: &str) -> Result<Option<Invocation>, AwsError>;
+
+    /// ListCommands for the instance, newest first, returning the one whose `Comment` equals
+    /// `comment` (the look-up a restarted controller makes before sending a command again).
+    async fn find_by_comment(&self, instance_id: &str, comment: &str) -> Result<Option<FoundCommand>, AwsError>;
+
+    /// CancelCommand for one instance. Best effort: cancelling a finished command is not an error.
+    async fn cancel(&self, command_id: &str, instance_id: &str) -> Result<(), AwsError>;
+
+    /// DescribeInstanceInformation for one instance.
+    async fn agent_ping(&self, instance_id: &str) -> Result<AgentPing, AwsError>;
+}
+
+/// The tag written into a command's `Comment`, so a command can be found again after a
+/// crash between SendCommand and the status write: `pitstop/<plan uid>/<kind>/<attempt>`.
+/// The instance is not in the tag because ListCommands is already filtered by instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandTag {
+    /// The plan's `metadata.uid`.
+    pub plan_uid: String,
+    /// Which command of the instance's attempt.
+    pub kind: CommandKind,
+    /// The instance's attempt number.
+    pub attempt: u32,
+}
+
+impl CommandTag {
+    /// The `Comment` text.
+    pub fn comment(&self) -> String {
+        format!("pitstop/{}/{}/{}", self.plan_uid, self.kind.as_str(), self.attempt)
+    }
+}
+
+/// Which of an instance's commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// The maintenance document.
+    Maintenance,
+    /// The verification document.
+    Verify,
+}
+
+impl CommandKind {
+    /// Lower-case name, as used in tags and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Maintenance => "maintenance",
+            Self::Verify => "verify",
+        }
+    }
+}
+
+/// How an AWS call failed, in the categories that decide what pitstop does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AwsErrorKind {
+    /// Rate exceeded or throttled: try again soon.
+    Throttled,
+    /// The target group, instance or document does not exist.
+    NotFound,
+    /// The request was refused as invalid or not allowed (a spec or IAM problem).
+    Rejected,
+    /// Network trouble, timeouts, 5xx: try again with backoff.
+    Transient,
+}
+
+/// A failed AWS call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} failed ({kind:?}): {message}")]
+pub struct AwsError {
+    /// The API operation, e.g. `DeregisterTargets`.
+    pub operation: &'static str,
+    /// Category.
+    pub kind: AwsErrorKind,
+    /// The service's error code, when it gave one.
+    pub code: Option<String>,
+    /// What went wrong, for humans.
+    pub message: String,
+}
+
+impl AwsError {
+    /// Builds an error.
+    pub fn new(operation: &'static str, kind: AwsErrorKind, code: Option<String>, message: impl Into<String>) -> Self {
+        Self {
+            operation,
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Both AWS services for one region.
+#[derive(Clone)]
+pub struct AwsApis {
+    /// ELBv2.
+    pub target_groups: std::sync::Arc<dyn TargetGroups>,
+    /// SSM.
+    pub commands: std::sync::Arc<dyn Commands>,
+}
+
+/// Gives the AWS clients for a region; real ones are built once per region and cached.
+#[async_trait]
+pub trait AwsProvider: Send + Sync {
+    /// Clients for `region`.
+    async fn for_region(&self, region: &str) -> AwsApis;
+}

@@ -1,0 +1,26 @@
+//! Logging setup: text for people, JSON for log pipelines; `RUST_LOG` sets the level.
+
+use clap::ValueEnum;
+use tracing_subscriber::EnvFilter;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with span fields (plan, instance).
+    Json,
+}
+
+/// Installs the global subscriber, writing to stderr.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
+    }
+}

@@ -1,0 +1,4 @@
+//! The `pitstop` command line.
+
+pub mod crd;
+pub mod logging;

@@ -1,0 +1,73 @@
+//! Reading what the state machine asked for.
+
+use crate::api::{InstanceStatus, MaintenancePlanStatus};
+use crate::aws::{AwsApis, AwsError, CommandKind, CommandTag, TargetHealth};
+use crate::machine::{CommandView, Observed, Wants};
+
+/// An observation failed; nothing was decided or changed.
+#[derive(Debug, thiserror::Error)]
+#[error("could not read AWS state: {0}")]
+pub struct ObserveError(#[from] pub AwsError);
+
+/// Makes the read calls `wants` lists.
+pub async fn observe(
+    apis: &AwsApis,
+    target_group_arn: &str,
+    plan_uid: &str,
+    status: Option<&MaintenancePlanStatus>,
+    wants: &Wants,
+) -> Result<Observed, ObserveError> {
+    let mut observed = Observed::default();
+    let Some(instance_id) = wants.instance_id.as_deref() else {
+        return Ok(observed);
+    };
+    if wants.group_health {
+        let group: Vec<TargetHealth> = apis.target_groups.target_health(target_group_arn).await?;
+        observed.group = Some(group);
+    }
+    if wants.deregistration_delay {
+        observed.deregistration_delay = Some(apis.target_groups.deregistration_delay(target_group_arn).await?);
+    }
+    if wants.agent {
+        observed.agent = Some(apis.commands.agent_ping(instance_id).await?);
+    }
+    if let Some(kind) = wants.command {
+        let instance = status.and_then(|s| s.instances.iter().find(|i| i.instance_id == instance_id));
+        observed.command = Some(observe_command(apis, plan_uid, instance_id, instance, kind).await?);
+    }
+    Ok(observed)
+}
+
+async fn observe_command(
+    apis: &AwsApis,
+    plan_uid: &str,
+    instance_id: &str,
+    instance: Option<&InstanceStatus>,
+    kind: CommandKind,
+) -> Result<CommandView, AwsError> {
+    let recorded = instance.and_then(|i| match kind {
+        CommandKind::Maintenance => i.maintenance_command_id.clone(),
+        CommandKind::Verify => i.verify_command_id.clone(),
+    });
+    let command_id = match recorded {
+        Some(id) => Some(id),
+        None => {
+            // No ID recorded: either never sent, or sent just before a crash. Look it up by
+            // its tag before the state machine may decide to send it.
+            let tag = CommandTag {
+                plan_uid: plan_uid.to_owned(),
+                kind,
+                attempt: instance.map_or(1, |i| i.attempt.max(1)),
+            };
+            apis.commands
+                .find_by_comment(instance_id, &tag.comment())
+                .await?
+                .map(|found| found.command_id)
+        }
+    };
+    let invocation = match &command_id {
+        Some(id) => apis.commands.invocation(id, instance_id).await?,
+        None => None,
+    };
+    Ok(CommandView { command_id, invocation })
+}

@@ -1,0 +1,124 @@
+//! The whole round, with the status writes placed for crash safety.
+
+use jiff::Timestamp;
+
+use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
+use crate::aws::{AwsApis, AwsError};
+use crate::machine::{self, Action, Decision, PlanView, Requeue, Transition};
+
+use super::act::{ActOutcome, act};
+use super::observe::{ObserveError, observe};
+
+/// Where a plan's status lives: the apiserver's `/status`, or memory in `pitstop run`.
+#[async_trait::async_trait]
+pub trait StatusStore: Send {
+    /// The error a write can fail with.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Writes the status. Must be durable when it returns: the action that follows relies on it.
+    async fn save(&mut self, status: &MaintenancePlanStatus) -> Result<(), Self::Error>;
+}
+
+/// A round failed part-way; what was written so far stands, and the next round picks up.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError<E: std::error::Error + 'static> {
+    /// Reading AWS failed before anything was decided.
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    /// A status write failed; the action it guarded was not made.
+    #[error("could not record the status: {0}")]
+    Store(#[source] E),
+    /// The AWS action failed in a way worth retrying (throttled, transient).
+    #[error("AWS action failed: {0}")]
+    Act(#[source] AwsError),
+}
+
+impl<E: std::error::Error + 'static> StepError<E> {
+    /// The AWS error behind this failure, if any.
+    pub fn aws(&self) -> Option<&AwsError> {
+        match self {
+            Self::Observe(ObserveError(e)) | Self::Act(e) => Some(e),
+            Self::Store(_) => None,
+        }
+    }
+}
+
+/// What a round did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepReport {
+    /// The status now recorded.
+    pub status: MaintenancePlanStatus,
+    /// The action made, if any.
+    pub action: Option<Action>,
+    /// When to come back.
+    pub requeue: Requeue,
+    /// Phase changes, for events and metrics.
+    pub transitions: Vec<Transition>,
+}
+
+/// Runs one round for a plan.
+///
+/// Order matters: the decided status is written *before* the action (write-ahead), so a
+/// crash between the two leaves a status from which the same, repeat-safe action is chosen
+/// again; a command ID is written right after SendCommand returns, and if that write is
+/// lost the command is found again by its tag. Status writes that change nothing are
+/// skipped.
+pub async fn step<S: StatusStore>(
+    apis: &AwsApis,
+    uid: &str,
+    generation: Option<i64>,
+    spec: &MaintenancePlanSpec,
+    recorded: Option<&MaintenancePlanStatus>,
+    now: Timestamp,
+    store: &mut S,
+) -> Result<StepReport, StepError<S::Error>> {
+    let wants = machine::wants(spec, recorded);
+    let observed = observe(apis, &spec.target_group_arn, uid, recorded, &wants).await?;
+    let plan = PlanView {
+        uid,
+        generation,
+        spec,
+        status: recorded,
+    };
+    let Decision {
+        mut status,
+        action,
+        requeue,
+        mut transitions,
+    } = machine::decide(plan, &observed, now);
+    if recorded != Some(&status) {
+        store.save(&status).await.map_err(StepError::Store)?;
+    }
+    if let Some(action) = &action {
+        match act(apis, &spec.target_group_arn, action).await {
+            Ok(ActOutcome::Done) => {}
+            Ok(ActOutcome::Sent {
+                kind,
+                instance_id,
+                command_id,
+            }) => {
+                machine::record_sent(&mut status, &instance_id, kind, &command_id);
+                store.save(&status).await.map_err(StepError::Store)?;
+            }
+            Err(error) => match machine::record_action_failed(spec, &mut status, action, &error, now) {
+                Some(transition) => {
+                    transitions.push(transition);
+                    store.save(&status).await.map_err(StepError::Store)?;
+                    return Ok(StepReport {
+                        status,
+                        action: Some(action.clone()),
+                        requeue: Requeue::Now,
+                        transitions,
+                    });
+                }
+                None => return Err(StepError::Act(error)),
+            },
+        }
+    }
+    Ok(StepReport {
+        status,
+        action,
+        requeue,
+        transitions,
+    })
+}

@@ -1,0 +1,151 @@
+//! Conditions and the one-line summary, derived from the instances' states.
+
+use jiff::Timestamp;
+
+use crate::api::validate::InvalidSpec;
+use crate::api::{Condition, InstancePhase, MaintenancePlanStatus, PlanPhase};
+
+/// The spec was accepted (valid).
+pub const CONDITION_ACCEPTED: &str = "Accepted";
+/// An instance is being worked on.
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+/// The plan succeeded.
+pub const CONDITION_COMPLETE: &str = "Complete";
+/// The plan failed.
+pub const CONDITION_FAILED: &str = "Failed";
+
+/// Sets one condition, keeping `lastTransitionTime` unless `status` flips, so that a status
+/// that did not really change is written as the same bytes (and the write skipped).
+pub(super) fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if status { "True" } else { "False" };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => {
+            if existing.status != status {
+                existing.last_transition_time = now;
+            }
+            existing.status = status.to_owned();
+            existing.reason = reason.to_owned();
+            existing.message = message.to_owned();
+            existing.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            observed_generation: generation,
+            last_transition_time: now,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        }),
+    }
+}
+
+/// Fills `progress`, `message` and the conditions from the rest of the status.
+pub(super) fn summarize(
+    status: &mut MaintenancePlanStatus,
+    invalid: Option<&InvalidSpec>,
+    failure_reason: Option<&str>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let total = status.instances.len();
+    let done = status.instances.iter().filter(|i| i.phase.is_finished()).count();
+    let failed = status
+        .instances
+        .iter()
+        .filter(|i| i.phase == InstancePhase::Failed)
+        .count();
+    status.progress = Some(format!("{done}/{total}"));
+
+    let current = status
+        .current_instance
+        .as_ref()
+        .and_then(|id| status.instances.iter().find(|i| &i.instance_id == id));
+    let message = match (status.phase, current) {
+        (PlanPhase::Pending, _) => "waiting to start".to_owned(),
+        (PlanPhase::Running, Some(i)) => format!(
+            "{} {}{}",
+            i.instance_id,
+            i.phase,
+            i.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+        ),
+        (PlanPhase::Running, None) => format!("{done}/{total} instances done"),
+        (PlanPhase::Succeeded, _) if failed > 0 => {
+            format!("{done}/{total} instances done, {failed} failed (within maxFailures)")
+        }
+        (PlanPhase::Succeeded, _) => format!("all {total} instances maintained and healthy"),
+        (PlanPhase::Failed, _) => match invalid {
+            Some(invalid) => invalid.to_string(),
+            None => format!("{failed} of {total} instances failed; the plan stopped"),
+        },
+    };
+    status.message = Some(message.clone());
+
+    let conditions = &mut status.conditions;
+    match invalid {
+        Some(invalid) => set_condition(
+            conditions,
+            CONDITION_ACCEPTED,
+            false,
+            "InvalidSpec",
+            &invalid.to_string(),
+            generation,
+            now,
+        ),
+        None => set_condition(
+            conditions,
+            CONDITION_ACCEPTED,
+            true,
+            "Valid",
+            "spec is valid",
+            generation,
+            now,
+        ),
+    }
+    let running = status.phase == PlanPhase::Running;
+    let progressing_reason = match status.phase {
+        PlanPhase::Pending => "NotStarted",
+        PlanPhase::Running => "InstanceInProgress",
+        PlanPhase::Succeeded | PlanPhase::Failed => "Finished",
+    };
+    set_condition(
+        conditions,
+        CONDITION_PROGRESSING,
+        running,
+        progressing_reason,
+        &message,
+        generation,
+        now,
+    );
+    let succeeded = status.phase == PlanPhase::Succeeded;
+    set_condition(
+        conditions,
+        CONDITION_COMPLETE,
+        succeeded,
+        if succeeded { "AllInstancesDone" } else { "NotFinished" },
+        if succeeded { &message } else { "" },
+        generation,
+        now,
+    );
+    let failed_plan = status.phase == PlanPhase::Failed;
+    set_condition(
+        conditions,
+        CONDITION_FAILED,
+        failed_plan,
+        if failed_plan {
+            failure_reason.unwrap_or("InstancesFailed")
+        } else {
+            "NoFailure"
+        },
+        if failed_plan { &message } else { "" },
+        generation,
+        now,
+    );
+}

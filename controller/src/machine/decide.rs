@@ -1,0 +1,257 @@
+//! The plan-level decision: which instance to work on, and what to do with it.
+
+use jiff::Timestamp;
+
+use crate::api::validate::validate;
+use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, PlanPhase};
+
+use super::conditions::summarize;
+use super::decision::{Decision, Requeue, Transition};
+use super::instance::{self, DRAIN_MARGIN, PlanContext, Step};
+use super::observed::{Observed, is_active};
+use super::{preflight, reason};
+
+/// The plan as the state machine sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanView<'a> {
+    /// `metadata.uid`: part of every command's tag.
+    pub uid: &'a str,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The spec.
+    pub spec: &'a MaintenancePlanSpec,
+    /// The status as last recorded (None for a new plan).
+    pub status: Option<&'a MaintenancePlanStatus>,
+}
+
+/// Decides the next step of a plan from its recorded status and what AWS showed. Pure.
+pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decision {
+    let spec = plan.spec;
+    let mut status = plan.status.cloned().unwrap_or_default();
+    status.observed_generation = plan.generation;
+    let plan_before = status.phase;
+    let validity = validate(spec);
+    let mut transitions = Vec::new();
+
+    if status.phase.is_finished() && !status.instances.iter().any(|i| is_active(spec, i)) {
+        // A finished plan stays finished; later edits are acknowledged, not run.
+        status.current_instance = None;
+        let failure = plan_failure_reason(&status);
+        summarize(
+            &mut status,
+            validity.as_ref().err(),
+            failure.as_deref(),
+            plan.generation,
+            now,
+        );
+        return Decision {
+            status,
+            action: None,
+            requeue: Requeue::Idle,
+            transitions,
+        };
+    }
+
+    merge_instances(&mut status, spec);
+
+    if let Err(invalid) = &validity {
+        // An instance in flight goes back through the failure path; nothing new starts.
+        for instance in status.instances.iter_mut() {
+            if matches!(
+                instance.phase,
+                InstancePhase::Draining | InstancePhase::Rebooting | InstancePhase::Verifying
+            ) {
+                transitions.push(instance::fail(
+                    spec,
+                    instance,
+                    reason::INVALID_SPEC,
+                    invalid.to_string(),
+                    now,
+                ));
+            }
+        }
+    }
+
+    let context = PlanContext { uid: plan.uid, spec };
+    let mut step = Step::default();
+    if let Some(active) = status.instances.iter_mut().find(|i| is_active(spec, i)) {
+        status.current_instance = Some(active.instance_id.clone());
+        step = instance::advance(&context, active, observed, now);
+    } else if validity.is_err() {
+        finish(&mut status, PlanPhase::Failed, now);
+    } else {
+        step = start_next(spec, &mut status, observed, now);
+    }
+    transitions.append(&mut step.transitions);
+
+    if status.phase == PlanPhase::Pending && status.instances.iter().any(|i| i.phase != InstancePhase::Pending) {
+        status.phase = PlanPhase::Running;
+        status.started_at.get_or_insert(now);
+    }
+    if !status.instances.iter().any(|i| is_active(spec, i)) {
+        status.current_instance = None;
+    }
+    if status.phase != plan_before {
+        transitions.push(plan_transition(plan_before, &status));
+    }
+    let failure = plan_failure_reason(&status);
+    summarize(
+        &mut status,
+        validity.as_ref().err(),
+        failure.as_deref(),
+        plan.generation,
+        now,
+    );
+    let requeue = if status.phase.is_finished() {
+        Requeue::Idle
+    } else {
+        step.requeue.unwrap_or(Requeue::Now)
+    };
+    Decision {
+        status,
+        action: step.action,
+        requeue,
+        transitions,
+    }
+}
+
+/// Takes the next Pending instance through the preflight gates, or finishes the plan.
+fn start_next(
+    spec: &MaintenancePlanSpec,
+    status: &mut MaintenancePlanStatus,
+    observed: &Observed,
+    now: Timestamp,
+) -> Step {
+    let failures = status
+        .instances
+        .iter()
+        .filter(|i| i.phase == InstancePhase::Failed)
+        .count();
+    // An instance left out (onFailure: LeaveOut) still holds the one out-of-rotation slot:
+    // taking another would put two out at once, so the plan stops whatever maxFailures says.
+    let left_out = status
+        .instances
+        .iter()
+        .any(|i| i.phase == InstancePhase::Failed && i.out_of_rotation);
+    if failures > spec.max_failures as usize || left_out {
+        finish(status, PlanPhase::Failed, now);
+        return Step::default();
+    }
+    let Some(next) = status.instances.iter_mut().find(|i| i.phase == InstancePhase::Pending) else {
+        finish(status, PlanPhase::Succeeded, now);
+        return Step::default();
+    };
+    if observed.group.is_none() {
+        return Step {
+            requeue: Some(Requeue::Poll),
+            ..Step::default()
+        };
+    }
+    let drain_limit = match (spec.timeouts.drain_seconds, observed.deregistration_delay) {
+        (Some(seconds), _) => seconds,
+        (None, Some(delay)) => u32::try_from((delay + DRAIN_MARGIN).as_secs()).unwrap_or(u32::MAX),
+        (None, None) => {
+            return Step {
+                requeue: Some(Requeue::Poll),
+                ..Step::default()
+            };
+        }
+    };
+    status.current_instance = Some(next.instance_id.clone());
+    match preflight::check(spec, &next.instance_id, observed) {
+        Err(closed) => {
+            let transition = instance::fail(spec, next, closed.reason, closed.message, now);
+            Step {
+                action: None,
+                requeue: Some(Requeue::Now),
+                transitions: vec![transition],
+            }
+        }
+        Ok(port) => {
+            // Write-ahead: the status says Draining and out of rotation before the call is
+            // made, so a crash in between can only lead to deregistering (again) and then
+            // putting the instance back, never to forgetting it.
+            next.attempt = next.attempt.max(1);
+            next.port = port;
+            next.out_of_rotation = true;
+            next.drain_timeout_seconds = Some(drain_limit);
+            next.phase = InstancePhase::Draining;
+            next.phase_since = Some(now);
+            let message = format!("deregistering from the target group (drain limit {drain_limit}s)");
+            next.message = Some(message.clone());
+            let transition = Transition::instance(
+                &next.instance_id,
+                InstancePhase::Pending,
+                InstancePhase::Draining,
+                "Deregistering",
+                message,
+            );
+            let target = crate::aws::Target {
+                instance_id: next.instance_id.clone(),
+                port,
+            };
+            Step {
+                action: Some(super::Action::Deregister { target }),
+                requeue: Some(Requeue::Poll),
+                transitions: vec![transition],
+            }
+        }
+    }
+}
+
+fn finish(status: &mut MaintenancePlanStatus, phase: PlanPhase, now: Timestamp) {
+    status.phase = phase;
+    status.finished_at.get_or_insert(now);
+    status.current_instance = None;
+}
+
+/// Aligns the instance entries with the spec's list, in its order. Entries of instances
+/// removed from the spec are dropped, except one still in flight: it is finished (and put
+/// back) first.
+fn merge_instances(status: &mut MaintenancePlanStatus, spec: &MaintenancePlanSpec) {
+    let mut old = std::mem::take(&mut status.instances);
+    let mut merged: Vec<InstanceStatus> = Vec::with_capacity(spec.instances.len());
+    for id in &spec.instances {
+        if merged.iter().any(|i| &i.instance_id == id) {
+            continue; // duplicates are reported by validation
+        }
+        match old.iter().position(|i| &i.instance_id == id) {
+            Some(index) => merged.push(old.swap_remove(index)),
+            None => merged.push(InstanceStatus {
+                instance_id: id.clone(),
+                ..InstanceStatus::default()
+            }),
+        }
+    }
+    merged.extend(old.into_iter().filter(|i| is_active(spec, i)));
+    status.instances = merged;
+}
+
+fn plan_failure_reason(status: &MaintenancePlanStatus) -> Option<String> {
+    if status.phase != PlanPhase::Failed {
+        return None;
+    }
+    status
+        .instances
+        .iter()
+        .rev()
+        .find(|i| i.phase == InstancePhase::Failed)
+        .and_then(|i| i.failure_reason.clone())
+}
+
+fn plan_transition(from: PlanPhase, status: &MaintenancePlanStatus) -> Transition {
+    let (reason, warning) = match status.phase {
+        PlanPhase::Pending => ("PlanPending", false),
+        PlanPhase::Running => ("PlanStarted", false),
+        PlanPhase::Succeeded => ("PlanSucceeded", false),
+        PlanPhase::Failed => ("PlanFailed", true),
+    };
+    Transition {
+        instance_id: None,
+        from: format!("{from:?}"),
+        to: format!("{:?}", status.phase),
+        reason: reason.to_owned(),
+        message: String::new(),
+        warning,
+    }
+}

@@ -1,0 +1,403 @@
+//! Advancing the one instance that is in flight: Draining → Rebooting → Verifying →
+//! Registered, or Failed and (with `onFailure: Register`) back into the group.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::{CommandSpec, InstancePhase, InstanceStatus, MaintenancePlanSpec, OnFailure};
+use crate::aws::{CommandKind, CommandRequest, CommandStatus, CommandTag, Target, TargetState};
+
+use super::decision::{Action, Requeue, Transition};
+use super::observed::{Observed, needs_return};
+use super::reason;
+use super::reboot_script::reboot_command;
+
+/// Maintenance commands may run this long by default (a reboot of a large instance plus
+/// a patch run fits; a stuck one is noticed within the hour).
+pub(super) const DEFAULT_MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Verification commands may run this long by default.
+pub(super) const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(300);
+/// The wait for `healthy` after registration, by default.
+pub(super) const DEFAULT_HEALTHY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Added to the group's deregistration delay to get the default drain limit: AWS takes a
+/// little while past the delay to report `unused`.
+pub(super) const DRAIN_MARGIN: Duration = Duration::from_secs(60);
+
+/// What the plan is, for the instance step.
+pub(super) struct PlanContext<'a> {
+    pub uid: &'a str,
+    pub spec: &'a MaintenancePlanSpec,
+}
+
+/// The outcome of one step of the instance.
+#[derive(Default)]
+pub(super) struct Step {
+    pub action: Option<Action>,
+    pub requeue: Option<Requeue>,
+    pub transitions: Vec<Transition>,
+}
+
+impl Step {
+    fn wait(action: Option<Action>) -> Self {
+        Self {
+            action,
+            requeue: Some(Requeue::Poll),
+            transitions: Vec::new(),
+        }
+    }
+
+    fn moved(transition: Transition, action: Option<Action>) -> Self {
+        Self {
+            action,
+            requeue: Some(Requeue::Now),
+            transitions: vec![transition],
+        }
+    }
+}
+
+fn elapsed(since: Option<Timestamp>, now: Timestamp) -> Duration {
+    since
+        .and_then(|since| now.duration_since(since).try_into().ok())
+        .unwrap_or_default()
+}
+
+fn enter(instance: &mut InstanceStatus, phase: InstancePhase, message: String, now: Timestamp) -> Transition {
+    let from = instance.phase;
+    instance.phase = phase;
+    instance.phase_since = Some(now);
+    instance.message = Some(message.clone());
+    let reason = match phase {
+        InstancePhase::Draining => "Deregistering",
+        InstancePhase::Rebooting => "Drained",
+        InstancePhase::Verifying => "MaintenanceSucceeded",
+        InstancePhase::Registered => "Healthy",
+        InstancePhase::Pending | InstancePhase::Failed => "Changed",
+    };
+    Transition::instance(&instance.instance_id, from, phase, reason, message)
+}
+
+/// Marks the instance failed. Whether it is then put back is the return path's business.
+pub(super) fn fail(
+    spec: &MaintenancePlanSpec,
+    instance: &mut InstanceStatus,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> Transition {
+    let from = instance.phase;
+    let message = if instance.out_of_rotation {
+        match spec.on_failure {
+            OnFailure::Register => {
+                format!("{message}; registering it again so the target group's health checks decide")
+            }
+            OnFailure::LeaveOut => format!("{message}; left out of the target group (onFailure: LeaveOut)"),
+        }
+    } else {
+        message
+    };
+    instance.phase = InstancePhase::Failed;
+    instance.phase_since = Some(now);
+    instance.failure_reason = Some(reason.to_owned());
+    instance.message = Some(message.clone());
+    Transition::instance(&instance.instance_id, from, InstancePhase::Failed, reason, message)
+}
+
+/// Advances the in-flight instance by one step.
+pub(super) fn advance(
+    plan: &PlanContext<'_>,
+    instance: &mut InstanceStatus,
+    observed: &Observed,
+    now: Timestamp,
+) -> Step {
+    let Some(state) = observed.state_of(&instance.instance_id) else {
+        // The group was not read this round; nothing is safe to decide.
+        return Step::wait(None);
+    };
+    let target = Target {
+        instance_id: instance.instance_id.clone(),
+        port: instance.port,
+    };
+    if needs_return(plan.spec, instance) {
+        return put_back(instance, state, target);
+    }
+    match instance.phase {
+        InstancePhase::Draining => drain(plan.spec, instance, state, target, now),
+        InstancePhase::Rebooting => {
+            if state != TargetState::Unused {
+                return redrain(instance, state, target, now);
+            }
+            match run_command(plan, instance, CommandKind::Maintenance, observed, now) {
+                CommandProgress::Wait(action) => Step::wait(action),
+                CommandProgress::Succeeded => Step::moved(
+                    enter(
+                        instance,
+                        InstancePhase::Verifying,
+                        "maintenance command succeeded".to_owned(),
+                        now,
+                    ),
+                    None,
+                ),
+                CommandProgress::Failed {
+                    reason,
+                    message,
+                    cancel,
+                } => Step::moved(fail(plan.spec, instance, reason, message, now), cancel),
+            }
+        }
+        InstancePhase::Verifying => verify_and_register(plan, instance, state, target, observed, now),
+        InstancePhase::Pending | InstancePhase::Registered | InstancePhase::Failed => Step::default(),
+    }
+}
+
+/// The failure return path: RegisterTargets until the group shows the instance registered.
+fn put_back(instance: &mut InstanceStatus, state: TargetState, target: Target) -> Step {
+    if matches!(state, TargetState::Unused | TargetState::Draining) {
+        return Step::wait(Some(Action::Register { target }));
+    }
+    instance.out_of_rotation = false;
+    let message = format!(
+        "{} (registered again: {state})",
+        instance.message.as_deref().unwrap_or("failed")
+    );
+    instance.message = Some(message.clone());
+    let mut transition = Transition::instance(
+        &instance.instance_id,
+        InstancePhase::Failed,
+        InstancePhase::Failed,
+        "ReturnedToTargetGroup",
+        message,
+    );
+    transition.warning = false;
+    Step::moved(transition, None)
+}
+
+fn drain(
+    spec: &MaintenancePlanSpec,
+    instance: &mut InstanceStatus,
+    state: TargetState,
+    target: Target,
+    now: Timestamp,
+) -> Step {
+    if state.is_registered() {
+        // First round after the write-ahead status, or a crash before the call went out.
+        return Step::wait(Some(Action::Deregister { target }));
+    }
+    if state == TargetState::Unused {
+        instance.maintenance_started_at = Some(now);
+        let transition = enter(
+            instance,
+            InstancePhase::Rebooting,
+            "drained; sending the maintenance command".to_owned(),
+            now,
+        );
+        return Step::moved(transition, None);
+    }
+    let limit = Duration::from_secs(u64::from(instance.drain_timeout_seconds.unwrap_or(0)));
+    if elapsed(instance.phase_since, now) > limit {
+        let message = format!("still {state} after {}s (drain limit)", limit.as_secs());
+        return Step::moved(fail(spec, instance, reason::DRAIN_TIMEOUT, message, now), None);
+    }
+    Step::wait(None)
+}
+
+/// Someone registered the instance again while it was out: never run maintenance on an
+/// instance that may be serving traffic; drain it again first.
+fn redrain(instance: &mut InstanceStatus, state: TargetState, target: Target, now: Timestamp) -> Step {
+    let message = format!("the target group shows it {state} again (registered by someone else?); draining again");
+    let transition = enter(instance, InstancePhase::Draining, message, now);
+    Step::moved(transition, Some(Action::Deregister { target }))
+}
+
+fn verify_and_register(
+    plan: &PlanContext<'_>,
+    instance: &mut InstanceStatus,
+    state: TargetState,
+    target: Target,
+    observed: &Observed,
+    now: Timestamp,
+) -> Step {
+    if instance.registered_at.is_none() {
+        if plan.spec.verify.is_some() {
+            if state != TargetState::Unused {
+                return redrain(instance, state, target, now);
+            }
+            if instance.verify_started_at.is_none() {
+                instance.verify_started_at = Some(now);
+            }
+            match run_command(plan, instance, CommandKind::Verify, observed, now) {
+                CommandProgress::Wait(action) => return Step::wait(action),
+                CommandProgress::Failed {
+                    reason,
+                    message,
+                    cancel,
+                } => {
+                    return Step::moved(fail(plan.spec, instance, reason, message, now), cancel);
+                }
+                CommandProgress::Succeeded => {}
+            }
+        }
+        instance.registered_at = Some(now);
+        instance.message = Some("registering the instance again".to_owned());
+        return Step::wait(Some(Action::Register { target }));
+    }
+    match state {
+        TargetState::Unused | TargetState::Draining => Step::wait(Some(Action::Register { target })),
+        TargetState::Healthy => {
+            instance.out_of_rotation = false;
+            let transition = enter(
+                instance,
+                InstancePhase::Registered,
+                "healthy in the target group again".to_owned(),
+                now,
+            );
+            Step::moved(transition, None)
+        }
+        other => {
+            instance.out_of_rotation = false;
+            let limit = plan
+                .spec
+                .timeouts
+                .healthy_seconds
+                .map_or(DEFAULT_HEALTHY_TIMEOUT, |s| Duration::from_secs(s.into()));
+            if elapsed(instance.registered_at, now) > limit {
+                let message = format!("still {other} {}s after registration", limit.as_secs());
+                return Step::moved(fail(plan.spec, instance, reason::HEALTHY_TIMEOUT, message, now), None);
+            }
+            instance.message = Some(format!("registered; target is {other}, waiting for healthy"));
+            Step::wait(None)
+        }
+    }
+}
+
+enum CommandProgress {
+    Wait(Option<Action>),
+    Succeeded,
+    Failed {
+        reason: &'static str,
+        message: String,
+        cancel: Option<Action>,
+    },
+}
+
+/// The document to run for `kind`, with the tag that finds it again after a crash.
+fn command_request(plan: &PlanContext<'_>, instance: &InstanceStatus, kind: CommandKind) -> CommandRequest {
+    let tag = CommandTag {
+        plan_uid: plan.uid.to_owned(),
+        kind,
+        attempt: instance.attempt.max(1),
+    }
+    .comment();
+    let (spec, default_timeout): (CommandSpec, Duration) = match kind {
+        CommandKind::Maintenance => (
+            plan.spec.maintenance.clone().unwrap_or_else(|| reboot_command(&tag)),
+            DEFAULT_MAINTENANCE_TIMEOUT,
+        ),
+        CommandKind::Verify => (
+            plan.spec.verify.clone().unwrap_or_else(|| reboot_command(&tag)),
+            DEFAULT_VERIFY_TIMEOUT,
+        ),
+    };
+    CommandRequest {
+        instance_id: instance.instance_id.clone(),
+        document_name: spec.document_name,
+        document_version: spec.document_version,
+        parameters: spec.parameters,
+        timeout: spec
+            .timeout_seconds
+            .map_or(default_timeout, |s| Duration::from_secs(s.into())),
+        comment: tag,
+    }
+}
+
+fn run_command(
+    plan: &PlanContext<'_>,
+    instance: &mut InstanceStatus,
+    kind: CommandKind,
+    observed: &Observed,
+    now: Timestamp,
+) -> CommandProgress {
+    let request = command_request(plan, instance, kind);
+    let (recorded, started_at) = match kind {
+        CommandKind::Maintenance => (&mut instance.maintenance_command_id, instance.maintenance_started_at),
+        CommandKind::Verify => (&mut instance.verify_command_id, instance.verify_started_at),
+    };
+    let Some(view) = observed.command.as_ref() else {
+        return CommandProgress::Wait(None);
+    };
+    let command_id = match (recorded.as_ref(), view.command_id.as_ref()) {
+        (Some(id), _) => id.clone(),
+        (None, Some(found)) => {
+            // Sent before a crash, found by its tag: adopt it instead of sending another.
+            *recorded = Some(found.clone());
+            found.clone()
+        }
+        (None, None) => {
+            return CommandProgress::Wait(Some(Action::Send { kind, request }));
+        }
+    };
+    let timed_out = elapsed(started_at, now) > request.timeout;
+    let cancel = || {
+        Some(Action::Cancel {
+            command_id: command_id.clone(),
+            instance_id: instance.instance_id.clone(),
+        })
+    };
+    let (failed_reason, timeout_reason) = match kind {
+        CommandKind::Maintenance => (reason::MAINTENANCE_FAILED, reason::MAINTENANCE_TIMEOUT),
+        CommandKind::Verify => (reason::VERIFY_FAILED, reason::VERIFY_TIMEOUT),
+    };
+    let limit_message = || {
+        format!(
+            "{} command {command_id} did not finish within {}s",
+            kind.as_str(),
+            request.timeout.as_secs()
+        )
+    };
+    let Some(invocation) = view.invocation.as_ref() else {
+        if timed_out {
+            return CommandProgress::Failed {
+                reason: timeout_reason,
+                message: limit_message(),
+                cancel: cancel(),
+            };
+        }
+        return CommandProgress::Wait(None);
+    };
+    match invocation.status {
+        CommandStatus::Success => CommandProgress::Succeeded,
+        CommandStatus::Pending | CommandStatus::InProgress | CommandStatus::Delayed | CommandStatus::Cancelling => {
+            if timed_out {
+                CommandProgress::Failed {
+                    reason: timeout_reason,
+                    message: limit_message(),
+                    cancel: cancel(),
+                }
+            } else {
+                CommandProgress::Wait(None)
+            }
+        }
+        status @ (CommandStatus::Failed | CommandStatus::TimedOut | CommandStatus::Cancelled) => {
+            let mut message = format!("{} command {command_id} ended {status:?}", kind.as_str());
+            if let Some(details) = &invocation.status_details {
+                message.push_str(&format!(" ({details})"));
+            }
+            if let Some(code) = invocation.response_code.filter(|c| *c >= 0) {
+                message.push_str(&format!(", exit code {code}"));
+            }
+            if let Some(stderr) = invocation
+                .stderr_tail
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                message.push_str(&format!(": {stderr}"));
+            }
+            CommandProgress::Failed {
+                reason: failed_reason,
+                message,
+                cancel: None,
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The per-instance state machine, as pure functions: no I/O, the clock passed in.
+//!
+//! [`wants`] says what to read from AWS for a plan's current state, [`decide`] takes what
+//! was read and returns the next status and at most one AWS action, and [`record_sent`] /
+//! [`record_action_failed`] fold an action's outcome back into the status.
+
+mod conditions;
+mod decide;
+mod decision;
+mod instance;
+mod observed;
+mod outcome;
+mod preflight;
+mod reboot_script;
+
+pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING};
+pub use decide::{PlanView, decide};
+pub use decision::{Action, Decision, Requeue, Transition};
+pub use observed::{CommandView, Observed, Wants, wants};
+pub use outcome::{record_action_failed, record_sent};
+pub use reboot_script::reboot_command;
+
+/// Failure reasons written to `status.instances[].failureReason` and used in events.
+pub mod reason {
+    /// The instance is not a registered target of the group.
+    pub const NOT_IN_TARGET_GROUP: &str = "NotInTargetGroup";
+    /// The instance is registered but not healthy.
+    pub const INSTANCE_UNHEALTHY: &str = "InstanceUnhealthy";
+    /// Another target of the group is not healthy.
+    pub const TARGET_GROUP_UNHEALTHY: &str = "TargetGroupUnhealthy";
+    /// Taking the instance out would leave too few healthy targets.
+    pub const TOO_FEW_HEALTHY_TARGETS: &str = "TooFewHealthyTargets";
+    /// The instance's SSM agent is not online.
+    pub const AGENT_NOT_ONLINE: &str = "AgentNotOnline";
+    /// Draining took longer than allowed.
+    pub const DRAIN_TIMEOUT: &str = "DrainTimeout";
+    /// The maintenance command failed.
+    pub const MAINTENANCE_FAILED: &str = "MaintenanceFailed";
+    /// The maintenance command ran too long.
+    pub const MAINTENANCE_TIMEOUT: &str = "MaintenanceTimeout";
+    /// The verification command failed.
+    pub const VERIFY_FAILED: &str = "VerifyFailed";
+    /// The verification command ran too long.
+    pub const VERIFY_TIMEOUT: &str = "VerifyTimeout";
+    /// The instance did not become healthy in time after registration.
+    pub const HEALTHY_TIMEOUT: &str = "HealthyTimeout";
+    /// AWS refused a call for this instance (bad document, missing permission...).
+    pub const AWS_REJECTED: &str = "AwsRejected";
+    /// AWS refused to register the instance again (e.g. it was terminated).
+    pub const REGISTER_REJECTED: &str = "RegisterRejected";
+    /// The spec became invalid while the instance was out.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The plan was deleted while the instance was out.
+    pub const PLAN_DELETED: &str = "PlanDeleted";
+}

@@ -1,0 +1,129 @@
+//! What the state machine needs to know from AWS, and what it was told.
+
+use std::time::Duration;
+
+use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure};
+use crate::aws::{AgentPing, CommandKind, Invocation, TargetHealth, TargetState};
+
+/// What to read from AWS for the plan's current state, so observe makes only the calls
+/// that matter (API rate limits are per account and shared with everything else).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wants {
+    /// The instance being worked on (or about to be), if any.
+    pub instance_id: Option<String>,
+    /// DescribeTargetHealth of the whole group.
+    pub group_health: bool,
+    /// The group's deregistration delay (only to start an instance without `timeouts.drainSeconds`).
+    pub deregistration_delay: bool,
+    /// The instance's SSM agent ping status.
+    pub agent: bool,
+    /// A command of the instance: its invocation, or the tag look-up when no ID is recorded.
+    pub command: Option<CommandKind>,
+}
+
+/// What observe read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Every target of the group, when asked for. An instance that is not in the list is
+    /// not registered (`unused`).
+    pub group: Option<Vec<TargetHealth>>,
+    /// The group's deregistration delay, when asked for.
+    pub deregistration_delay: Option<Duration>,
+    /// The instance's agent ping status, when asked for.
+    pub agent: Option<AgentPing>,
+    /// The command asked for.
+    pub command: Option<CommandView>,
+}
+
+/// A command of the current instance, as seen this round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandView {
+    /// Its ID: the one in the status, or one found by tag after a crash. None: never sent.
+    pub command_id: Option<String>,
+    /// Its invocation on the instance. None while SSM still says `InvocationDoesNotExist`.
+    pub invocation: Option<Invocation>,
+}
+
+impl Observed {
+    /// State of one instance in the group, or None when the group was not read.
+    pub fn instance_state(&self, instance_id: &str) -> Option<&TargetHealth> {
+        self.group
+            .as_ref()
+            .and_then(|group| group.iter().find(|t| t.target.instance_id == instance_id))
+    }
+
+    /// Like [`Self::instance_state`], but an instance missing from a group that was read is `unused`.
+    pub fn state_of(&self, instance_id: &str) -> Option<TargetState> {
+        let group = self.group.as_ref()?;
+        Some(
+            group
+                .iter()
+                .find(|t| t.target.instance_id == instance_id)
+                .map_or(TargetState::Unused, |t| t.state),
+        )
+    }
+}
+
+/// True when the instance still has to be put back into the target group after a failure.
+pub(crate) fn needs_return(spec: &MaintenancePlanSpec, instance: &InstanceStatus) -> bool {
+    instance.phase == InstancePhase::Failed
+        && instance.out_of_rotation
+        && spec.on_failure == OnFailure::Register
+        && instance.failure_reason.as_deref() != Some(super::reason::REGISTER_REJECTED)
+}
+
+/// True while the instance is between leaving the group and being done with.
+pub(crate) fn is_active(spec: &MaintenancePlanSpec, instance: &InstanceStatus) -> bool {
+    matches!(
+        instance.phase,
+        InstancePhase::Draining | InstancePhase::Rebooting | InstancePhase::Verifying
+    ) || needs_return(spec, instance)
+}
+
+/// What to read for a plan in this state.
+pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>) -> Wants {
+    let instances = status.map(|s| s.instances.as_slice()).unwrap_or_default();
+    if status.is_some_and(|s| s.phase.is_finished()) && !instances.iter().any(|i| is_active(spec, i)) {
+        return Wants::default();
+    }
+    if let Some(active) = instances.iter().find(|i| is_active(spec, i)) {
+        let command = match active.phase {
+            InstancePhase::Rebooting => Some(CommandKind::Maintenance),
+            InstancePhase::Verifying if spec.verify.is_some() && active.registered_at.is_none() => {
+                Some(CommandKind::Verify)
+            }
+            _ => None,
+        };
+        return Wants {
+            instance_id: Some(active.instance_id.clone()),
+            group_health: true,
+            deregistration_delay: false,
+            agent: false,
+            command,
+        };
+    }
+    let failures = instances.iter().filter(|i| i.phase == InstancePhase::Failed).count();
+    let left_out = instances
+        .iter()
+        .any(|i| i.phase == InstancePhase::Failed && i.out_of_rotation);
+    if failures > spec.max_failures as usize || left_out {
+        return Wants::default();
+    }
+    // The next instance to start: the first of the spec that has not started.
+    let next = spec.instances.iter().find(|id| {
+        instances
+            .iter()
+            .find(|i| &i.instance_id == *id)
+            .is_none_or(|i| i.phase == InstancePhase::Pending)
+    });
+    match next {
+        Some(id) => Wants {
+            instance_id: Some(id.clone()),
+            group_health: true,
+            deregistration_delay: spec.timeouts.drain_seconds.is_none(),
+            agent: spec.preflight.require_agent_online,
+            command: None,
+        },
+        None => Wants::default(),
+    }
+}

@@ -1,0 +1,643 @@
+//! Every transition and failure path of the pure state machine, one test each.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use pitstop::api::{
+    CommandSpec, InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, PlanPhase, Preflight,
+};
+use pitstop::aws::{AgentPing, CommandKind, CommandStatus, Invocation, Target, TargetHealth, TargetState};
+use pitstop::machine::{
+    Action, CommandView, Decision, Observed, PlanView, Requeue, decide, reason, record_action_failed, record_sent,
+    wants,
+};
+
+const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+const A: &str = "i-0000000000000000a";
+const B: &str = "i-0000000000000000b";
+const C: &str = "i-0000000000000000c";
+const UID: &str = "5b1d2a8e-0000-4000-8000-000000000001";
+
+fn spec() -> MaintenancePlanSpec {
+    MaintenancePlanSpec {
+        target_group_arn: ARN.into(),
+        region: None,
+        instances: vec![A.into(), B.into(), C.into()],
+        maintenance: None,
+        verify: None,
+        preflight: Preflight::default(),
+        timeouts: Default::default(),
+        on_failure: OnFailure::Register,
+        max_failures: 0,
+    }
+}
+
+fn t0() -> Timestamp {
+    "2026-11-23T10:00:00Z".parse().expect("valid timestamp")
+}
+
+fn at(seconds: i64) -> Timestamp {
+    t0() + SignedDuration::from_secs(seconds)
+}
+
+fn group(states: &[(&str, TargetState)]) -> Vec<TargetHealth> {
+    states
+        .iter()
+        .filter(|(_, s)| *s != TargetState::Unused)
+        .map(|(id, state)| TargetHealth {
+            target: Target {
+                instance_id: (*id).into(),
+                port: Some(8080),
+            },
+            state: *state,
+            reason: None,
+            description: None,
+        })
+        .collect()
+}
+
+fn all_healthy() -> Observed {
+    Observed {
+        group: Some(group(&[
+            (A, TargetState::Healthy),
+            (B, TargetState::Healthy),
+            (C, TargetState::Healthy),
+        ])),
+        deregistration_delay: Some(Duration::from_secs(30)),
+        agent: Some(AgentPing::Online),
+        command: None,
+    }
+}
+
+fn with_a(state: TargetState) -> Observed {
+    Observed {
+        group: Some(group(&[
+            (A, state),
+            (B, TargetState::Healthy),
+            (C, TargetState::Healthy),
+        ])),
+        ..Observed::default()
+    }
+}
+
+fn run(
+    spec: &MaintenancePlanSpec,
+    status: Option<&MaintenancePlanStatus>,
+    observed: &Observed,
+    now: Timestamp,
+) -> Decision {
+    decide(
+        PlanView {
+            uid: UID,
+            generation: Some(1),
+            spec,
+            status,
+        },
+        observed,
+        now,
+    )
+}
+
+fn invocation(status: CommandStatus) -> Invocation {
+    Invocation {
+        status,
+        status_details: None,
+        response_code: Some(if status == CommandStatus::Failed { 2 } else { 0 }),
+        stderr_tail: None,
+    }
+}
+
+fn command(id: Option<&str>, status: Option<CommandStatus>) -> Observed {
+    Observed {
+        command: Some(CommandView {
+            command_id: id.map(Into::into),
+            invocation: status.map(invocation),
+        }),
+        ..with_a(TargetState::Unused)
+    }
+}
+
+/// Drives instance A from Pending to the start of Rebooting, returning the status.
+fn draining_then_unused(spec: &MaintenancePlanSpec) -> MaintenancePlanStatus {
+    let d = run(spec, None, &all_healthy(), at(0));
+    let d = run(spec, Some(&d.status), &with_a(TargetState::Unused), at(10));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting);
+    d.status
+}
+
+#[test]
+fn pending_plan_takes_first_instance_out_with_write_ahead() {
+    let d = run(&spec(), None, &all_healthy(), at(0));
+    assert_eq!(d.status.phase, PlanPhase::Running);
+    assert_eq!(d.status.started_at, Some(at(0)));
+    let a = &d.status.instances[0];
+    assert_eq!(a.phase, InstancePhase::Draining);
+    assert!(a.out_of_rotation, "recorded as out before the call is made");
+    assert_eq!(a.port, Some(8080));
+    assert_eq!(a.drain_timeout_seconds, Some(90), "delay 30 s + 60 s margin");
+    assert_eq!(
+        d.action,
+        Some(Action::Deregister {
+            target: Target {
+                instance_id: A.into(),
+                port: Some(8080)
+            }
+        })
+    );
+    assert_eq!(d.status.instances[1].phase, InstancePhase::Pending);
+    assert_eq!(d.status.current_instance.as_deref(), Some(A));
+    assert_eq!(d.status.progress.as_deref(), Some("0/3"));
+    assert_eq!(d.status.observed_generation, Some(1));
+    assert!(d.transitions.iter().any(|t| t.reason == "PlanStarted"));
+}
+
+#[test]
+fn wants_reads_what_the_next_step_needs() {
+    let w = wants(&spec(), None);
+    assert_eq!(w.instance_id.as_deref(), Some(A));
+    assert!(w.group_health && w.deregistration_delay && w.agent && w.command.is_none());
+    let status = draining_then_unused(&spec());
+    let w = wants(&spec(), Some(&status));
+    assert_eq!(w.command, Some(CommandKind::Maintenance));
+    assert!(!w.agent && !w.deregistration_delay);
+}
+
+#[test]
+fn draining_repeats_deregister_while_still_registered() {
+    let d = run(&spec(), None, &all_healthy(), at(0));
+    // A crash before the call: the next round still sees A healthy and deregisters again.
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Healthy), at(1));
+    assert!(matches!(d.action, Some(Action::Deregister { .. })));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Draining);
+    assert_eq!(d.requeue, Requeue::Poll);
+}
+
+#[test]
+fn draining_waits_then_moves_to_rebooting_when_unused() {
+    let d = run(&spec(), None, &all_healthy(), at(0));
+    let waiting = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(5));
+    assert_eq!(waiting.action, None);
+    assert_eq!(waiting.requeue, Requeue::Poll);
+    assert_eq!(waiting.status, d.status, "nothing to write while waiting");
+    let status = draining_then_unused(&spec());
+    assert_eq!(status.instances[0].maintenance_started_at, Some(at(10)));
+}
+
+#[test]
+fn drain_timeout_fails_and_registers_again() {
+    let d = run(&spec(), None, &all_healthy(), at(0));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(91));
+    let a = &d.status.instances[0];
+    assert_eq!(a.phase, InstancePhase::Failed);
+    assert_eq!(a.failure_reason.as_deref(), Some(reason::DRAIN_TIMEOUT));
+    assert!(a.out_of_rotation);
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(92));
+    assert!(
+        matches!(d.action, Some(Action::Register { .. })),
+        "return path registers"
+    );
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Initial), at(93));
+    assert!(!d.status.instances[0].out_of_rotation);
+    // max_failures 0: the plan fails and B, C stay untouched.
+    let d = run(&spec(), Some(&d.status), &all_healthy(), at(94));
+    assert_eq!(d.status.phase, PlanPhase::Failed);
+    assert_eq!(d.action, None);
+    assert_eq!(d.status.instances[1].phase, InstancePhase::Pending);
+    assert_eq!(d.status.instances[2].phase, InstancePhase::Pending);
+    assert_eq!(d.requeue, Requeue::Idle);
+}
+
+#[test]
+fn rebooting_looks_up_then_sends_the_tagged_default_reboot() {
+    let status = draining_then_unused(&spec());
+    let d = run(&spec(), Some(&status), &command(None, None), at(11));
+    let Some(Action::Send { kind, request }) = d.action else {
+        panic!("expected SendCommand, got {:?}", d.action);
+    };
+    assert_eq!(kind, CommandKind::Maintenance);
+    assert_eq!(request.document_name, "AWS-RunShellScript");
+    assert_eq!(request.comment, format!("pitstop/{UID}/maintenance/1"));
+    assert!(request.parameters["commands"].iter().any(|l| l.contains("exit 194")));
+    assert_eq!(request.timeout, Duration::from_secs(1800));
+}
+
+#[test]
+fn a_command_found_by_tag_is_adopted_not_sent_again() {
+    let status = draining_then_unused(&spec());
+    let d = run(
+        &spec(),
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::InProgress)),
+        at(12),
+    );
+    assert_eq!(d.action, None, "never a second SendCommand");
+    assert_eq!(d.status.instances[0].maintenance_command_id.as_deref(), Some("cmd-1"));
+}
+
+#[test]
+fn invocation_does_not_exist_right_after_send_is_a_wait() {
+    let mut status = draining_then_unused(&spec());
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(&spec(), Some(&status), &command(Some("cmd-1"), None), at(12));
+    assert_eq!(d.action, None);
+    assert_eq!(d.requeue, Requeue::Poll);
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting);
+}
+
+#[test]
+fn every_running_status_waits() {
+    for s in [
+        CommandStatus::Pending,
+        CommandStatus::InProgress,
+        CommandStatus::Delayed,
+        CommandStatus::Cancelling,
+    ] {
+        let mut status = draining_then_unused(&spec());
+        record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+        let d = run(&spec(), Some(&status), &command(Some("cmd-1"), Some(s)), at(60));
+        assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting, "{s:?}");
+        assert_eq!(d.action, None, "{s:?}");
+    }
+}
+
+#[test]
+fn every_terminal_failure_fails_the_instance() {
+    for s in [CommandStatus::Failed, CommandStatus::TimedOut, CommandStatus::Cancelled] {
+        let mut status = draining_then_unused(&spec());
+        record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+        let d = run(&spec(), Some(&status), &command(Some("cmd-1"), Some(s)), at(60));
+        let a = &d.status.instances[0];
+        assert_eq!(a.phase, InstancePhase::Failed, "{s:?}");
+        assert_eq!(a.failure_reason.as_deref(), Some(reason::MAINTENANCE_FAILED));
+        assert!(a.message.as_deref().unwrap_or_default().contains("cmd-1"));
+        assert!(a.out_of_rotation, "still out until registered again");
+    }
+}
+
+#[test]
+fn command_past_its_limit_is_cancelled_and_fails() {
+    let mut status = draining_then_unused(&spec());
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &spec(),
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::InProgress)),
+        at(10 + 1801),
+    );
+    assert_eq!(
+        d.action,
+        Some(Action::Cancel {
+            command_id: "cmd-1".into(),
+            instance_id: A.into()
+        })
+    );
+    assert_eq!(
+        d.status.instances[0].failure_reason.as_deref(),
+        Some(reason::MAINTENANCE_TIMEOUT)
+    );
+}
+
+#[test]
+fn success_registers_waits_for_healthy_then_moves_on() {
+    let mut status = draining_then_unused(&spec());
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &spec(),
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Success)),
+        at(60),
+    );
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Verifying);
+    assert_eq!(d.requeue, Requeue::Now);
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Unused), at(61));
+    assert!(matches!(d.action, Some(Action::Register { .. })));
+    assert_eq!(d.status.instances[0].registered_at, Some(at(61)));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Initial), at(62));
+    assert_eq!(d.action, None);
+    assert!(
+        !d.status.instances[0].out_of_rotation,
+        "registered, so back in rotation"
+    );
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Verifying);
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Healthy), at(70));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Registered);
+    assert_eq!(d.status.progress.as_deref(), Some("1/3"));
+    // Next round starts B.
+    let d = run(&spec(), Some(&d.status), &all_healthy(), at(71));
+    assert_eq!(d.status.instances[1].phase, InstancePhase::Draining);
+    assert_eq!(d.status.current_instance.as_deref(), Some(B));
+}
+
+#[test]
+fn healthy_timeout_fails_but_leaves_the_instance_registered() {
+    let mut status = draining_then_unused(&spec());
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &spec(),
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Success)),
+        at(60),
+    );
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Unused), at(61));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Unhealthy), at(61 + 601));
+    let a = &d.status.instances[0];
+    assert_eq!(a.phase, InstancePhase::Failed);
+    assert_eq!(a.failure_reason.as_deref(), Some(reason::HEALTHY_TIMEOUT));
+    assert!(!a.out_of_rotation);
+}
+
+#[test]
+fn verify_runs_before_registration_and_its_failure_fails() {
+    let mut s = spec();
+    s.verify = Some(CommandSpec {
+        document_name: "AWS-RunShellScript".into(),
+        document_version: None,
+        parameters: [(
+            "commands".to_owned(),
+            vec!["curl -fsS http://localhost:8080/".to_owned()],
+        )]
+        .into(),
+        timeout_seconds: None,
+    });
+    let mut status = draining_then_unused(&s);
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &s,
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Success)),
+        at(60),
+    );
+    assert_eq!(wants(&s, Some(&d.status)).command, Some(CommandKind::Verify));
+    let d = run(&s, Some(&d.status), &command(None, None), at(61));
+    let Some(Action::Send { kind, request }) = &d.action else {
+        panic!("expected the verify command, got {:?}", d.action);
+    };
+    assert_eq!(*kind, CommandKind::Verify);
+    assert_eq!(request.comment, format!("pitstop/{UID}/verify/1"));
+    assert_eq!(request.timeout, Duration::from_secs(300));
+    let mut status = d.status.clone();
+    record_sent(&mut status, A, CommandKind::Verify, "cmd-2");
+    let d = run(
+        &s,
+        Some(&status),
+        &command(Some("cmd-2"), Some(CommandStatus::Failed)),
+        at(70),
+    );
+    assert_eq!(
+        d.status.instances[0].failure_reason.as_deref(),
+        Some(reason::VERIFY_FAILED)
+    );
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), at(71));
+    assert!(matches!(d.action, Some(Action::Register { .. })));
+}
+
+#[test]
+fn leave_out_keeps_a_failed_instance_out_and_stops() {
+    let mut s = spec();
+    s.on_failure = OnFailure::LeaveOut;
+    let mut status = draining_then_unused(&s);
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &s,
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Failed)),
+        at(60),
+    );
+    assert!(
+        d.status.instances[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("LeaveOut")
+    );
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), at(61));
+    assert_eq!(d.action, None, "no RegisterTargets with LeaveOut");
+    assert_eq!(d.status.phase, PlanPhase::Failed);
+    assert!(d.status.instances[0].out_of_rotation);
+}
+
+#[test]
+fn max_failures_lets_the_plan_go_on_and_succeed() {
+    let mut s = spec();
+    s.max_failures = 1;
+    let mut status = draining_then_unused(&s);
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &s,
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Failed)),
+        at(60),
+    );
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), at(61));
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Initial), at(62));
+    let mut healthy_but_a_initial = all_healthy();
+    healthy_but_a_initial.group = Some(group(&[
+        (A, TargetState::Healthy),
+        (B, TargetState::Healthy),
+        (C, TargetState::Healthy),
+    ]));
+    let d = run(&s, Some(&d.status), &healthy_but_a_initial, at(80));
+    assert_eq!(
+        d.status.instances[1].phase,
+        InstancePhase::Draining,
+        "B starts after A failed"
+    );
+}
+
+#[test]
+fn preflight_gates_fail_before_touching_anything() {
+    let cases: Vec<(Observed, &str)> = vec![
+        (
+            Observed {
+                group: Some(group(&[(B, TargetState::Healthy), (C, TargetState::Healthy)])),
+                ..all_healthy()
+            },
+            reason::NOT_IN_TARGET_GROUP,
+        ),
+        (
+            Observed {
+                group: Some(group(&[
+                    (A, TargetState::Unhealthy),
+                    (B, TargetState::Healthy),
+                    (C, TargetState::Healthy),
+                ])),
+                ..all_healthy()
+            },
+            reason::INSTANCE_UNHEALTHY,
+        ),
+        (
+            Observed {
+                group: Some(group(&[
+                    (A, TargetState::Healthy),
+                    (B, TargetState::Initial),
+                    (C, TargetState::Healthy),
+                ])),
+                ..all_healthy()
+            },
+            reason::TARGET_GROUP_UNHEALTHY,
+        ),
+        (
+            Observed {
+                agent: Some(AgentPing::ConnectionLost),
+                ..all_healthy()
+            },
+            reason::AGENT_NOT_ONLINE,
+        ),
+        (
+            Observed {
+                group: Some(group(&[(A, TargetState::Healthy)])),
+                ..all_healthy()
+            },
+            reason::TOO_FEW_HEALTHY_TARGETS,
+        ),
+    ];
+    for (observed, expected) in cases {
+        let d = run(&spec(), None, &observed, at(0));
+        assert_eq!(d.action, None, "{expected}: nothing is done on AWS");
+        let a = &d.status.instances[0];
+        assert_eq!(a.phase, InstancePhase::Failed, "{expected}");
+        assert_eq!(a.failure_reason.as_deref(), Some(expected));
+        assert!(!a.out_of_rotation);
+        let d = run(&spec(), Some(&d.status), &observed, at(1));
+        assert_eq!(d.status.phase, PlanPhase::Failed, "{expected}");
+        assert_eq!(d.action, None);
+    }
+}
+
+#[test]
+fn min_healthy_targets_zero_allows_a_single_target_group() {
+    let mut s = spec();
+    s.instances = vec![A.into()];
+    s.preflight.min_healthy_targets = Some(0);
+    let observed = Observed {
+        group: Some(group(&[(A, TargetState::Healthy)])),
+        ..all_healthy()
+    };
+    let d = run(&s, None, &observed, at(0));
+    assert!(matches!(d.action, Some(Action::Deregister { .. })));
+}
+
+#[test]
+fn invalid_spec_fails_without_any_action() {
+    let mut s = spec();
+    s.target_group_arn = "not-an-arn".into();
+    s.instances.push(A.into());
+    let d = run(&s, None, &Observed::default(), at(0));
+    assert_eq!(d.status.phase, PlanPhase::Failed);
+    assert_eq!(d.action, None);
+    let accepted = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Accepted")
+        .expect("Accepted condition");
+    assert_eq!(accepted.status, "False");
+    assert!(accepted.message.contains("targetGroupArn"), "{}", accepted.message);
+    assert!(accepted.message.contains("more than once"), "{}", accepted.message);
+}
+
+#[test]
+fn someone_registering_the_instance_during_maintenance_drains_it_again() {
+    let status = draining_then_unused(&spec());
+    let d = run(
+        &spec(),
+        Some(&status),
+        &Observed {
+            command: Some(CommandView::default()),
+            ..with_a(TargetState::Healthy)
+        },
+        at(11),
+    );
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Draining);
+    assert!(
+        matches!(d.action, Some(Action::Deregister { .. })),
+        "never SendCommand to a registered instance"
+    );
+}
+
+#[test]
+fn rejected_send_fails_the_instance_and_it_goes_back() {
+    let status = draining_then_unused(&spec());
+    let d = run(&spec(), Some(&status), &command(None, None), at(11));
+    let action = d.action.clone().expect("SendCommand");
+    let mut status = d.status;
+    let error = pitstop::aws::AwsError::new(
+        "SendCommand",
+        pitstop::aws::AwsErrorKind::NotFound,
+        Some("InvalidDocument".into()),
+        "no such document",
+    );
+    let transition = record_action_failed(&spec(), &mut status, &action, &error, at(11));
+    assert!(transition.is_some());
+    assert_eq!(
+        status.instances[0].failure_reason.as_deref(),
+        Some(reason::AWS_REJECTED)
+    );
+    let d = run(&spec(), Some(&status), &with_a(TargetState::Unused), at(12));
+    assert!(matches!(d.action, Some(Action::Register { .. })));
+    // Throttling changes nothing: the same action comes again.
+    let mut unchanged = status.clone();
+    let throttled =
+        pitstop::aws::AwsError::new("SendCommand", pitstop::aws::AwsErrorKind::Throttled, None, "slow down");
+    assert!(record_action_failed(&spec(), &mut unchanged, &action, &throttled, at(12)).is_none());
+    assert_eq!(unchanged, status);
+}
+
+#[test]
+fn conditions_keep_transition_times_until_status_flips() {
+    let d1 = run(&spec(), None, &all_healthy(), at(0));
+    let d2 = run(&spec(), Some(&d1.status), &with_a(TargetState::Draining), at(5));
+    let progressing = |s: &MaintenancePlanStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .map(|c| (c.status.clone(), c.last_transition_time))
+    };
+    assert_eq!(progressing(&d1.status), Some(("True".into(), at(0))));
+    assert_eq!(progressing(&d2.status), progressing(&d1.status));
+}
+
+#[test]
+fn finished_plans_stay_finished_and_acknowledge_edits() {
+    let mut s = spec();
+    s.instances = vec![A.into()];
+    s.preflight.min_healthy_targets = Some(0);
+    let mut status = MaintenancePlanStatus {
+        phase: PlanPhase::Succeeded,
+        ..Default::default()
+    };
+    status.instances.push(pitstop::api::InstanceStatus {
+        instance_id: A.into(),
+        phase: InstancePhase::Registered,
+        ..Default::default()
+    });
+    let d = decide(
+        PlanView {
+            uid: UID,
+            generation: Some(2),
+            spec: &s,
+            status: Some(&status),
+        },
+        &Observed::default(),
+        at(0),
+    );
+    assert_eq!(d.status.phase, PlanPhase::Succeeded);
+    assert_eq!(d.status.observed_generation, Some(2));
+    assert_eq!(d.requeue, Requeue::Idle);
+    assert_eq!(d.action, None);
+}
+
+#[test]
+fn removing_an_instance_in_flight_still_finishes_it() {
+    let d = run(&spec(), None, &all_healthy(), at(0));
+    let mut s = spec();
+    s.instances = vec![B.into(), C.into()];
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Draining), at(1));
+    assert!(
+        d.status
+            .instances
+            .iter()
+            .any(|i| i.instance_id == A && i.phase == InstancePhase::Draining)
+    );
+    assert_eq!(d.status.current_instance.as_deref(), Some(A));
+}

@@ -1,0 +1,258 @@
+//! Safety properties of the whole round (observe → decide → record → act) over random AWS
+//! behaviour, random throttling and random crashes at every point where a controller can
+//! die: before the status write, between the write and the AWS call, and between
+//! SendCommand and the write of its ID.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use pitstop::api::{CommandSpec, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, Preflight, Timeouts};
+use pitstop::aws::fake::FakeAws;
+use pitstop::aws::{AwsErrorKind, CommandKind, CommandTag};
+use pitstop::engine::{StatusStore, step};
+use proptest::prelude::*;
+
+const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+const UID: &str = "0f6c7a52-1111-4222-8333-944455556666";
+const IDS: [&str; 5] = [
+    "i-00000000000000001",
+    "i-00000000000000002",
+    "i-00000000000000003",
+    "i-00000000000000004",
+    "i-00000000000000005",
+];
+
+/// What happens to one status write.
+#[derive(Clone, Copy, Debug)]
+enum WriteFate {
+    /// Written.
+    Ok,
+    /// Written, then the controller dies: whatever was to follow does not happen.
+    CrashAfter,
+    /// The controller dies before the write lands.
+    CrashBefore,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("simulated crash")]
+struct Crash;
+
+struct CrashingStore {
+    durable: Option<MaintenancePlanStatus>,
+    fates: Vec<WriteFate>,
+    next: usize,
+}
+
+#[async_trait::async_trait]
+impl StatusStore for CrashingStore {
+    type Error = Crash;
+
+    async fn save(&mut self, status: &MaintenancePlanStatus) -> Result<(), Crash> {
+        // Each scheduled fate is used once; later writes land, so every run can finish.
+        let fate = self.fates.get(self.next).copied().unwrap_or(WriteFate::Ok);
+        self.next += 1;
+        match fate {
+            WriteFate::Ok => {
+                self.durable = Some(status.clone());
+                Ok(())
+            }
+            WriteFate::CrashAfter => {
+                self.durable = Some(status.clone());
+                Err(Crash)
+            }
+            WriteFate::CrashBefore => Err(Crash),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    instances: usize,
+    drain_time: u64,
+    healthy_time: u64,
+    command_time: u64,
+    invocation_delay: u64,
+    failing: Vec<bool>,
+    never_healthy: Vec<bool>,
+    hanging: Vec<bool>,
+    on_failure: OnFailure,
+    max_failures: u32,
+    with_verify: bool,
+    fates: Vec<WriteFate>,
+    throttle_rounds: Vec<bool>,
+    steps: Vec<u64>,
+}
+
+fn fate() -> impl Strategy<Value = WriteFate> {
+    prop_oneof![
+        8 => Just(WriteFate::Ok),
+        1 => Just(WriteFate::CrashAfter),
+        1 => Just(WriteFate::CrashBefore),
+    ]
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        2usize..=5,
+        (0u64..40, 0u64..40, 0u64..90, 0u64..10),
+        (
+            prop::collection::vec(prop::bool::weighted(0.2), 5),
+            prop::collection::vec(prop::bool::weighted(0.1), 5),
+            prop::collection::vec(prop::bool::weighted(0.1), 5),
+        ),
+        prop_oneof![Just(OnFailure::Register), Just(OnFailure::LeaveOut)],
+        0u32..3,
+        any::<bool>(),
+        prop::collection::vec(fate(), 1..80),
+        prop::collection::vec(prop::bool::weighted(0.1), 1..50),
+        prop::collection::vec(1u64..20, 1..50),
+    )
+        .prop_map(
+            |(
+                instances,
+                (drain, healthy, command, delay),
+                (failing, never_healthy, hanging),
+                on_failure,
+                max_failures,
+                with_verify,
+                fates,
+                throttle_rounds,
+                steps,
+            )| Scenario {
+                instances,
+                drain_time: drain,
+                healthy_time: healthy,
+                command_time: command,
+                invocation_delay: delay,
+                failing,
+                never_healthy,
+                hanging,
+                on_failure,
+                max_failures,
+                with_verify,
+                fates,
+                throttle_rounds,
+                steps,
+            },
+        )
+}
+
+fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
+    let command = CommandSpec {
+        document_name: "AWS-RunShellScript".into(),
+        document_version: None,
+        parameters: [("commands".to_owned(), vec!["true".to_owned()])].into(),
+        timeout_seconds: Some(120),
+    };
+    MaintenancePlanSpec {
+        target_group_arn: ARN.into(),
+        region: None,
+        instances: IDS[..s.instances].iter().map(|s| (*s).to_owned()).collect(),
+        maintenance: None,
+        verify: s.with_verify.then_some(command),
+        preflight: Preflight {
+            require_healthy_target_group: false,
+            min_healthy_targets: Some(0),
+            require_agent_online: true,
+        },
+        timeouts: Timeouts {
+            drain_seconds: Some(60),
+            healthy_seconds: Some(60),
+        },
+        on_failure: s.on_failure,
+        max_failures: s.max_failures,
+    }
+}
+
+fn pick(flags: &[bool], n: usize) -> Vec<String> {
+    IDS[..n]
+        .iter()
+        .zip(flags)
+        .filter(|(_, f)| **f)
+        .map(|(id, _)| (*id).to_owned())
+        .collect()
+}
+
+/// Runs the scenario to the end; returns the fake and the last durable status.
+async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<MaintenancePlanStatus>) {
+    let start: Timestamp = "2026-11-23T00:00:00Z".parse().expect("timestamp");
+    let spec = spec_for(s);
+    let ids: Vec<&str> = IDS[..s.instances].to_vec();
+    let fake = FakeAws::new(ARN, &ids, start);
+    fake.behave(|b| {
+        b.drain_time = Duration::from_secs(s.drain_time);
+        b.healthy_time = Duration::from_secs(s.healthy_time);
+        b.command_time = Duration::from_secs(s.command_time);
+        b.invocation_delay = Duration::from_secs(s.invocation_delay);
+        b.failing_commands = pick(&s.failing, s.instances);
+        b.never_healthy = pick(&s.never_healthy, s.instances);
+        b.hanging_commands = pick(&s.hanging, s.instances);
+    });
+    let apis = fake.apis();
+    let mut store = CrashingStore {
+        durable: None,
+        fates: s.fates.clone(),
+        next: 0,
+    };
+    let mut now = start;
+    for round in 0..3000usize {
+        if s.throttle_rounds[round % s.throttle_rounds.len()] {
+            fake.behave(|b| b.fail_next = Some((1, AwsErrorKind::Throttled)));
+        }
+        fake.set_now(now);
+        let recorded = store.durable.clone();
+        let finished = recorded.as_ref().is_some_and(|st| st.phase.is_finished());
+        if finished && round > 0 {
+            break;
+        }
+        // A crash or a throttled call ends the round; the next one starts from the durable status.
+        let result = step(&apis, UID, Some(1), &spec, recorded.as_ref(), now, &mut store).await;
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            eprintln!("round {round}: {:?}", result.as_ref().map(|r| (&r.action, r.requeue)));
+        }
+        now += SignedDuration::from_secs(s.steps[round % s.steps.len()] as i64);
+    }
+    let durable = store.durable.clone();
+    (fake, spec, durable)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn safety_holds_across_crashes_and_throttling(s in scenario()) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let (fake, spec, status) = runtime.block_on(simulate(&s));
+        let status = status.expect("at least one status write landed");
+
+        // The plan ends.
+        prop_assert!(status.phase.is_finished(), "plan did not finish: {:?}", status.phase);
+
+        // At most one instance of the plan out of rotation at any time.
+        prop_assert!(fake.max_out_at_once() <= 1, "{} instances were out at once", fake.max_out_at_once());
+
+        // No maintenance command to an instance that is registered or draining.
+        for write in fake.writes().iter().filter(|w| w.operation == "SendCommand") {
+            prop_assert_eq!(write.state_before, pitstop::aws::TargetState::Unused, "command sent to {:?}", write);
+        }
+
+        // At most one maintenance command per instance per attempt, across restarts.
+        for id in &spec.instances {
+            for kind in [CommandKind::Maintenance, CommandKind::Verify] {
+                let tag = CommandTag { plan_uid: UID.into(), kind, attempt: 1 }.comment();
+                prop_assert!(fake.sends_with_comment(id, &tag) <= 1, "{} sends of {} to {}", fake.sends_with_comment(id, &tag), tag, id);
+            }
+        }
+
+        // Every instance pitstop deregistered is back, unless the plan says LeaveOut for a failed one.
+        for instance in &status.instances {
+            let state = fake.state(ARN, &instance.instance_id);
+            let left_out = spec.on_failure == OnFailure::LeaveOut && instance.phase == pitstop::api::InstancePhase::Failed;
+            if !left_out {
+                prop_assert!(state.is_registered(), "{} ended {} ({:?})", instance.instance_id, state, instance);
+                prop_assert!(!instance.out_of_rotation);
+            }
+            prop_assert_eq!(instance.out_of_rotation, !state.is_registered(), "status agrees with AWS for {}", instance.instance_id);
+        }
+    }
+}
