@@ -12,3 +12,4 @@ pub mod crdgen;
 pub mod engine;
 pub mod k8s;
 pub mod machine;
+pub mod runner;

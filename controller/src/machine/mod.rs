@@ -16,7 +16,7 @@ mod reboot_script;
 pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING};
 pub use decide::{PlanView, decide};
 pub use decision::{Action, Decision, Requeue, Transition};
-pub use observed::{CommandView, Observed, Wants, wants};
+pub use observed::{CommandView, Observed, Wants, in_flight, wants};
 pub use outcome::{record_action_failed, record_sent};
 pub use reboot_script::reboot_command;
 

@@ -127,3 +127,9 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
         None => Wants::default(),
     }
 }
+
+/// The instance that is in flight (out of rotation or between steps), if any: the one a
+/// stopping controller must finish before it may stop.
+pub fn in_flight<'a>(spec: &MaintenancePlanSpec, status: &'a MaintenancePlanStatus) -> Option<&'a InstanceStatus> {
+    status.instances.iter().find(|i| is_active(spec, i))
+}

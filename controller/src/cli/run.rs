@@ -1,0 +1,229 @@
+//! `pitstop run PLAN.yaml`: the controller's engine without a cluster, with live progress
+//! on the terminal and the final status printed as YAML.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::watch;
+
+use crate::api::{MaintenancePlan, PlanPhase};
+use crate::aws::AwsProvider;
+use crate::runner::{FileStore, PlanOutcome, PlanRun, RunEvent, RunObserver, RunOptions, load_plans, run_plans};
+
+/// Arguments of `pitstop run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// A YAML file with one or more MaintenancePlan manifests (the files you would `kubectl apply`).
+    pub plan_file: PathBuf,
+
+    /// Wait between looks at AWS while an instance drains, reboots or warms up.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Keep each plan's status in this JSON file, written before every AWS action, so that
+    /// a run that was killed resumes where it stopped (same command tags, no second reboot).
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+}
+
+/// Exit code when every plan succeeded.
+pub const EXIT_SUCCEEDED: u8 = 0;
+/// Exit code when a plan failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for an unusable plan file or state file.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code when the run was interrupted (after putting the in-flight instance back).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs the plans in `args.plan_file`; returns the process exit code.
+pub async fn run(args: RunArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Result<ExitCode> {
+    let plans = match load_plans(&args.plan_file) {
+        Ok(plans) => plans,
+        Err(error) => {
+            eprintln!("pitstop: {error}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let stores = match FileStore::open(args.state_file.as_deref()) {
+        Ok(stores) => stores,
+        Err(error) => {
+            eprintln!("pitstop: {error}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let runs: Vec<PlanRun> = plans
+        .iter()
+        .map(|plan| {
+            let name = plan.metadata.name.clone().unwrap_or_default();
+            let (store, uid) = stores.plan(&name, || {
+                plan.metadata
+                    .uid
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+            });
+            PlanRun {
+                name,
+                uid,
+                spec: plan.spec.clone(),
+                store,
+            }
+        })
+        .collect();
+
+    let progress = TerminalProgress::new(&plans);
+    let (stop, interrupt) = watch::channel(false);
+    let state_file = args.state_file.clone();
+    let progress_for_signal = progress.multi.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        let _ = stop.send(true);
+        let _ = progress_for_signal
+            .println("interrupted: finishing the instance in flight and putting it back; Ctrl-C again aborts at once");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "pitstop: aborted; an instance may still be out of its target group{}",
+                state_file
+                    .map(|p| format!(" — run again with --state-file {} to put it back", p.display()))
+                    .unwrap_or_default()
+            );
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+    });
+
+    let options = RunOptions {
+        poll_interval: args.poll_interval,
+        ..RunOptions::default()
+    };
+    let outcomes = run_plans(aws, runs, &options, &progress, interrupt).await;
+    progress.finish(&outcomes);
+    print_final(&plans, &outcomes).context("printing the final status")?;
+    Ok(ExitCode::from(exit_code(&outcomes)))
+}
+
+/// The exit code for a set of outcomes.
+pub fn exit_code(outcomes: &[PlanOutcome]) -> u8 {
+    let phase = |o: &PlanOutcome| o.status.as_ref().map(|s| s.phase);
+    if outcomes.iter().any(|o| phase(o) == Some(PlanPhase::Failed)) {
+        EXIT_FAILED
+    } else if outcomes.iter().any(|o| o.interrupted) {
+        EXIT_INTERRUPTED
+    } else if outcomes.iter().all(|o| phase(o) == Some(PlanPhase::Succeeded)) {
+        EXIT_SUCCEEDED
+    } else {
+        EXIT_FAILED
+    }
+}
+
+fn print_final(plans: &[MaintenancePlan], outcomes: &[PlanOutcome]) -> anyhow::Result<()> {
+    let mut documents = Vec::new();
+    for plan in plans {
+        let mut plan = plan.clone();
+        plan.status = outcomes
+            .iter()
+            .find(|o| Some(&o.name) == plan.metadata.name.as_ref())
+            .and_then(|o| o.status.clone());
+        documents.push(plan);
+    }
+    print!("{}", serde_saphyr::to_string_multiple(&documents)?);
+    Ok(())
+}
+
+/// Progress bars on a terminal, plain lines elsewhere (CI logs, pipes).
+struct TerminalProgress {
+    multi: MultiProgress,
+    bars: Vec<(String, ProgressBar)>,
+}
+
+impl TerminalProgress {
+    fn new(plans: &[MaintenancePlan]) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{prefix:>16} [{bar:24}] {pos}/{len} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let bars = plans
+            .iter()
+            .map(|plan| {
+                let name = plan.metadata.name.clone().unwrap_or_default();
+                let bar = multi.add(ProgressBar::new(plan.spec.instances.len() as u64));
+                bar.set_style(style.clone());
+                bar.set_prefix(name.clone());
+                bar.set_message("waiting to start");
+                bar.enable_steady_tick(Duration::from_millis(250));
+                (name, bar)
+            })
+            .collect();
+        Self { multi, bars }
+    }
+
+    fn bar(&self, plan: &str) -> Option<&ProgressBar> {
+        self.bars.iter().find(|(name, _)| name == plan).map(|(_, bar)| bar)
+    }
+
+    fn line(&self, text: String) {
+        if self.multi.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            let _ = self.multi.println(text);
+        }
+    }
+
+    fn finish(&self, outcomes: &[PlanOutcome]) {
+        for outcome in outcomes {
+            if let Some(bar) = self.bar(&outcome.name) {
+                let message = outcome
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.message.clone())
+                    .unwrap_or_else(|| "not started".to_owned());
+                bar.finish_with_message(message);
+            }
+        }
+    }
+}
+
+impl RunObserver for TerminalProgress {
+    fn event(&self, event: RunEvent<'_>) {
+        match event {
+            RunEvent::Step { plan, report, at } => {
+                for t in &report.transitions {
+                    let subject = t.instance_id.as_deref().unwrap_or("plan");
+                    let message = if t.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", t.message)
+                    };
+                    let at = at.strftime("%H:%M:%S");
+                    self.line(format!("{at} {plan} {subject} {} -> {}{message}", t.from, t.to));
+                }
+                if let Some(bar) = self.bar(plan) {
+                    let done = report.status.instances.iter().filter(|i| i.phase.is_finished()).count();
+                    bar.set_position(done as u64);
+                    let current = report
+                        .status
+                        .current_instance
+                        .as_ref()
+                        .and_then(|id| report.status.instances.iter().find(|i| &i.instance_id == id))
+                        .map(|i| format!("{} {}", i.instance_id, i.phase));
+                    bar.set_message(current.unwrap_or_else(|| format!("{:?}", report.status.phase)));
+                }
+            }
+            RunEvent::Retry { plan, error, after } => {
+                self.line(format!(
+                    "{plan}: {error}; retrying in {}",
+                    humantime::format_duration(after)
+                ));
+            }
+            RunEvent::Queued { plan, behind } => {
+                self.line(format!(
+                    "{plan}: waiting for {behind}, which uses the same target group"
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The loop that drives plans round after round until they finish.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::api::validate::plan_region;
+use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
+use crate::aws::{AwsErrorKind, AwsProvider};
+use crate::engine::{StepReport, step};
+use crate::machine::{Requeue, in_flight};
+
+use super::state_file::FileStore;
+
+/// How plans are driven.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Wait between rounds while AWS is doing something (draining, a command, health checks).
+    pub poll_interval: Duration,
+    /// Longest wait after repeated errors.
+    pub max_backoff: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A plan to run.
+#[derive(Debug)]
+pub struct PlanRun {
+    /// `metadata.name`.
+    pub name: String,
+    /// UID used in command tags (kept across resumes by the state file).
+    pub uid: String,
+    /// The spec.
+    pub spec: MaintenancePlanSpec,
+    /// Where its status goes.
+    pub store: FileStore,
+}
+
+/// Something that happened while running, for progress displays and reports.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// A round completed.
+    Step {
+        /// Plan name.
+        plan: &'a str,
+        /// What it did.
+        report: &'a StepReport,
+        /// When.
+        at: Timestamp,
+    },
+    /// A round failed and will be retried.
+    Retry {
+        /// Plan name.
+        plan: &'a str,
+        /// The error.
+        error: String,
+        /// How long until the retry.
+        after: Duration,
+    },
+    /// The plan waits for another plan on the same target group.
+    Queued {
+        /// Plan name.
+        plan: &'a str,
+        /// The plan ahead of it.
+        behind: &'a str,
+    },
+}
+
+/// Receives [`RunEvent`]s.
+pub trait RunObserver: Send + Sync {
+    /// Called for every event.
+    fn event(&self, event: RunEvent<'_>);
+}
+
+/// How a plan's run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanOutcome {
+    /// Plan name.
+    pub name: String,
+    /// Its last status.
+    pub status: Option<MaintenancePlanStatus>,
+    /// True when the run stopped early on request, with no instance out of rotation.
+    pub interrupted: bool,
+}
+
+/// Runs all plans. Plans on the same target group run one after another (one instance
+/// out per group, across plans); plans on different groups run side by side.
+///
+/// When `interrupt` turns true, no new instance is started: the one in flight is finished
+/// (and so put back) first, then the run returns with `interrupted` set.
+pub async fn run_plans(
+    aws: Arc<dyn AwsProvider>,
+    plans: Vec<PlanRun>,
+    options: &RunOptions,
+    observer: &dyn RunObserver,
+    interrupt: watch::Receiver<bool>,
+) -> Vec<PlanOutcome> {
+    let mut by_group: BTreeMap<String, Vec<PlanRun>> = BTreeMap::new();
+    for plan in plans {
+        by_group
+            .entry(plan.spec.target_group_arn.clone())
+            .or_default()
+            .push(plan);
+    }
+    let lanes = by_group.into_values().map(|lane| {
+        let aws = aws.clone();
+        let interrupt = interrupt.clone();
+        async move {
+            let mut outcomes = Vec::new();
+            let mut ahead: Option<String> = None;
+            for mut plan in lane {
+                if let Some(behind) = &ahead {
+                    observer.event(RunEvent::Queued {
+                        plan: &plan.name,
+                        behind,
+                    });
+                }
+                let outcome = drive(aws.as_ref(), &mut plan, options, observer, interrupt.clone()).await;
+                let stop = outcome.interrupted;
+                outcomes.push(outcome);
+                ahead = Some(plan.name.clone());
+                if stop {
+                    break;
+                }
+            }
+            outcomes
+        }
+    });
+    futures::future::join_all(lanes).await.into_iter().flatten().collect()
+}
+
+async fn drive(
+    aws: &dyn AwsProvider,
+    plan: &mut PlanRun,
+    options: &RunOptions,
+    observer: &dyn RunObserver,
+    mut interrupt: watch::Receiver<bool>,
+) -> PlanOutcome {
+    // Validation already passed, so a region is known; "" would only reach the SDK's own default.
+    let region = plan_region(&plan.spec).unwrap_or_default().to_owned();
+    let apis = aws.for_region(&region).await;
+    let mut errors: u32 = 0;
+    loop {
+        let recorded = plan.store.current();
+        let busy = recorded.as_ref().and_then(|s| in_flight(&plan.spec, s)).is_some();
+        if recorded.as_ref().is_some_and(|s| s.phase.is_finished()) && !busy {
+            return outcome(plan, recorded, false);
+        }
+        if *interrupt.borrow() && !busy {
+            return outcome(plan, recorded, true);
+        }
+        let now = Timestamp::now();
+        let wait = match step(
+            &apis,
+            &plan.uid,
+            None,
+            &plan.spec,
+            recorded.as_ref(),
+            now,
+            &mut plan.store,
+        )
+        .await
+        {
+            Ok(report) => {
+                errors = 0;
+                observer.event(RunEvent::Step {
+                    plan: &plan.name,
+                    report: &report,
+                    at: now,
+                });
+                match report.requeue {
+                    Requeue::Now => continue,
+                    Requeue::Poll => options.poll_interval,
+                    Requeue::After(d) => d.min(options.poll_interval),
+                    Requeue::Idle => return outcome(plan, Some(report.status), false),
+                }
+            }
+            Err(error) => {
+                errors = errors.saturating_add(1);
+                let throttled = error.aws().is_some_and(|e| e.kind == AwsErrorKind::Throttled);
+                let after = if throttled {
+                    Duration::from_secs(2)
+                } else {
+                    backoff(errors, options.max_backoff)
+                };
+                observer.event(RunEvent::Retry {
+                    plan: &plan.name,
+                    error: error.to_string(),
+                    after,
+                });
+                after
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = interrupt.changed() => {
+                // The sender is gone: nobody can interrupt any more, so just wait.
+                if changed.is_err() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+fn backoff(errors: u32, max: Duration) -> Duration {
+    let exp = Duration::from_millis(500).saturating_mul(2u32.saturating_pow(errors.min(16)));
+    exp.min(max)
+}
+
+fn outcome(plan: &PlanRun, status: Option<MaintenancePlanStatus>, interrupted: bool) -> PlanOutcome {
+    PlanOutcome {
+        name: plan.name.clone(),
+        status,
+        interrupted,
+    }
+}

@@ -1,0 +1,253 @@
+//! `pitstop run`'s driver over the in-memory AWS: plans finish, plans on one target group
+//! take turns, an interrupt finishes the instance in flight, and a state file resumes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pitstop::api::{InstancePhase, PlanPhase};
+use pitstop::aws::fake::FakeAws;
+use pitstop::runner::{FileStore, PlanRun, RunEvent, RunObserver, RunOptions, run_plans};
+use tokio::sync::watch;
+
+const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+const IDS: [&str; 3] = ["i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c"];
+
+fn instant_fake() -> FakeAws {
+    let fake = FakeAws::new(ARN, &IDS, jiff::Timestamp::now());
+    fake.behave(|b| {
+        b.drain_time = Duration::ZERO;
+        b.healthy_time = Duration::ZERO;
+        b.command_time = Duration::ZERO;
+        b.invocation_delay = Duration::ZERO;
+    });
+    fake
+}
+
+fn plan_yaml(name: &str, instances: &[&str]) -> String {
+    format!(
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: {name}\nspec:\n  targetGroupArn: {ARN}\n  instances: [{}]\n",
+        instances.join(", ")
+    )
+}
+
+fn runs(yaml: &str, stores: &pitstop::runner::FileStoreSet) -> Vec<PlanRun> {
+    pitstop::runner::parse_plans(yaml, "test.yaml")
+        .expect("valid plans")
+        .into_iter()
+        .map(|p| {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let (store, uid) = stores.plan(&name, || format!("uid-{name}"));
+            PlanRun {
+                name,
+                uid,
+                spec: p.spec,
+                store,
+            }
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Recorder {
+    lines: Mutex<Vec<String>>,
+}
+
+impl RunObserver for Recorder {
+    fn event(&self, event: RunEvent<'_>) {
+        let line = match event {
+            RunEvent::Step { plan, report, .. } => report
+                .transitions
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{plan} {} {}->{}",
+                        t.instance_id.as_deref().unwrap_or("plan"),
+                        t.from,
+                        t.to
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            RunEvent::Retry { plan, error, .. } => format!("{plan} retry {error}"),
+            RunEvent::Queued { plan, behind } => format!("{plan} queued behind {behind}"),
+        };
+        if !line.is_empty() {
+            self.lines.lock().expect("lock").push(line);
+        }
+    }
+}
+
+fn options() -> RunOptions {
+    RunOptions {
+        poll_interval: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+    }
+}
+
+#[tokio::test]
+async fn two_plans_on_one_group_take_turns_and_both_succeed() {
+    let fake = instant_fake();
+    let yaml = format!(
+        "{}---\n{}",
+        plan_yaml("first", &IDS[..2]),
+        plan_yaml("second", &IDS[2..])
+    );
+    let stores = FileStore::open(None).expect("memory store");
+    let recorder = Recorder::default();
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&yaml, &stores),
+            &options(),
+            &recorder,
+            interrupt,
+        ),
+    )
+    .await
+    .expect("finishes");
+    assert_eq!(outcomes.len(), 2);
+    for outcome in &outcomes {
+        assert_eq!(
+            outcome.status.as_ref().map(|s| s.phase),
+            Some(PlanPhase::Succeeded),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(fake.max_out_at_once(), 1, "one instance of the group out at a time");
+    let lines = recorder.lines.lock().expect("lock").join("\n");
+    assert!(lines.contains("second queued behind first"), "{lines}");
+    let first_done = lines.find("first plan Running->Succeeded").expect("first finished");
+    let second_started = lines
+        .find("second i-0000000000000000c Pending->Draining")
+        .expect("second started");
+    assert!(first_done < second_started, "{lines}");
+}
+
+#[tokio::test]
+async fn a_failing_command_fails_the_plan_and_the_instance_goes_back() {
+    let fake = instant_fake();
+    fake.behave(|b| b.failing_commands = vec![IDS[1].to_owned()]);
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = run_plans(
+        Arc::new(fake.clone()),
+        runs(&plan_yaml("web", &IDS), &stores),
+        &options(),
+        &Recorder::default(),
+        interrupt,
+    )
+    .await;
+    let status = outcomes[0].status.clone().expect("status");
+    assert_eq!(status.phase, PlanPhase::Failed);
+    let phases: Vec<_> = status.instances.iter().map(|i| i.phase).collect();
+    assert_eq!(
+        phases,
+        [InstancePhase::Registered, InstancePhase::Failed, InstancePhase::Pending]
+    );
+    assert!(fake.state(ARN, IDS[1]).is_registered(), "put back after the failure");
+    assert_eq!(pitstop::cli::run::exit_code(&outcomes), pitstop::cli::run::EXIT_FAILED);
+}
+
+#[tokio::test]
+async fn an_interrupt_finishes_the_instance_in_flight_and_starts_no_other() {
+    let fake = instant_fake();
+    // Keep the first instance's command running until we interrupt.
+    fake.behave(|b| b.command_time = Duration::from_secs(3600));
+    let stores = FileStore::open(None).expect("memory store");
+    let (stop, interrupt) = watch::channel(false);
+    let recorder = Arc::new(Recorder::default());
+    let task = {
+        let fake = fake.clone();
+        let runs = runs(&plan_yaml("web", &IDS), &stores);
+        let recorder = recorder.clone();
+        tokio::spawn(async move { run_plans(Arc::new(fake), runs, &options(), recorder.as_ref(), interrupt).await })
+    };
+    // Wait until the first instance is rebooting, then interrupt and let the command finish.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !recorder
+            .lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains("Draining->Rebooting"))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("first instance reaches Rebooting");
+    stop.send(true).expect("runner listening");
+    fake.behave(|b| b.command_time = Duration::ZERO);
+    let outcomes = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+    assert!(outcomes[0].interrupted);
+    let status = outcomes[0].status.clone().expect("status");
+    let phases: Vec<_> = status.instances.iter().map(|i| i.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            InstancePhase::Registered,
+            InstancePhase::Pending,
+            InstancePhase::Pending
+        ]
+    );
+    assert!(IDS.iter().all(|id| fake.state(ARN, id).is_registered()));
+    assert_eq!(
+        pitstop::cli::run::exit_code(&outcomes),
+        pitstop::cli::run::EXIT_INTERRUPTED
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_run_adopts_the_command_it_already_sent() {
+    let fake = instant_fake();
+    fake.behave(|b| b.command_time = Duration::from_secs(3600));
+    let dir = std::env::temp_dir().join(format!("pitstop-resume-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let state = dir.join("state.json");
+    let yaml = plan_yaml("web", &IDS[..1]);
+    let comment_sends = || fake.writes().iter().filter(|w| w.operation == "SendCommand").count();
+    {
+        // First run: killed (its task aborted) once the reboot command is out.
+        let stores = FileStore::open(Some(&state)).expect("state file");
+        let (stop, interrupt) = watch::channel(false);
+        let runs = runs(&yaml, &stores);
+        let aws = Arc::new(fake.clone());
+        let task = tokio::spawn(async move {
+            let _keep_sender = stop;
+            run_plans(aws, runs, &options(), &Recorder::default(), interrupt).await
+        });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while comment_sends() == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("command sent");
+        task.abort();
+        let _ = task.await;
+    }
+    assert_eq!(comment_sends(), 1);
+    fake.behave(|b| b.command_time = Duration::ZERO);
+    let stores = FileStore::open(Some(&state)).expect("state file");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = run_plans(
+        Arc::new(fake.clone()),
+        runs(&yaml, &stores),
+        &options(),
+        &Recorder::default(),
+        interrupt,
+    )
+    .await;
+    assert_eq!(outcomes[0].status.as_ref().map(|s| s.phase), Some(PlanPhase::Succeeded));
+    assert_eq!(
+        comment_sends(),
+        1,
+        "the resumed run watched the first command; no second reboot"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
