@@ -1,0 +1,52 @@
+# pitstop — `make demo` shows it, `make test` proves it.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+WORK    := .work
+CARGO   ?= cargo
+ROOT    := $(abspath .)
+export MOTO_SERVER := $(ROOT)/$(VENV)/bin/moto_server
+
+.PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy demo demo-naive bench e2e-kube clean-work
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## Build pitstop and the sandbox tools
+	$(CARGO) build --workspace --bins
+
+venv: $(VENV)/.installed ## Python tools for the tests: moto_server, the Helm engine, schema validators
+$(VENV)/.installed: requirements-test.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+haproxy: ## Install HAProxy (Debian package) if missing
+	@command -v haproxy >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; }
+
+deps: venv haproxy
+
+test: deps test-rust test-chart ## Everything CI runs
+
+test-rust:
+	$(CARGO) test --workspace --no-fail-fast
+
+test-chart: venv
+	$(PY) -m pytest -q charts/tests
+
+crds: ## Regenerate the CRD from the Rust types (and the chart's copy)
+	$(CARGO) run --quiet -p pitstop -- crd > crds/maintenanceplan.yaml
+	@if [ -d charts/pitstop/crds ]; then cp crds/maintenanceplan.yaml charts/pitstop/crds/maintenanceplan.yaml; fi
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-work:
+	rm -rf $(WORK)

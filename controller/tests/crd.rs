@@ -1,0 +1,124 @@
+//! The checked-in CRD is what the code generates, documents every field, and rejects the
+//! bad input a schema can describe.
+
+use pitstop::api::MaintenancePlan;
+use pitstop::crdgen::crd_yaml;
+use serde_json::{Value, json};
+
+fn workspace_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[test]
+fn checked_in_crd_matches_the_code() {
+    let generated = crd_yaml().expect("CRD renders");
+    let path = workspace_file("crds/maintenanceplan.yaml");
+    let checked_in = std::fs::read_to_string(&path).expect("crds/maintenanceplan.yaml exists");
+    let first_difference = generated
+        .lines()
+        .zip(checked_in.lines())
+        .position(|(a, b)| a != b)
+        .map(|line| format!("first difference at line {}", line + 1))
+        .unwrap_or_else(|| format!("{} vs {} lines", generated.lines().count(), checked_in.lines().count()));
+    assert!(
+        generated == checked_in,
+        "crds/maintenanceplan.yaml is stale ({first_difference}): run `make crds` and commit the result"
+    );
+}
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(<MaintenancePlan as kube::CustomResourceExt>::crd()).expect("CRD as JSON");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn undocumented(path: &str, schema: &Value, missing: &mut Vec<String>) {
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            let here = format!("{path}.{name}");
+            let described = property
+                .get("description")
+                .and_then(Value::as_str)
+                .is_some_and(|d| !d.trim().is_empty());
+            // metadata is the apiserver's own.
+            if !described && here != ".metadata" {
+                missing.push(here.clone());
+            }
+            undocumented(&here, property, missing);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        undocumented(&format!("{path}[]"), items, missing);
+    }
+}
+
+#[test]
+fn every_field_is_documented_for_kubectl_explain() {
+    let mut missing = Vec::new();
+    undocumented("", &schema(), &mut missing);
+    assert!(missing.is_empty(), "fields without a description: {missing:?}");
+}
+
+#[test]
+fn printer_columns_and_list_semantics() {
+    let crd = serde_json::to_value(<MaintenancePlan as kube::CustomResourceExt>::crd()).expect("CRD as JSON");
+    let version = &crd["spec"]["versions"][0];
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(columns, ["Phase", "Progress", "Current", "Age"]);
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["mp"]));
+    assert!(version["subresources"]["status"].is_object());
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(
+        spec["properties"]["instances"]["x-kubernetes-list-type"], "set",
+        "the apiserver rejects duplicates"
+    );
+    assert_eq!(spec["required"], json!(["instances", "targetGroupArn"]));
+    let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"];
+    assert_eq!(
+        status["properties"]["conditions"]["x-kubernetes-list-map-keys"],
+        json!(["type"])
+    );
+}
+
+fn plan(spec: Value) -> Value {
+    json!({"apiVersion": "pitstop.dev/v1alpha1", "kind": "MaintenancePlan", "metadata": {"name": "p"}, "spec": spec})
+}
+
+#[test]
+fn schema_rejects_bad_input_it_can_describe() {
+    let validator = jsonschema::validator_for(&schema()).expect("the CRD schema compiles as JSON Schema");
+    let arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+    let good = plan(json!({"targetGroupArn": arn, "instances": ["i-0123456789abcdef0"]}));
+    assert!(
+        validator.is_valid(&good),
+        "{:?}",
+        validator.iter_errors(&good).map(|e| e.to_string()).collect::<Vec<_>>()
+    );
+    let bad = [
+        (
+            "bad ARN",
+            json!({"targetGroupArn": "arn:aws:ec2:eu-west-1:1:x", "instances": ["i-0123456789abcdef0"]}),
+        ),
+        ("empty list", json!({"targetGroupArn": arn, "instances": []})),
+        ("bad instance", json!({"targetGroupArn": arn, "instances": ["i-12"]})),
+        ("missing instances", json!({"targetGroupArn": arn})),
+        (
+            "bad onFailure",
+            json!({"targetGroupArn": arn, "instances": ["i-01234567"], "onFailure": "Ignore"}),
+        ),
+        (
+            "timeout too small",
+            json!({"targetGroupArn": arn, "instances": ["i-01234567"], "maintenance": {"timeoutSeconds": 1}}),
+        ),
+    ];
+    for (what, spec) in bad {
+        assert!(
+            !validator.is_valid(&plan(spec)),
+            "{what} should be rejected by the schema"
+        );
+    }
+}
