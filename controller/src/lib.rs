@@ -11,5 +11,7 @@ pub mod cli;
 pub mod crdgen;
 pub mod engine;
 pub mod k8s;
+pub mod leader;
 pub mod machine;
 pub mod runner;
+pub mod telemetry;

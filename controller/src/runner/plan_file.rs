@@ -22,8 +22,8 @@ pub enum PlanFileError {
     Parse {
         /// The file.
         path: String,
-        /// Why.
-        source: serde_saphyr::Error,
+        /// Why (boxed: the parser's error is large and this is the cold path).
+        source: Box<serde_saphyr::Error>,
     },
     /// A document is some other kind of object.
     #[error("{path}: document {index} is a {kind}, not a pitstop.dev/v1alpha1 MaintenancePlan")]
@@ -85,7 +85,7 @@ pub fn parse_plans(text: &str, origin: &str) -> Result<Vec<MaintenancePlan>, Pla
     // Check the kind first, so a Deployment manifest gets "wrong kind", not "missing spec field".
     let headers: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|source| PlanFileError::Parse {
         path: path.clone(),
-        source,
+        source: Box::new(source),
     })?;
     for (index, header) in headers.iter().enumerate() {
         let api_version = header.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
@@ -100,7 +100,7 @@ pub fn parse_plans(text: &str, origin: &str) -> Result<Vec<MaintenancePlan>, Pla
     }
     let plans: Vec<MaintenancePlan> = serde_saphyr::from_multiple(text).map_err(|source| PlanFileError::Parse {
         path: path.clone(),
-        source,
+        source: Box::new(source),
     })?;
     if plans.is_empty() {
         return Err(PlanFileError::Empty { path });
