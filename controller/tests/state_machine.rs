@@ -641,3 +641,50 @@ fn removing_an_instance_in_flight_still_finishes_it() {
     );
     assert_eq!(d.status.current_instance.as_deref(), Some(A));
 }
+
+#[test]
+fn a_spec_turned_invalid_mid_reboot_cancels_the_command_then_puts_the_instance_back() {
+    let mut status = draining_then_unused(&spec());
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let mut broken = spec();
+    broken.instances.push(B.into()); // a duplicate: invalid
+    assert_eq!(
+        wants(&broken, Some(&status)).instance_id.as_deref(),
+        Some(A),
+        "still reads for the instance out"
+    );
+    let d = run(
+        &broken,
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::InProgress)),
+        at(20),
+    );
+    assert_eq!(
+        d.action,
+        Some(Action::Cancel {
+            command_id: "cmd-1".into(),
+            instance_id: A.into()
+        })
+    );
+    assert_eq!(
+        d.status.instances[0].failure_reason.as_deref(),
+        Some(reason::INVALID_SPEC)
+    );
+    let d = run(&broken, Some(&d.status), &with_a(TargetState::Unused), at(21));
+    assert!(matches!(d.action, Some(Action::Register { .. })));
+    let d = run(&broken, Some(&d.status), &with_a(TargetState::Initial), at(22));
+    let d = run(&broken, Some(&d.status), &Observed::default(), at(23));
+    assert_eq!(d.status.phase, PlanPhase::Failed);
+    assert_eq!(
+        wants(&broken, Some(&d.status)),
+        Default::default(),
+        "nothing more to read"
+    );
+}
+
+#[test]
+fn an_invalid_spec_with_nothing_in_flight_reads_nothing() {
+    let mut s = spec();
+    s.target_group_arn = "arn:aws:nope".into();
+    assert_eq!(wants(&s, None), Default::default());
+}

@@ -28,16 +28,26 @@ pub enum StepError<E: std::error::Error + 'static> {
     /// A status write failed; the action it guarded was not made.
     #[error("could not record the status: {0}")]
     Store(#[source] E),
-    /// The AWS action failed in a way worth retrying (throttled, transient).
-    #[error("AWS action failed: {0}")]
-    Act(#[source] AwsError),
+    /// The AWS action failed in a way worth retrying (throttled, transient). The status of
+    /// the round was already recorded (write-ahead), so its transitions happened: they are
+    /// handed back for events and metrics.
+    #[error("AWS action failed: {error}")]
+    Act {
+        /// The failure.
+        #[source]
+        error: AwsError,
+        /// The status recorded before the action.
+        status: Box<MaintenancePlanStatus>,
+        /// Phase changes already recorded this round.
+        transitions: Vec<Transition>,
+    },
 }
 
 impl<E: std::error::Error + 'static> StepError<E> {
     /// The AWS error behind this failure, if any.
     pub fn aws(&self) -> Option<&AwsError> {
         match self {
-            Self::Observe(ObserveError(e)) | Self::Act(e) => Some(e),
+            Self::Observe(ObserveError(e)) | Self::Act { error: e, .. } => Some(e),
             Self::Store(_) => None,
         }
     }
@@ -111,7 +121,13 @@ pub async fn step<S: StatusStore>(
                         transitions,
                     });
                 }
-                None => return Err(StepError::Act(error)),
+                None => {
+                    return Err(StepError::Act {
+                        error,
+                        status: Box::new(status),
+                        transitions,
+                    });
+                }
             },
         }
     }

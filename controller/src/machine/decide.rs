@@ -54,9 +54,16 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
 
     merge_instances(&mut status, spec);
 
+    let mut cancel = None;
     if let Err(invalid) = &validity {
-        // An instance in flight goes back through the failure path; nothing new starts.
+        // An instance in flight goes back through the failure path; nothing new starts. A
+        // command still running is cancelled first, so no reboot hits it once it is back.
         for instance in status.instances.iter_mut() {
+            let running = match instance.phase {
+                InstancePhase::Rebooting => instance.maintenance_command_id.clone(),
+                InstancePhase::Verifying if instance.registered_at.is_none() => instance.verify_command_id.clone(),
+                _ => None,
+            };
             if matches!(
                 instance.phase,
                 InstancePhase::Draining | InstancePhase::Rebooting | InstancePhase::Verifying
@@ -68,8 +75,30 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
                     invalid.to_string(),
                     now,
                 ));
+                if let Some(command_id) = running {
+                    cancel = Some(super::Action::Cancel {
+                        command_id,
+                        instance_id: instance.instance_id.clone(),
+                    });
+                }
             }
         }
+    }
+    if let Some(action) = cancel {
+        let failure = plan_failure_reason(&status);
+        summarize(
+            &mut status,
+            validity.as_ref().err(),
+            failure.as_deref(),
+            plan.generation,
+            now,
+        );
+        return Decision {
+            status,
+            action: Some(action),
+            requeue: Requeue::Now,
+            transitions,
+        };
     }
 
     let context = PlanContext { uid: plan.uid, spec };

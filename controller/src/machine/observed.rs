@@ -102,6 +102,10 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             command,
         };
     }
+    if crate::api::validate::validate(spec).is_err() {
+        // Nothing in flight and a spec that may not even name a usable target group.
+        return Wants::default();
+    }
     let failures = instances.iter().filter(|i| i.phase == InstancePhase::Failed).count();
     let left_out = instances
         .iter()
