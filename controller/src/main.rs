@@ -16,18 +16,53 @@ struct Cli {
 enum Command {
     /// Print the MaintenancePlan CustomResourceDefinition as YAML.
     Crd,
+    /// Run as a Kubernetes controller over MaintenancePlans.
+    Controller(pitstop::k8s::ControllerArgs),
+    /// Run the plans in a YAML file now, without Kubernetes, showing progress.
+    Run(cli::run::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => cli::crd::print_crd(),
+        Command::Controller(args) => run_controller(args),
+        Command::Run(args) => return run_plans(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pitstop: {error:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pitstop controller`: logs, a Tokio runtime, and the AWS SDK (credentials and region
+/// settings from the SDK's usual sources; each plan's region from its target group).
+fn run_controller(args: pitstop::k8s::ControllerArgs) -> anyhow::Result<()> {
+    cli::logging::init(args.log_format, "info");
+    let aws = std::sync::Arc::new(pitstop::aws::sdk::SdkProvider::new(
+        pitstop::aws::sdk::SdkSettings::default(),
+    ));
+    tokio::runtime::Runtime::new()?.block_on(pitstop::k8s::run(args, aws))
+}
+
+/// `pitstop run`: warnings and errors only on the log (the progress display is the
+/// interface), the plans' own exit code.
+fn run_plans(args: cli::run::RunArgs) -> std::process::ExitCode {
+    cli::logging::init(cli::logging::LogFormat::Text, "warn");
+    let aws = std::sync::Arc::new(pitstop::aws::sdk::SdkProvider::new(
+        pitstop::aws::sdk::SdkSettings::default(),
+    ));
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(cli::run::run(args, aws)));
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("pitstop: {error:#}");
+            std::process::ExitCode::from(cli::run::EXIT_BAD_INPUT)
         }
     }
 }

@@ -1,0 +1,86 @@
+//! Command-line arguments of `pitstop controller`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::cli::logging::LogFormat;
+
+/// Arguments of `pitstop controller`: run as a Kubernetes controller over MaintenancePlans.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ControllerArgs {
+    /// Watch MaintenancePlans in this namespace only; all namespaces when omitted. A
+    /// namespaced install needs it: its Role cannot list plans cluster-wide.
+    #[arg(long, env = "PITSTOP_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Wait between looks at AWS while an instance drains, reboots or warms up
+    /// (e.g. `5s`, `1m 30s`).
+    #[arg(long, env = "PITSTOP_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "PITSTOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "PITSTOP_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Take part in leader election on a Lease, so that of several replicas only one acts.
+    #[arg(long, env = "PITSTOP_LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "PITSTOP_LEASE_NAME", default_value = "pitstop-controller")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease; defaults to the pod's own namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Who this replica is in the Lease; defaults to the pod name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Harness {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    #[test]
+    fn defaults_watch_all_namespaces_every_five_seconds() {
+        let parsed = Harness::try_parse_from(["pitstop"]).expect("no arguments are needed");
+        assert_eq!(parsed.args.namespace, None);
+        assert_eq!(parsed.args.poll_interval, Duration::from_secs(5));
+        assert_eq!(parsed.args.log_format, LogFormat::Text);
+        assert_eq!(parsed.args.http_addr.port(), 8080);
+        assert!(!parsed.args.leader_election);
+        assert_eq!(parsed.args.lease_name, "pitstop-controller");
+    }
+
+    #[test]
+    fn parses_humantime_durations_and_json_logs() {
+        let parsed = Harness::try_parse_from([
+            "pitstop",
+            "--namespace",
+            "ops",
+            "--poll-interval",
+            "1m 30s",
+            "--log-format",
+            "json",
+        ])
+        .expect("valid arguments");
+        assert_eq!(parsed.args.namespace.as_deref(), Some("ops"));
+        assert_eq!(parsed.args.poll_interval, Duration::from_secs(90));
+        assert_eq!(parsed.args.log_format, LogFormat::Json);
+        assert!(Harness::try_parse_from(["pitstop", "--poll-interval", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! What every reconcile shares: the clients, the clock, and the little memory the
+//! controller keeps between rounds (error counts for backoff, statuses it just wrote).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::runtime::events::{Recorder, Reporter};
+
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
+
+use super::backoff::ErrorBackoff;
+use super::lanes::{Lanes, running_on};
+use super::status_cache::StatusCache;
+use crate::api::MaintenancePlan;
+use crate::telemetry::Metrics;
+
+/// The field manager of every status write, and the name events are reported under.
+pub const MANAGER: &str = "pitstop";
+
+/// The time source of the reconcile. The system clock in production; tests pass the fake
+/// AWS's clock so that timeouts and waits follow the scenario, not the wall.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Shared state of the controller, handed to every reconcile.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// AWS clients by region.
+    pub aws: Arc<dyn crate::aws::AwsProvider>,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Wait between looks at AWS while work is in flight.
+    pub poll_interval: Duration,
+    /// The clock.
+    pub clock: Clock,
+    /// Prometheus metrics: reconciles, errors by kind, plan phases, transitions.
+    pub metrics: Metrics,
+    /// Per-plan error counts, for exponential backoff in the error policy.
+    pub(crate) backoff: ErrorBackoff,
+    /// Statuses written but maybe not yet seen through the watch.
+    pub(crate) statuses: StatusCache,
+    /// Which plan works on which target group.
+    pub(crate) lanes: Lanes,
+    /// The controller's cache of all plans, to see which run on the same target group
+    /// (None in tests that drive reconcile directly: the lanes in memory suffice there).
+    plans: Option<Store<DeserializeGuard<MaintenancePlan>>>,
+}
+
+impl Context {
+    /// A context on the system clock, reporting events as `pitstop` from this host (the
+    /// pod name, in a cluster).
+    pub fn new(client: kube::Client, aws: Arc<dyn crate::aws::AwsProvider>, poll_interval: Duration) -> Self {
+        Self::with_reporter(client, aws, poll_interval, Reporter::from(MANAGER))
+    }
+
+    /// A context with an explicit event reporter (tests use a fixed one, independent of
+    /// the host name).
+    pub fn with_reporter(
+        client: kube::Client,
+        aws: Arc<dyn crate::aws::AwsProvider>,
+        poll_interval: Duration,
+        reporter: Reporter,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            aws,
+            poll_interval,
+            clock: Arc::new(Timestamp::now),
+            metrics: Metrics::default(),
+            backoff: ErrorBackoff::default(),
+            statuses: StatusCache::default(),
+            lanes: Lanes::default(),
+            plans: None,
+        }
+    }
+
+    /// Replaces the clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Records into `metrics` (shared with the metrics endpoint) instead of a registry of
+    /// its own.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Gives the context the controller's cache of all plans.
+    #[must_use]
+    pub fn with_store(mut self, plans: Store<DeserializeGuard<MaintenancePlan>>) -> Self {
+        self.plans = Some(plans);
+        self
+    }
+
+    /// The time now, by the context's clock.
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Well-formed plans in the cache (none without one).
+    fn cached_plans(&self) -> Vec<Arc<DeserializeGuard<MaintenancePlan>>> {
+        self.plans.as_ref().map(Store::state).unwrap_or_default()
+    }
+
+    /// Whether plan `key` (`namespace/name`) still exists and has not finished, by the
+    /// cache; without a cache, it is taken to.
+    pub(crate) fn plan_alive(&self, key: &str) -> bool {
+        if self.plans.is_none() {
+            return true;
+        }
+        self.cached_plans().iter().filter_map(|p| p.0.as_ref().ok()).any(|p| {
+            let same = p
+                .metadata
+                .namespace
+                .as_deref()
+                .zip(p.metadata.name.as_deref())
+                .is_some_and(|(ns, name)| key.split_once('/') == Some((ns, name)));
+            same && !p.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        })
+    }
+
+    /// Another plan on target group `arn` whose status says Running, by the cache.
+    pub(crate) fn running_on(&self, arn: &str, key: &str) -> Option<String> {
+        let plans = self.cached_plans();
+        running_on(plans.iter().filter_map(|p| p.0.as_ref().ok()), arn, key)
+    }
+}

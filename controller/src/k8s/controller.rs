@@ -1,0 +1,163 @@
+//! The long-running controller: a kube-runtime `Controller` over MaintenancePlans, behind
+//! leader election, with the metrics and health server beside it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use kube::api::{Api, ListParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::{Controller, controller, watcher};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::MaintenancePlan;
+use crate::aws::AwsProvider;
+use crate::leader::{LeaderElector, LeaseConfig};
+use crate::telemetry::{HealthState, Metrics, serve};
+
+use super::args::ControllerArgs;
+use super::context::Context;
+use super::policy::error_policy;
+use super::reconcile::reconcile;
+
+/// How often the controller loop proves to `/healthz` that it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long without a heartbeat before `/healthz` fails.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Runs the controller until SIGTERM or Ctrl-C. Plans are read through
+/// [`DeserializeGuard`], so one malformed object cannot stop the watch for the others.
+///
+/// With leader election, the replica waits (ready, as a standby) until it holds the Lease.
+/// On SIGTERM it stops taking new reconciles, lets those in flight finish (so no round is
+/// left half-recorded), then gives the Lease up so another replica takes over at once. A
+/// replica that loses the Lease stops reconciling at once and exits with an error, so that
+/// its restart enters the election afresh.
+pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in a pod, or via KUBECONFIG)")?;
+    let plans: Api<DeserializeGuard<MaintenancePlan>> = match &args.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    // A missing CRD or RBAC rule would otherwise only show as watcher errors in a loop.
+    plans.list_metadata(&ListParams::default().limit(1)).await.with_context(|| {
+        format!(
+            "listing MaintenancePlans in {} (is the CRD installed — `pitstop crd | kubectl apply -f -` — and may this account list them?)",
+            args.namespace.as_deref().map_or_else(|| "all namespaces".to_owned(), |ns| format!("namespace {ns}"))
+        )
+    })?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let metrics = Metrics::new();
+    let health = HealthState::new(STALE_AFTER);
+    let server = tokio::spawn(serve(args.http_addr, health.clone(), metrics.clone(), shutdown.clone()));
+    health.set_ready(true);
+
+    let election = if args.leader_election {
+        let config = LeaseConfig::new(
+            args.lease_name.clone(),
+            args.lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned()),
+            args.identity
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        );
+        tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.holder_identity, "waiting for the leader lease");
+        let stop = CancellationToken::new();
+        let handle = LeaderElector::new(client.clone(), config)
+            .context("leader election settings")?
+            .spawn(stop.clone());
+        let mut leadership = handle.leadership();
+        health.pause_heartbeat();
+        let acquired = tokio::select! {
+            acquired = leadership.acquired() => acquired,
+            () = shutdown.cancelled() => false,
+        };
+        if !acquired {
+            stop.cancel();
+            let _ = handle.join().await;
+            shutdown.cancel();
+            let _ = server.await;
+            return Ok(());
+        }
+        tracing::info!("leading");
+        Some((handle, stop, leadership))
+    } else {
+        None
+    };
+    metrics.set_leader(true);
+
+    let mut controller =
+        Controller::new(plans, watcher::Config::default()).graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    if let Some((_, _, leadership)) = &election {
+        let mut leadership = leadership.clone();
+        controller = controller.graceful_shutdown_on(async move { leadership.lost().await });
+    }
+    let ctx = Arc::new(
+        Context::new(client, aws, args.poll_interval)
+            .with_store(controller.store())
+            .with_metrics(metrics.clone()),
+    );
+    tracing::info!(
+        namespace = args.namespace.as_deref().unwrap_or("*"),
+        poll_interval = %humantime::format_duration(args.poll_interval),
+        "watching MaintenancePlans"
+    );
+    let mut results = controller.run(reconcile, error_policy, ctx).boxed();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    health.heartbeat();
+    loop {
+        tokio::select! {
+            result = results.next() => match result {
+                Some(Ok((plan, action))) => tracing::debug!(%plan, ?action, "reconciled"),
+                // Already logged, with its category, by the error policy.
+                Some(Err(controller::Error::ReconcilerFailed(..))) => {}
+                Some(Err(controller::Error::ObjectNotFound(plan))) => tracing::debug!(%plan, "plan gone before its turn"),
+                Some(Err(error)) => tracing::warn!(%error, "controller"),
+                None => break,
+            },
+            _ = heartbeat.tick() => health.heartbeat(),
+        }
+    }
+    metrics.set_leader(false);
+    health.pause_heartbeat();
+
+    // The controller stream has ended only after the reconciles in flight finished.
+    let lost_lease = election.as_ref().is_some_and(|(_, _, l)| !l.is_leader()) && !shutdown.is_cancelled();
+    if let Some((handle, stop, _)) = election {
+        stop.cancel();
+        let _ = handle.join().await;
+    }
+    shutdown.cancel();
+    let _ = server.await;
+    if lost_lease {
+        anyhow::bail!("lost the leader lease; exiting so that a restart enters the election again");
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing the rounds in flight");
+    shutdown.cancel();
+}

@@ -1,0 +1,245 @@
+//! One reconcile of a plan: read guard → finalizer → engine round → record (status through
+//! the [`KubeStatusStore`], events, logs).
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::core::{DeserializeGuard, Resource, ResourceExt};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use tracing::field::Empty;
+
+use crate::api::validate::{plan_region, validate};
+use crate::api::{MaintenancePlan, MaintenancePlanStatus, PlanPhase};
+use crate::engine::{self, StatusStore};
+use crate::machine::{self, Observed, PlanView, Transition};
+
+use super::cleanup::cleanup_for;
+use super::context::Context;
+use super::error::Error;
+use super::events::{PlanEvents, REASON_WAITING};
+use super::finalizer::{FINALIZER, clean_up};
+use super::lanes::Claim;
+use super::policy::requeue_action;
+use super::status_store::KubeStatusStore;
+
+/// `namespace/name` of a plan, for logs and the per-plan backoff.
+pub fn plan_key(plan: &DeserializeGuard<MaintenancePlan>) -> String {
+    format!("{}/{}", plan.namespace().unwrap_or_default(), plan.name_any())
+}
+
+/// Reconciles one MaintenancePlan. A malformed object gets a Warning Event and waits for
+/// a change; a deleted one is released after its clean-up; any other runs one engine round.
+#[tracing::instrument(name = "reconcile", skip_all, fields(plan = %plan_key(&object), instance = Empty))]
+pub async fn reconcile(object: Arc<DeserializeGuard<MaintenancePlan>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled();
+    let key = plan_key(&object);
+    let events = PlanEvents::new(&ctx.recorder, object.object_ref(&()));
+    let plan = match &object.0 {
+        Ok(plan) => plan,
+        Err(invalid) => {
+            let mut error = invalid.error.clone();
+            if invalid.metadata.deletion_timestamp.is_some() && object.finalizers().iter().any(|f| f == FINALIZER) {
+                error.push_str(&format!(
+                    "; it is being deleted, but pitstop cannot tell which instances to put back until it is fixed \
+                     (or the finalizer {FINALIZER} is removed by hand)"
+                ));
+            }
+            tracing::warn!(%error, "malformed MaintenancePlan; waiting for it to change");
+            events.invalid_object(&error).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let namespace = plan.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<MaintenancePlan> = Api::namespaced(ctx.client.clone(), &namespace);
+    let action = finalizer(&api, FINALIZER, Arc::new(plan.clone()), |event| async {
+        match event {
+            FinalizerEvent::Apply(plan) => apply(&plan, &key, &api, &ctx, &events).await,
+            FinalizerEvent::Cleanup(plan) => release(&plan, &key, &ctx, &events).await,
+        }
+    })
+    .await
+    .map_err(Error::from)?;
+    ctx.backoff.succeeded(&key);
+    Ok(action)
+}
+
+/// One engine round for a live plan.
+async fn apply(
+    plan: &MaintenancePlan,
+    key: &str,
+    api: &Api<MaintenancePlan>,
+    ctx: &Context,
+    events: &PlanEvents<'_>,
+) -> Result<Action, Error> {
+    let name = plan.metadata.name.as_deref().ok_or(Error::MissingMetadata("name"))?;
+    let uid = plan.metadata.uid.as_deref().ok_or(Error::MissingMetadata("uid"))?;
+    let read_version = plan.metadata.resource_version.as_deref();
+    let recorded = ctx.statuses.freshest(uid, read_version, plan.status.as_ref());
+    let span = tracing::Span::current();
+    if let Some(instance) = recorded.as_ref().and_then(|s| s.current_instance.as_deref()) {
+        span.record("instance", instance);
+    }
+    let mut store = KubeStatusStore::new(api.clone(), name, uid, read_version, &ctx.statuses);
+    let now = ctx.now();
+    let plan_view = PlanView {
+        uid,
+        generation: plan.metadata.generation,
+        spec: &plan.spec,
+        status: recorded.as_ref(),
+    };
+
+    let busy = recorded
+        .as_ref()
+        .and_then(|status| machine::in_flight(&plan.spec, status))
+        .is_some();
+    if !busy && let Err(invalid) = validate(&plan.spec) {
+        // Nothing to read from AWS (the target group may not even be addressable): the
+        // state machine fails the plan from its spec alone.
+        tracing::warn!(%invalid, "invalid spec");
+        let decision = machine::decide(plan_view, &Observed::default(), now);
+        if recorded.as_ref() != Some(&decision.status) {
+            store.save(&decision.status).await.map_err(Error::RecordInvalid)?;
+        }
+        ctx.lanes.release(&plan.spec.target_group_arn, key);
+        record(
+            ctx,
+            key,
+            recorded.as_ref(),
+            &decision.status,
+            &decision.transitions,
+            now,
+        );
+        events.transitions(&decision.transitions, &decision.status).await;
+        return Ok(requeue_action(decision.requeue, ctx.poll_interval));
+    }
+
+    let arn = plan.spec.target_group_arn.as_str();
+    let started = busy || recorded.as_ref().is_some_and(|s| s.phase == PlanPhase::Running);
+    let finished = !busy && recorded.as_ref().is_some_and(|s| s.phase.is_finished());
+    if started {
+        ctx.lanes.hold(arn, key);
+    } else if !finished {
+        let claim = ctx
+            .lanes
+            .claim(arn, key, |holder| ctx.plan_alive(holder), || ctx.running_on(arn, key));
+        if let Claim::Busy { holder, first } = claim {
+            if first {
+                let message = format!(
+                    "waiting for plan {holder}, which works on the same target group: plans on one target group \
+                     take turns, so that only one instance is out of it at a time"
+                );
+                tracing::info!("{message}");
+                events.plan(EventType::Normal, REASON_WAITING, &message).await;
+            }
+            return Ok(Action::requeue(ctx.poll_interval));
+        }
+    }
+
+    // A valid spec always names a region (the target group ARN has one).
+    let region = plan_region(&plan.spec).unwrap_or_default();
+    let apis = ctx.aws.for_region(region).await;
+    let report = engine::step(
+        &apis,
+        uid,
+        plan.metadata.generation,
+        &plan.spec,
+        recorded.as_ref(),
+        now,
+        &mut store,
+    )
+    .await;
+    let report = match report {
+        Ok(report) => report,
+        Err(engine::StepError::Act {
+            error,
+            status,
+            transitions,
+        }) => {
+            // The round's status was recorded before the call failed: its transitions
+            // happened, so they still get their events and metrics.
+            record(ctx, key, recorded.as_ref(), &status, &transitions, now);
+            events.transitions(&transitions, &status).await;
+            return Err(engine::StepError::Act {
+                error,
+                status,
+                transitions,
+            }
+            .into());
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let instance = report
+        .status
+        .current_instance
+        .as_deref()
+        .or(report.action.as_ref().map(machine::Action::instance_id));
+    if let Some(instance) = instance {
+        span.record("instance", instance);
+    }
+    if let Some(action) = &report.action {
+        tracing::debug!(
+            action = action.name(),
+            instance = action.instance_id(),
+            "AWS action made"
+        );
+    }
+    if report.status.phase.is_finished() && machine::in_flight(&plan.spec, &report.status).is_none() {
+        ctx.lanes.release(arn, key);
+    }
+    record(ctx, key, recorded.as_ref(), &report.status, &report.transitions, now);
+    events.transitions(&report.transitions, &report.status).await;
+    Ok(requeue_action(report.requeue, ctx.poll_interval))
+}
+
+/// Logs and counts what a round changed.
+fn record(
+    ctx: &Context,
+    key: &str,
+    before: Option<&MaintenancePlanStatus>,
+    after: &MaintenancePlanStatus,
+    transitions: &[Transition],
+    now: Timestamp,
+) {
+    ctx.metrics.set_plan_phase(key, Some(after.phase));
+    for transition in transitions {
+        tracing::info!(
+            instance = transition.instance_id.as_deref().unwrap_or("plan"),
+            from = %transition.from,
+            to = %transition.to,
+            reason = %transition.reason,
+            "{}",
+            transition.message
+        );
+        // How long the instance spent in the phase it left, from the status before the round.
+        let spent = transition.instance_id.as_deref().and_then(|id| {
+            let since = before?.instances.iter().find(|i| i.instance_id == id)?.phase_since?;
+            now.duration_since(since).try_into().ok()
+        });
+        ctx.metrics.observe_transition(transition, spent);
+    }
+}
+
+/// The clean-up of a deleted plan; the finalizer is removed when this returns Ok.
+async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &PlanEvents<'_>) -> Result<Action, Error> {
+    let uid = plan.metadata.uid.as_deref().ok_or(Error::MissingMetadata("uid"))?;
+    let recorded = ctx
+        .statuses
+        .freshest(uid, plan.metadata.resource_version.as_deref(), plan.status.as_ref());
+    let cleanup = cleanup_for(uid, &plan.spec, recorded.as_ref());
+    if !cleanup.is_empty() {
+        if let Some(first) = cleanup.returns.first() {
+            tracing::Span::current().record("instance", first.target.instance_id.as_str());
+        }
+        let region = plan_region(&plan.spec).unwrap_or_default();
+        let apis = ctx.aws.for_region(region).await;
+        clean_up(&apis, &plan.spec.target_group_arn, &cleanup, events).await?;
+    }
+    tracing::info!("plan deleted; released");
+    ctx.statuses.forget(uid);
+    ctx.metrics.set_plan_phase(key, None);
+    ctx.lanes.release(&plan.spec.target_group_arn, key);
+    Ok(Action::await_change())
+}
