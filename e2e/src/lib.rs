@@ -1,0 +1,10 @@
+//! End-to-end tooling for pitstop: a sandbox fleet, a load generator and its reports.
+
+/// The seed's before/after experiment: the sandbox under load, maintained by pitstop or naively.
+pub mod experiment;
+/// Open-loop HTTP load generator used to measure failed requests during maintenance.
+pub mod load;
+/// Load results, phase bands and their JSON, SVG chart and terminal summary.
+pub mod report;
+/// Local sandbox fleet: real HAProxy and backends behind an AWS-compatible ELBv2 + SSM endpoint.
+pub mod sandbox;
