@@ -1,0 +1,195 @@
+//! The sandbox's HTTP endpoint: the AWS API the SDK reaches through `AWS_ENDPOINT_URL`, and `/_sandbox/*` admin
+//! paths for tests and humans.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::call_log::{CallOutcome, Service};
+use super::faults::FaultSettings;
+use super::protocol::{self, ApiError, QueryParams};
+use super::{elbv2_api, ssm_api, targets};
+
+/// Routes of the endpoint: admin paths first, everything else is an AWS call.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/_sandbox/calls", get(get_calls).delete(clear_calls))
+        .route("/_sandbox/faults", get(get_faults).post(set_faults))
+        .route("/_sandbox/state", get(get_state))
+        .fallback(aws)
+        .with_state(shared)
+}
+
+/// One AWS call: SSM when `X-Amz-Target` is set (JSON 1.1), ELBv2 when the form body has an `Action` (Query).
+/// Signatures are not checked.
+async fn aws(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    if let Some(target) = headers.get("x-amz-target") {
+        let target = target.to_str().unwrap_or_default().to_owned();
+        return ssm(&shared, &target, &body, &request_id).await;
+    }
+    let params = QueryParams::parse(&body);
+    match params.get("Action") {
+        Some(action) => {
+            let action = action.to_owned();
+            elbv2(&shared, &action, &params, &request_id).await
+        }
+        None => {
+            let err = ApiError::client(
+                "MissingAction",
+                "neither an X-Amz-Target header (SSM) nor an Action parameter (ELBv2): not an AWS call",
+            );
+            shared.calls.record(
+                Service::Unknown,
+                "",
+                Vec::new(),
+                String::new(),
+                CallOutcome::Error { code: err.code.clone() },
+            );
+            protocol::query_error(&err, &request_id)
+        }
+    }
+}
+
+fn outcome_of<T>(result: &Result<T, ApiError>) -> CallOutcome {
+    match result {
+        Ok(_) => CallOutcome::Ok,
+        Err(err) => CallOutcome::Error { code: err.code.clone() },
+    }
+}
+
+async fn ssm(shared: &Arc<Shared>, target: &str, body: &[u8], request_id: &str) -> Response {
+    let Some(operation) = target.strip_prefix("AmazonSSM.") else {
+        let err = ApiError::client("UnknownOperationException", format!("unknown target {target}"));
+        shared.calls.record(
+            Service::Unknown,
+            target,
+            Vec::new(),
+            String::new(),
+            outcome_of::<()>(&Err(err.clone())),
+        );
+        return protocol::json_error(&err, request_id);
+    };
+    let parsed: Result<Value, ApiError> = if body.is_empty() {
+        Ok(json!({}))
+    } else {
+        serde_json::from_slice(body).map_err(|err| ApiError::client("SerializationException", err.to_string()))
+    };
+    let body = match parsed {
+        Ok(body) => body,
+        Err(err) => {
+            shared.calls.record(
+                Service::Ssm,
+                operation,
+                Vec::new(),
+                String::new(),
+                outcome_of::<()>(&Err(err.clone())),
+            );
+            return protocol::json_error(&err, request_id);
+        }
+    };
+    let (ids, summary) = ssm_api::call_info(&body);
+    if shared.faults.should_throttle() {
+        shared
+            .calls
+            .record(Service::Ssm, operation, ids, summary, CallOutcome::Throttled);
+        return protocol::json_error(&ApiError::client("ThrottlingException", "Rate exceeded"), request_id);
+    }
+    let result = ssm_api::execute(shared, operation, body).await;
+    shared
+        .calls
+        .record(Service::Ssm, operation, ids, summary, outcome_of(&result));
+    match result {
+        Ok(value) => protocol::json_response(&value, request_id),
+        Err(err) => protocol::json_error(&err, request_id),
+    }
+}
+
+async fn elbv2(shared: &Arc<Shared>, action: &str, params: &QueryParams, request_id: &str) -> Response {
+    let ids = elbv2_api::call_instance_ids(params);
+    let summary = params.summary();
+    if shared.faults.should_throttle() {
+        shared
+            .calls
+            .record(Service::Elbv2, action, ids, summary, CallOutcome::Throttled);
+        return protocol::query_error(&ApiError::client("Throttling", "Rate exceeded"), request_id);
+    }
+    let result = elbv2_api::execute(shared, action, params).await;
+    shared
+        .calls
+        .record(Service::Elbv2, action, ids, summary, outcome_of(&result));
+    match result {
+        Ok(inner) => protocol::query_response(action, &inner, request_id),
+        Err(err) => protocol::query_error(&err, request_id),
+    }
+}
+
+async fn get_calls(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.calls.records()).into_response()
+}
+
+async fn clear_calls(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.calls.clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.faults.settings()).into_response()
+}
+
+/// Replaces every fault switch with the JSON body (a [`FaultSettings`]; missing fields are off).
+async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let settings: FaultSettings = match serde_json::from_slice(&body) {
+        Ok(settings) => settings,
+        Err(err) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": err.to_string() }))).into_response(),
+    };
+    match shared.faults.replace(settings) {
+        Ok(()) => Json(shared.faults.settings()).into_response(),
+        Err(err) => (StatusCode::BAD_REQUEST, Json(json!({ "error": err.to_string() }))).into_response(),
+    }
+}
+
+/// Per instance: power, boot count, target health and HAProxy's view; plus the worst rotation moment so far.
+async fn get_state(State(shared): State<Arc<Shared>>) -> Response {
+    let health = targets::describe(&shared).await;
+    let rotation = shared.haproxy.server_states().await;
+    let (health, rotation) = match (health, rotation) {
+        (Ok(health), Ok(rotation)) => (health, rotation),
+        (Err(err), _) | (_, Err(err)) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "error": format!("{err:#}") })),
+            )
+                .into_response();
+        }
+    };
+    let instances: Vec<Value> = shared
+        .instances
+        .iter()
+        .map(|instance| {
+            let power = instance.power();
+            json!({
+                "instance_id": instance.id,
+                "port": instance.port,
+                "power": power.power,
+                "boot_count": power.boot_count,
+                "home": instance.home,
+                "target": health.get(&instance.id),
+                "haproxy": rotation.get(&instance.id),
+            })
+        })
+        .collect();
+    Json(json!({
+        "target_group_arn": shared.target_group.arn,
+        "instances": instances,
+        "max_out_of_rotation": shared.rotation.max_out_of_rotation(),
+    }))
+    .into_response()
+}

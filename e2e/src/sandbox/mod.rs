@@ -1,0 +1,524 @@
+//! A local stand-in for the AWS side of pitstop, built from real parts.
+//!
+//! N instances, each a real `pitstop-backend` process with a home directory and a boot counter, sit behind a real
+//! HAProxy whose health checks mirror the target group's. An HTTP endpoint speaks enough ELBv2 (Query/XML) and SSM
+//! (JSON 1.1) for the unmodified AWS SDK, pointed at it through `AWS_ENDPOINT_URL`: registering and deregistering
+//! targets drives HAProxy through its runtime API, target health is read from HAProxy's checks, and
+//! `AWS-RunShellScript` runs scripts on the instance, rebooting it on `exit 194`. Fault switches and a call log let
+//! tests bend the fleet and check what a client did.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use pitstop_e2e::sandbox::{Sandbox, SandboxConfig};
+//! let sandbox = Sandbox::start(SandboxConfig::default()).await?;
+//! println!("AWS_ENDPOINT_URL={}", sandbox.aws_endpoint_url());
+//! sandbox.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod agent;
+mod backend_process;
+mod call_log;
+mod commands;
+mod config;
+mod elbv2_api;
+mod endpoint;
+mod faults;
+mod haproxy;
+mod instance;
+mod lifecycle;
+mod monitor;
+mod net;
+mod process;
+mod protocol;
+mod rotation;
+mod ssm_api;
+mod targets;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use tokio::process::Child;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use call_log::{CallLog, CallOutcome, CallRecord, Service, is_write_operation};
+pub use config::{
+    BACKEND_BINARY_ENV, HAPROXY_BINARY_ENV, SandboxConfig, check_haproxy_binary, default_backend_binary,
+    default_haproxy_binary,
+};
+pub use faults::{FaultError, FaultSettings, Faults};
+pub use instance::{Power, instance_id};
+pub use net::{SimpleResponse, http_get, http_request};
+pub use rotation::{AdminState, OperationalState, RotationSnapshot, RotationState};
+pub use targets::{TargetHealth, TargetState};
+
+use commands::CommandStore;
+use haproxy::{HaproxySettings, RuntimeApi};
+use instance::Instance;
+use rotation::RotationRecorder;
+use targets::TargetGroup;
+
+/// Account ID in the target group ARN (the one AWS documentation uses).
+const ACCOUNT_ID: &str = "123456789012";
+
+/// Background tasks of a sandbox, aborted together when it stops.
+#[derive(Debug, Default)]
+pub(crate) struct Tasks {
+    set: Mutex<JoinSet<()>>,
+}
+
+impl Tasks {
+    /// Runs `task` until it ends or the sandbox stops.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut set = self.set.lock().unwrap_or_else(PoisonError::into_inner);
+        // Drop finished tasks so the set does not grow with every command.
+        while set.try_join_next().is_some() {}
+        set.spawn(task);
+    }
+
+    fn abort_all(&self) {
+        self.set.lock().unwrap_or_else(PoisonError::into_inner).abort_all();
+    }
+
+    /// Waits (at most `limit`) for aborted tasks to be gone, so they release their processes.
+    async fn join_all(&self, limit: Duration) {
+        let mut set = std::mem::take(&mut *self.set.lock().unwrap_or_else(PoisonError::into_inner));
+        set.abort_all();
+        let _ = tokio::time::timeout(limit, async { while set.join_next().await.is_some() {} }).await;
+    }
+}
+
+/// State shared by the endpoint, the agents and the watchers of one sandbox.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: SandboxConfig,
+    pub(crate) started: Instant,
+    pub(crate) instances: Vec<Arc<Instance>>,
+    pub(crate) target_group: TargetGroup,
+    pub(crate) haproxy: RuntimeApi,
+    haproxy_process: Mutex<Option<Child>>,
+    pub(crate) commands: CommandStore,
+    pub(crate) faults: Faults,
+    pub(crate) calls: CallLog,
+    pub(crate) rotation: RotationRecorder,
+    pub(crate) tasks: Tasks,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    /// The instance with this ID.
+    pub(crate) fn instance(&self, id: &str) -> Option<&Arc<Instance>> {
+        self.instances.iter().find(|i| i.id == id)
+    }
+
+    /// Whether the sandbox is stopping: nothing may be started any more.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Stops everything at once, without waiting: no task runs on, no child survives. Safe to call twice.
+    fn kill_everything(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.tasks.abort_all();
+        for instance in &self.instances {
+            // Dropping the handle after start_kill leaves the reaping to the runtime.
+            drop(instance.kill_processes());
+        }
+        if let Some(mut haproxy) = self
+            .haproxy_process
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = haproxy.start_kill();
+        }
+    }
+}
+
+/// The sandbox's temporary directory, or a kept one the caller chose.
+#[derive(Debug)]
+enum WorkDir {
+    Temporary(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        match self {
+            WorkDir::Temporary(dir) => dir.path(),
+            WorkDir::Kept(path) => path,
+        }
+    }
+}
+
+/// What a client needs to reach a sandbox; printed and written as JSON by `pitstop-sandbox --info-file`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    /// Value for `AWS_ENDPOINT_URL`.
+    pub aws_endpoint_url: String,
+    /// URL of HAProxy's frontend, where clients send traffic.
+    pub frontend_url: String,
+    /// ARN of the target group.
+    pub target_group_arn: String,
+    /// AWS region.
+    pub region: String,
+    /// Instance IDs, in index order.
+    pub instance_ids: Vec<String>,
+    /// Environment variables for an AWS SDK client (endpoint, dummy credentials, region).
+    pub env: BTreeMap<String, String>,
+    /// Work directory (HAProxy config and log, instance homes).
+    pub work_dir: PathBuf,
+}
+
+/// A running sandbox fleet. Stop it with [`Sandbox::shutdown`]; dropping it also kills every process it started.
+#[derive(Debug)]
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    work_dir: WorkDir,
+    aws_addr: SocketAddr,
+    frontend_addr: SocketAddr,
+    ports: Vec<u16>,
+    server: Option<JoinHandle<()>>,
+    server_stop: Option<oneshot::Sender<()>>,
+}
+
+impl Sandbox {
+    /// Starts the backends, HAProxy and the AWS endpoint, registers every instance, and returns once every target
+    /// reads `healthy`.
+    pub async fn start(cfg: SandboxConfig) -> anyhow::Result<Sandbox> {
+        cfg.validate()?;
+        let work_dir = match &cfg.work_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+                WorkDir::Kept(dir.clone())
+            }
+            None => WorkDir::Temporary(
+                tempfile::Builder::new()
+                    .prefix("pitstop-sandbox-")
+                    .tempdir()
+                    .context("create a temporary work dir")?,
+            ),
+        };
+        let mut ports = Vec::new();
+        let mut instances = Vec::new();
+        let instances_dir = work_dir.path().join("instances");
+        for index in 0..cfg.instances {
+            let port = match net::pick_backend_port() {
+                Ok(port) => port,
+                Err(err) => {
+                    net::release_ports(&ports);
+                    return Err(err);
+                }
+            };
+            ports.push(port);
+            match Instance::create(index, port, &instances_dir) {
+                Ok(instance) => instances.push(Arc::new(instance)),
+                Err(err) => {
+                    net::release_ports(&ports);
+                    return Err(err);
+                }
+            }
+        }
+        let frontend_port = match net::pick_free_port() {
+            Ok(port) => port,
+            Err(err) => {
+                net::release_ports(&ports);
+                return Err(err);
+            }
+        };
+        ports.push(frontend_port);
+
+        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+        let arn = format!(
+            "arn:aws:elasticloadbalancing:{}:{ACCOUNT_ID}:targetgroup/{}/{:016x}",
+            cfg.region,
+            targets::TARGET_GROUP_NAME,
+            fastrand::u64(..)
+        );
+        let socket = work_dir.path().join("haproxy.sock");
+        let listener = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                net::release_ports(&ports);
+                return Err(err).context("bind the AWS endpoint on 127.0.0.1");
+            }
+        };
+        let aws_addr = listener.local_addr().context("AWS endpoint address")?;
+        let shared = Arc::new(Shared {
+            started: Instant::now(),
+            target_group: TargetGroup::new(arn, &ids),
+            haproxy: RuntimeApi::new(socket.clone()),
+            haproxy_process: Mutex::new(None),
+            commands: CommandStore::default(),
+            faults: Faults::new(ids.iter().cloned()),
+            calls: CallLog::default(),
+            rotation: RotationRecorder::default(),
+            tasks: Tasks::default(),
+            closed: AtomicBool::new(false),
+            instances,
+            cfg,
+        });
+        // From here on, an error drops `sandbox`, whose Drop kills whatever was started.
+        let mut sandbox = Sandbox {
+            shared: Arc::clone(&shared),
+            work_dir,
+            aws_addr,
+            frontend_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, frontend_port)),
+            ports,
+            server: None,
+            server_stop: None,
+        };
+
+        // Boot the fleet: start every backend, then wait for each (they come up side by side).
+        for instance in &shared.instances {
+            lifecycle::start_backend(&shared, instance)?;
+        }
+        for instance in &shared.instances {
+            lifecycle::finish_boot(instance).await?;
+        }
+
+        let settings = HaproxySettings {
+            frontend_port,
+            servers: shared.instances.iter().map(|i| (i.id.clone(), i.port)).collect(),
+            interval: shared.cfg.health_interval,
+            rise: shared.cfg.healthy_threshold,
+            fall: shared.cfg.unhealthy_threshold,
+            socket,
+        };
+        let child = haproxy::start(&shared.cfg.haproxy_binary, sandbox.work_dir.path(), &settings).await?;
+        *shared.haproxy_process.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let app = endpoint::router(Arc::clone(&shared));
+        sandbox.server = Some(tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            });
+            if let Err(err) = serve.await {
+                tracing::error!("the sandbox's AWS endpoint stopped: {err}");
+            }
+        }));
+        sandbox.server_stop = Some(stop_tx);
+
+        shared.tasks.spawn(monitor::watch_haproxy(Arc::clone(&shared)));
+        shared.tasks.spawn(monitor::watch_faults(Arc::clone(&shared)));
+
+        // Every instance starts registered, through the same path as a RegisterTargets call.
+        let all: Vec<(String, u16)> = ids.iter().map(|id| (id.clone(), targets::TARGET_GROUP_PORT)).collect();
+        targets::register(&shared, &all).await?;
+        sandbox.wait_until_all_healthy().await?;
+        shared.rotation.reset();
+        Ok(sandbox)
+    }
+
+    async fn wait_until_all_healthy(&self) -> anyhow::Result<()> {
+        let cfg = &self.shared.cfg;
+        let limit = Duration::from_secs(20) + cfg.health_interval * (cfg.healthy_threshold + 2) * 2;
+        let deadline = Instant::now() + limit;
+        loop {
+            let health = targets::describe(&self.shared).await?;
+            if health.values().all(|h| h.state == TargetState::Healthy) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the targets did not all become healthy within {limit:?}: {health:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Value for `AWS_ENDPOINT_URL`: `http://127.0.0.1:<port>`, serving both ELBv2 and SSM.
+    pub fn aws_endpoint_url(&self) -> String {
+        format!("http://{}", self.aws_addr)
+    }
+
+    /// Address of the AWS endpoint (also serving `/_sandbox/*`).
+    pub fn aws_endpoint_addr(&self) -> SocketAddr {
+        self.aws_addr
+    }
+
+    /// URL of HAProxy's frontend: `http://127.0.0.1:<port>`.
+    pub fn frontend_url(&self) -> String {
+        format!("http://{}", self.frontend_addr)
+    }
+
+    /// Address of HAProxy's frontend.
+    pub fn frontend_addr(&self) -> SocketAddr {
+        self.frontend_addr
+    }
+
+    /// ARN of the target group: `arn:aws:elasticloadbalancing:<region>:123456789012:targetgroup/sandbox/<16 hex>`.
+    pub fn target_group_arn(&self) -> &str {
+        &self.shared.target_group.arn
+    }
+
+    /// AWS region of the sandbox.
+    pub fn region(&self) -> &str {
+        &self.shared.cfg.region
+    }
+
+    /// The configuration the sandbox runs with.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.cfg
+    }
+
+    /// Instance IDs, in index order.
+    pub fn instance_ids(&self) -> Vec<String> {
+        self.shared.instances.iter().map(|i| i.id.clone()).collect()
+    }
+
+    /// How many times instance `id`'s backend has started (1 after the sandbox starts); `None` for an unknown ID.
+    pub fn boot_count(&self, id: &str) -> Option<u64> {
+        self.shared.instance(id).map(|i| i.power().boot_count)
+    }
+
+    /// Boot counts of every instance.
+    pub fn boot_counts(&self) -> BTreeMap<String, u64> {
+        self.shared
+            .instances
+            .iter()
+            .map(|i| (i.id.clone(), i.power().boot_count))
+            .collect()
+    }
+
+    /// Whether instance `id` is running, down (rebooting) or lost (the `never_return` fault).
+    pub fn power(&self, id: &str) -> Option<Power> {
+        self.shared.instance(id).map(|i| i.power().power)
+    }
+
+    /// Home directory ("disk") of instance `id`.
+    pub fn instance_home(&self, id: &str) -> Option<PathBuf> {
+        self.shared.instance(id).map(|i| i.home.clone())
+    }
+
+    /// HAProxy's admin and operational state of every instance's server, read now.
+    pub async fn rotation_states(&self) -> anyhow::Result<BTreeMap<String, RotationState>> {
+        self.shared.haproxy.server_states().await
+    }
+
+    /// Rotation states each time they changed, as seen by polling HAProxy every 100 ms, since the sandbox became
+    /// ready (or the last [`reset_rotation_history`](Self::reset_rotation_history)).
+    pub fn rotation_history(&self) -> Vec<RotationSnapshot> {
+        self.shared.rotation.history()
+    }
+
+    /// Largest number of instances out of rotation at once in [`rotation_history`](Self::rotation_history).
+    pub fn max_out_of_rotation(&self) -> usize {
+        self.shared.rotation.max_out_of_rotation()
+    }
+
+    /// Starts the rotation history afresh from the current states.
+    pub fn reset_rotation_history(&self) {
+        self.shared.rotation.reset();
+    }
+
+    /// Every instance's target health, exactly as `DescribeTargetHealth` would report it now (without a call-log
+    /// entry).
+    pub async fn target_health(&self) -> anyhow::Result<BTreeMap<String, TargetHealth>> {
+        targets::describe(&self.shared).await
+    }
+
+    /// The fault switches.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// The log of AWS calls.
+    pub fn call_log(&self) -> &CallLog {
+        &self.shared.calls
+    }
+
+    /// The work directory.
+    pub fn work_dir(&self) -> &Path {
+        self.work_dir.path()
+    }
+
+    /// PIDs of HAProxy and the running backends (scripts come and go and are not listed).
+    pub fn child_pids(&self) -> Vec<u32> {
+        let haproxy = self
+            .shared
+            .haproxy_process
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(Child::id);
+        haproxy
+            .into_iter()
+            .chain(self.shared.instances.iter().filter_map(|i| i.backend_pid()))
+            .collect()
+    }
+
+    /// Environment for an AWS SDK client: `AWS_ENDPOINT_URL`, dummy credentials, `AWS_REGION`.
+    pub fn aws_env(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("AWS_ENDPOINT_URL".to_owned(), self.aws_endpoint_url()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), "test".to_owned()),
+            ("AWS_REGION".to_owned(), self.region().to_owned()),
+        ])
+    }
+
+    /// Everything a client needs to reach the sandbox.
+    pub fn info(&self) -> SandboxInfo {
+        SandboxInfo {
+            aws_endpoint_url: self.aws_endpoint_url(),
+            frontend_url: self.frontend_url(),
+            target_group_arn: self.target_group_arn().to_owned(),
+            region: self.region().to_owned(),
+            instance_ids: self.instance_ids(),
+            env: self.aws_env(),
+            work_dir: self.work_dir().to_owned(),
+        }
+    }
+
+    /// Stops the endpoint, HAProxy, the backends and running scripts, waits for them to exit, and removes the
+    /// temporary work directory.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let shared = Arc::clone(&self.shared);
+        shared.closed.store(true, Ordering::SeqCst);
+        shared.tasks.join_all(Duration::from_secs(2)).await;
+        if let Some(stop) = self.server_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(Duration::from_secs(2), &mut server).await.is_err()
+        {
+            // Clients holding idle keep-alive connections must not keep the sandbox alive.
+            server.abort();
+        }
+        for instance in &shared.instances {
+            if let Some(mut backend) = instance.kill_processes() {
+                let _ = backend.wait().await;
+            }
+        }
+        let haproxy = shared
+            .haproxy_process
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut haproxy) = haproxy {
+            // An error here means it is already gone, which is the goal.
+            let _ = haproxy.start_kill();
+            let _ = haproxy.wait().await;
+        }
+        // Drop (which runs next) has nothing left to kill; it frees the ports and the temporary directory.
+        Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shared.kill_everything();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        net::release_ports(&self.ports);
+    }
+}
