@@ -1,0 +1,119 @@
+//! `pitstop-demo`: the seed's experiment on this machine. A fleet of real backends behind a
+//! real HAProxy, a steady load, and `pitstop run` rebooting every instance — or, with
+//! `--naive`, the same reboots without draining. Prints what the clients saw.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use pitstop_e2e::experiment::{self, ExperimentConfig, ExperimentResult};
+use pitstop_e2e::report::{RunMode, summary_table, write_chart_svg, write_json};
+
+/// Reboot a sandbox fleet under load, with pitstop or naively, and count failed requests.
+#[derive(Parser, Debug)]
+#[command(name = "pitstop-demo")]
+struct Args {
+    /// Instances in the fleet.
+    #[arg(long, default_value_t = 3)]
+    instances: usize,
+    /// Requests per second sent to the load balancer.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Reboot in place, without draining (the seed's first runbook).
+    #[arg(long)]
+    naive: bool,
+    /// The target group's deregistration delay.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    deregistration_delay: Duration,
+    /// How long an instance is down when it reboots.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    boot_time: Duration,
+    /// Health-check interval (healthy and unhealthy thresholds are 2).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    health_interval: Duration,
+    /// Where to write the plan, the report and the chart.
+    #[arg(long, default_value = ".work/demo")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("pitstop-demo: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mode = if args.naive { RunMode::Naive } else { RunMode::Pitstop };
+    let mode_name = if args.naive { "naive" } else { "pitstop" };
+    let out = args.out.join(mode_name);
+    let mut config = ExperimentConfig::new(args.instances, args.rate, mode, out.clone());
+    config.sandbox.deregistration_delay = args.deregistration_delay;
+    config.sandbox.boot_time = args.boot_time;
+    config.sandbox.health_interval = args.health_interval;
+    eprintln!(
+        "starting a {}-instance fleet behind HAProxy, {} req/s of load, maintenance by {mode_name} ...",
+        args.instances, args.rate
+    );
+    let result = experiment::run(&config).await?;
+    let json = out.join("report.json");
+    let svg = out.join("chart.svg");
+    write_json(&result.report, &json)?;
+    write_chart_svg(&result.report, &svg)?;
+    print_summary(&result);
+    println!("report: {}", json.display());
+    println!("chart:  {}", svg.display());
+    let failed = result.failed_requests();
+    Ok(if args.naive || failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_summary(result: &ExperimentResult) {
+    println!();
+    println!(
+        "{}",
+        summary_table(&result.report, Some(result.minimum_time.as_secs_f64()))
+    );
+    let reboots: Vec<String> = result
+        .boots_after
+        .iter()
+        .map(|(id, after)| format!("{id} x{}", after - result.boots_before.get(id).copied().unwrap_or(0)))
+        .collect();
+    println!("reboots:            {}", reboots.join(", "));
+    println!("most out at once:   {}", result.max_out_of_rotation);
+    println!(
+        "maintenance time:   {:.1} s (the fleet allows {:.1} s at the least)",
+        result.maintenance_time.as_secs_f64(),
+        result.minimum_time.as_secs_f64()
+    );
+    println!(
+        "AWS API calls:      {} ({:.1} per instance, {} writes)",
+        result.aws_calls,
+        result.aws_calls as f64 / result.boots_after.len().max(1) as f64,
+        result.aws_writes
+    );
+    if let Some(run) = &result.pitstop {
+        println!(
+            "pitstop run:        exit code {}, peak memory {}",
+            run.exit_code
+                .map_or_else(|| "none (killed)".to_owned(), |c| c.to_string()),
+            run.peak_rss_kib
+                .map_or_else(|| "unknown".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+        );
+    }
+    println!(
+        "failed requests:    {} of {}",
+        result.failed_requests(),
+        result.report.load.totals.sent
+    );
+}

@@ -1,0 +1,171 @@
+//! The seed's before/after experiment on the sandbox: a fleet behind a real HAProxy, a
+//! steady load, and the same reboots done two ways — by `pitstop run` (drain first) or
+//! naively (reboot in place, as the seed's first runbook did) — with every request counted.
+
+mod bands;
+mod naive;
+mod pitstop_process;
+mod plan;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::load::{self, LoadConfig};
+use crate::report::{RunMode, RunReport};
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+pub use bands::BandRecorder;
+pub use pitstop_process::{PitstopRun, default_pitstop_binary};
+pub use plan::plan_yaml;
+
+/// One experiment.
+#[derive(Clone, Debug)]
+pub struct ExperimentConfig {
+    /// The fleet.
+    pub sandbox: SandboxConfig,
+    /// Pitstop (drain first) or naive (reboot in place).
+    pub mode: RunMode,
+    /// Requests per second sent to the load balancer throughout.
+    pub rate_per_s: f64,
+    /// The `pitstop` binary.
+    pub pitstop_binary: PathBuf,
+    /// `pitstop run --poll-interval`.
+    pub poll_interval: Duration,
+    /// Seconds of load before and after the maintenance, so the chart shows the baseline.
+    pub settle: Duration,
+    /// `spec.timeouts.healthySeconds` of the plan.
+    pub healthy_seconds: u32,
+    /// Extra YAML lines for the plan's spec (fault experiments), indented as spec fields.
+    pub extra_spec: String,
+    /// Where to write the plan, the state file and the reports.
+    pub out_dir: PathBuf,
+}
+
+impl ExperimentConfig {
+    /// A pitstop experiment on a fleet of `instances` at `rate_per_s`, writing into `out_dir`.
+    pub fn new(instances: usize, rate_per_s: f64, mode: RunMode, out_dir: PathBuf) -> Self {
+        Self {
+            sandbox: SandboxConfig::default().with_instances(instances),
+            mode,
+            rate_per_s,
+            pitstop_binary: default_pitstop_binary(),
+            poll_interval: Duration::from_millis(500),
+            settle: Duration::from_secs(2),
+            healthy_seconds: 60,
+            extra_spec: String::new(),
+            out_dir,
+        }
+    }
+
+    /// The least time the fleet allows for maintaining every instance: per instance the
+    /// deregistration delay, the boot time and `healthy_threshold × interval` of checks.
+    pub fn minimum_time(&self) -> Duration {
+        let s = &self.sandbox;
+        let per_instance = s.deregistration_delay + s.boot_time + s.health_interval * s.healthy_threshold;
+        per_instance * u32::try_from(s.instances).unwrap_or(u32::MAX)
+    }
+}
+
+/// What an experiment measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExperimentResult {
+    /// Load, bands and extras, as written to JSON and charted.
+    pub report: RunReport,
+    /// Boot counters before the maintenance.
+    pub boots_before: BTreeMap<String, u64>,
+    /// Boot counters after.
+    pub boots_after: BTreeMap<String, u64>,
+    /// The most instances out of rotation at once, from HAProxy's state.
+    pub max_out_of_rotation: usize,
+    /// AWS API calls the client made (sandbox call log).
+    pub aws_calls: usize,
+    /// AWS write calls (register, deregister, send, cancel).
+    pub aws_writes: usize,
+    /// Wall time of the maintenance itself.
+    pub maintenance_time: Duration,
+    /// The least time the fleet allows.
+    pub minimum_time: Duration,
+    /// For pitstop mode: exit code, final status YAML, peak memory.
+    pub pitstop: Option<PitstopRun>,
+}
+
+impl ExperimentResult {
+    /// Requests that failed: 5xx, connection errors, timeouts.
+    pub fn failed_requests(&self) -> u64 {
+        self.report.load.totals.failed()
+    }
+}
+
+/// Runs one experiment on a sandbox that is already started (its instances healthy).
+pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Result<ExperimentResult> {
+    std::fs::create_dir_all(&config.out_dir).with_context(|| format!("creating {}", config.out_dir.display()))?;
+    let boots_before = sandbox.boot_counts();
+    sandbox.reset_rotation_history();
+    sandbox.call_log().clear();
+    let load = load::start(LoadConfig {
+        url: sandbox.frontend_url(),
+        rate_per_s: config.rate_per_s,
+        ..LoadConfig::default()
+    })
+    .context("starting the load")?;
+    let load_started = jiff::Timestamp::now();
+    tokio::time::sleep(config.settle).await;
+
+    let started = Instant::now();
+    let mut bands = BandRecorder::new(load_started);
+    let pitstop = match config.mode {
+        RunMode::Pitstop => Some(pitstop_process::run_pitstop(sandbox, config, &mut bands).await?),
+        RunMode::Naive => {
+            naive::reboot_in_place(sandbox, &mut bands).await?;
+            None
+        }
+    };
+    let maintenance_time = started.elapsed();
+    tokio::time::sleep(config.settle).await;
+    let result = load.stop().await;
+
+    let calls = sandbox.call_log().records();
+    let mode_name = match config.mode {
+        RunMode::Pitstop => "pitstop",
+        RunMode::Naive => "naive",
+    };
+    let report = RunReport {
+        title: format!(
+            "{mode_name}: {} instances at {} req/s",
+            config.sandbox.instances, config.rate_per_s
+        ),
+        mode: config.mode,
+        load: result,
+        bands: bands.finish(),
+        extra: serde_json::json!({
+            "maintenance_s": maintenance_time.as_secs_f64(),
+            "minimum_s": config.minimum_time().as_secs_f64(),
+            "aws_calls": calls.len(),
+        }),
+    };
+    Ok(ExperimentResult {
+        report,
+        boots_before,
+        boots_after: sandbox.boot_counts(),
+        max_out_of_rotation: sandbox.max_out_of_rotation(),
+        aws_calls: calls.len(),
+        aws_writes: calls.iter().filter(|c| c.is_effective_write()).count(),
+        maintenance_time,
+        minimum_time: config.minimum_time(),
+        pitstop,
+    })
+}
+
+/// Starts a sandbox, runs the experiment, tears the sandbox down.
+pub async fn run(config: &ExperimentConfig) -> anyhow::Result<ExperimentResult> {
+    let sandbox = Sandbox::start(config.sandbox.clone())
+        .await
+        .context("starting the sandbox")?;
+    let result = run_on(&sandbox, config).await;
+    sandbox.shutdown().await.context("stopping the sandbox")?;
+    result
+}

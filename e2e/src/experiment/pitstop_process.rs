@@ -1,0 +1,154 @@
+//! Running the real `pitstop run` binary against the sandbox, watching its state file for
+//! the phase bands and its memory high-water mark.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+
+use super::ExperimentConfig;
+use super::bands::BandRecorder;
+use super::plan::plan_yaml;
+use crate::sandbox::Sandbox;
+
+/// Environment variable naming the `pitstop` binary.
+pub const PITSTOP_BINARY_ENV: &str = "PITSTOP_BIN";
+
+/// The `pitstop` binary: `$PITSTOP_BIN`, else next to the running executable (the test
+/// binaries live one level further down, in `deps/`).
+pub fn default_pitstop_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os(PITSTOP_BINARY_ENV) {
+        return PathBuf::from(path);
+    }
+    let name = format!("pitstop{}", std::env::consts::EXE_SUFFIX);
+    let Ok(exe) = std::env::current_exe() else {
+        return PathBuf::from(name);
+    };
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(&name)).collect();
+    candidates
+        .iter()
+        .find(|candidate| candidate.is_file())
+        .or(candidates.first())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// What `pitstop run` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PitstopRun {
+    /// Its exit code.
+    pub exit_code: Option<i32>,
+    /// What it printed on stdout: the final plans as YAML.
+    pub final_yaml: String,
+    /// What it printed on stderr: the progress lines.
+    pub progress: String,
+    /// Peak resident memory (VmHWM), in KiB, as last read while it ran.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Runs `pitstop run` on a plan for the whole fleet and waits for it to exit.
+pub(super) async fn run_pitstop(
+    sandbox: &Sandbox,
+    config: &ExperimentConfig,
+    bands: &mut BandRecorder,
+) -> anyhow::Result<PitstopRun> {
+    let plan_path = config.out_dir.join("plan.yaml");
+    let state_path = config.out_dir.join("state.json");
+    let _ = std::fs::remove_file(&state_path);
+    let yaml = plan_yaml(
+        "sandbox-reboot",
+        sandbox.target_group_arn(),
+        &sandbox.instance_ids(),
+        config.healthy_seconds,
+        &config.extra_spec,
+    );
+    std::fs::write(&plan_path, yaml).with_context(|| format!("writing {}", plan_path.display()))?;
+    let binary = &config.pitstop_binary;
+    anyhow::ensure!(
+        binary.is_file(),
+        "{} not found: build it first (`cargo build --workspace --bins`) or set {PITSTOP_BINARY_ENV}",
+        binary.display()
+    );
+    let mut child = tokio::process::Command::new(binary)
+        .arg("run")
+        .arg(&plan_path)
+        .arg("--state-file")
+        .arg(&state_path)
+        .arg("--poll-interval")
+        .arg(format!("{}ms", config.poll_interval.as_millis()))
+        .envs(sandbox.aws_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let pid = child.id();
+    let mut stdout = child.stdout.take().context("pitstop stdout")?;
+    let mut stderr = child.stderr.take().context("pitstop stderr")?;
+    let out_task = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text).await;
+        text
+    });
+    let err_task = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+
+    let mut peak = None;
+    let status = loop {
+        if let Some(pid) = pid
+            && let Some(hwm) = vm_hwm_kib(pid)
+        {
+            peak = Some(hwm);
+        }
+        if let Some(status) = read_status(&state_path) {
+            bands.status(&status);
+        }
+        tokio::select! {
+            status = child.wait() => break status.context("waiting for pitstop")?,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    };
+    if let Some(status) = read_status(&state_path) {
+        bands.status(&status);
+    }
+    Ok(PitstopRun {
+        exit_code: status.code(),
+        final_yaml: out_task.await.unwrap_or_default(),
+        progress: err_task.await.unwrap_or_default(),
+        peak_rss_kib: peak,
+    })
+}
+
+impl PitstopRun {
+    /// The final status of the one plan, parsed from what `pitstop run` printed.
+    pub fn final_status(&self) -> anyhow::Result<pitstop::api::MaintenancePlanStatus> {
+        let plans: Vec<pitstop::api::MaintenancePlan> =
+            serde_saphyr::from_multiple(&self.final_yaml).context("parsing pitstop's final YAML")?;
+        plans
+            .into_iter()
+            .next()
+            .and_then(|plan| plan.status)
+            .context("pitstop printed no plan with a status")
+    }
+}
+
+fn read_status(path: &std::path::Path) -> Option<pitstop::api::MaintenancePlanStatus> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let status = state.get("plans")?.get("sandbox-reboot")?.get("status")?.clone();
+    serde_json::from_value(status).ok()
+}
+
+/// The process's peak resident set size from `/proc/PID/status`.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
