@@ -13,7 +13,7 @@ export MOTO_SERVER := $(ROOT)/$(VENV)/bin/moto_server
 .PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy demo demo-naive bench e2e-kube clean-work
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## Build pitstop and the sandbox tools
 	$(CARGO) build --workspace --bins
@@ -32,6 +32,8 @@ deps: venv haproxy
 test: deps test-rust test-chart ## Everything CI runs
 
 test-rust:
+	# The e2e tests run the real binaries (pitstop, pitstop-backend): build them first.
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 test-chart: venv
@@ -47,6 +49,22 @@ lint: ## rustfmt and clippy, warnings are errors
 
 fmt:
 	$(CARGO) fmt --all
+
+demo: haproxy ## A 3-instance fleet behind HAProxy, under load, rebooted by `pitstop run`
+	$(CARGO) build --quiet --workspace --bins
+	./target/debug/pitstop-demo --out $(WORK)/demo
+
+demo-naive: haproxy ## The same reboots without draining: the seed's 502s
+	$(CARGO) build --quiet --workspace --bins
+	./target/debug/pitstop-demo --naive --out $(WORK)/demo
+
+bench: haproxy ## pitstop vs naive at 3 instances/200 req/s and 10 instances/1000 req/s
+	$(CARGO) build --quiet --workspace --bins
+	./target/debug/pitstop-bench --out $(WORK)/bench
+
+e2e-kube: deps ## End to end against a real apiserver (KUBECONFIG, or KUBE_APISERVER + ETCD); skips loudly without
+	$(CARGO) build --quiet --workspace --bins
+	$(CARGO) test -p pitstop-e2e --test kube_e2e -- --nocapture --test-threads=1
 
 clean-work:
 	rm -rf $(WORK)

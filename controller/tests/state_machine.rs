@@ -29,6 +29,7 @@ fn spec() -> MaintenancePlanSpec {
         timeouts: Default::default(),
         on_failure: OnFailure::Register,
         max_failures: 0,
+        ..Default::default()
     }
 }
 
@@ -492,13 +493,25 @@ fn preflight_gates_fail_before_touching_anything() {
         ),
     ];
     for (observed, expected) in cases {
-        let d = run(&spec(), None, &observed, at(0));
+        let mut d = run(&spec(), None, &observed, at(0));
+        if expected != reason::NOT_IN_TARGET_GROUP {
+            // A closed gate is waited for (the status says why), then fails the instance.
+            assert_eq!(d.status.instances[0].phase, InstancePhase::Pending, "{expected}");
+            assert_eq!(d.status.instances[0].waiting_since, Some(at(0)));
+            let message = d.status.instances[0].message.clone().unwrap_or_default();
+            assert!(message.contains(expected), "{message}");
+            assert_eq!(d.requeue, Requeue::Poll);
+            let still = run(&spec(), Some(&d.status), &observed, at(599));
+            assert_eq!(still.status.instances[0].phase, InstancePhase::Pending, "{expected}");
+            assert_eq!(still.action, None);
+            d = run(&spec(), Some(&still.status), &observed, at(600));
+        }
         assert_eq!(d.action, None, "{expected}: nothing is done on AWS");
         let a = &d.status.instances[0];
         assert_eq!(a.phase, InstancePhase::Failed, "{expected}");
         assert_eq!(a.failure_reason.as_deref(), Some(expected));
         assert!(!a.out_of_rotation);
-        let d = run(&spec(), Some(&d.status), &observed, at(1));
+        let d = run(&spec(), Some(&d.status), &observed, at(601));
         assert_eq!(d.status.phase, PlanPhase::Failed, "{expected}");
         assert_eq!(d.action, None);
     }
@@ -687,4 +700,240 @@ fn an_invalid_spec_with_nothing_in_flight_reads_nothing() {
     let mut s = spec();
     s.target_group_arn = "arn:aws:nope".into();
     assert_eq!(wants(&s, None), Default::default());
+}
+
+#[test]
+fn a_gate_that_opens_while_waited_for_lets_the_instance_go() {
+    let unhealthy_b = Observed {
+        group: Some(group(&[
+            (A, TargetState::Healthy),
+            (B, TargetState::Unhealthy),
+            (C, TargetState::Healthy),
+        ])),
+        ..all_healthy()
+    };
+    let d = run(&spec(), None, &unhealthy_b, at(0));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Pending);
+    let d = run(&spec(), Some(&d.status), &all_healthy(), at(30));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Draining);
+    assert_eq!(d.status.instances[0].waiting_since, None);
+    assert!(matches!(d.action, Some(Action::Deregister { .. })));
+}
+
+#[test]
+fn gate_timeout_is_configurable() {
+    let mut s = spec();
+    s.preflight.gate_timeout_seconds = Some(0);
+    let observed = Observed {
+        agent: Some(AgentPing::ConnectionLost),
+        ..all_healthy()
+    };
+    let d = run(&s, None, &observed, at(0));
+    assert_eq!(
+        d.status.instances[0].failure_reason.as_deref(),
+        Some(reason::AGENT_NOT_ONLINE)
+    );
+}
+
+/// Drives instance A to Registered at `t`, returning the status.
+fn a_registered(s: &MaintenancePlanSpec, t: i64) -> MaintenancePlanStatus {
+    let mut status = draining_then_unused(s);
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        s,
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Success)),
+        at(t - 3),
+    );
+    let d = run(s, Some(&d.status), &with_a(TargetState::Unused), at(t - 2));
+    let d = run(s, Some(&d.status), &with_a(TargetState::Healthy), at(t));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Registered);
+    d.status
+}
+
+#[test]
+fn suspend_finishes_the_instance_in_flight_then_pauses_and_resume_goes_on() {
+    let mut s = spec();
+    let d = run(&s, None, &all_healthy(), at(0));
+    s.suspend = true;
+    // A is in flight: it goes on.
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), at(10));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting);
+    let status = a_registered(&spec(), 70);
+    let d = run(&s, Some(&status), &all_healthy(), at(71));
+    assert_eq!(d.status.phase, PlanPhase::Suspended);
+    assert_eq!(d.action, None);
+    assert_eq!(d.requeue, Requeue::Idle);
+    assert_eq!(d.status.instances[1].phase, InstancePhase::Pending);
+    assert_eq!(
+        wants(&s, Some(&d.status)),
+        Default::default(),
+        "a suspended plan reads nothing"
+    );
+    s.suspend = false;
+    let d = run(&s, Some(&d.status), &all_healthy(), at(500));
+    assert_eq!(d.status.phase, PlanPhase::Running);
+    assert_eq!(d.status.instances[1].phase, InstancePhase::Draining);
+}
+
+#[test]
+fn a_plan_suspended_before_it_starts_touches_nothing() {
+    let mut s = spec();
+    s.suspend = true;
+    let d = run(&s, None, &all_healthy(), at(0));
+    assert_eq!(d.status.phase, PlanPhase::Suspended);
+    assert_eq!(d.action, None);
+}
+
+#[test]
+fn dry_run_checks_every_instance_and_changes_nothing() {
+    let mut s = spec();
+    s.dry_run = true;
+    let blocked_c = Observed {
+        group: Some(group(&[(A, TargetState::Healthy), (B, TargetState::Healthy)])),
+        ..all_healthy()
+    };
+    let mut status: Option<MaintenancePlanStatus> = None;
+    for round in 0..10 {
+        let observed = if wants(&s, status.as_ref()).instance_id.as_deref() == Some(C) {
+            blocked_c.clone()
+        } else {
+            all_healthy()
+        };
+        assert!(!wants(&s, status.as_ref()).deregistration_delay);
+        let d = run(&s, status.as_ref(), &observed, at(round));
+        assert_eq!(d.action, None, "a dry run never acts");
+        status = Some(d.status);
+        if status.as_ref().is_some_and(|st| st.phase.is_finished()) {
+            break;
+        }
+    }
+    let status = status.expect("status");
+    assert_eq!(status.phase, PlanPhase::Failed, "C would be blocked");
+    assert!(
+        status
+            .instances
+            .iter()
+            .all(|i| i.phase == InstancePhase::Pending && !i.out_of_rotation)
+    );
+    let results: Vec<&str> = status.instances.iter().filter_map(|i| i.dry_run.as_deref()).collect();
+    assert!(results[0].starts_with("would deregister (port 8080)"), "{results:?}");
+    assert!(results[2].starts_with("blocked (NotInTargetGroup)"), "{results:?}");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("1 of 3 instances would be blocked")
+    );
+
+    // Turning the dry run off is a new generation: a real run starts.
+    s.dry_run = false;
+    let d = decide(
+        PlanView {
+            uid: UID,
+            generation: Some(2),
+            spec: &s,
+            status: Some(&status),
+        },
+        &all_healthy(),
+        at(100),
+    );
+    assert_eq!(d.status.phase, PlanPhase::Running);
+    assert!(matches!(d.action, Some(Action::Deregister { .. })));
+    assert!(d.status.instances.iter().all(|i| i.dry_run.is_none()));
+}
+
+#[test]
+fn settle_seconds_waits_after_an_instance_before_the_next() {
+    let mut s = spec();
+    s.settle_seconds = 60;
+    let status = a_registered(&s, 70);
+    let d = run(&s, Some(&status), &all_healthy(), at(71));
+    assert_eq!(d.action, None);
+    assert_eq!(d.requeue, Requeue::After(Duration::from_secs(59)));
+    assert_eq!(d.status.instances[1].phase, InstancePhase::Pending);
+    let d = run(&s, Some(&d.status), &all_healthy(), at(130));
+    assert_eq!(d.status.instances[1].phase, InstancePhase::Draining);
+}
+
+#[test]
+fn max_attempts_retries_while_out_then_fails() {
+    let mut s = spec();
+    s.max_attempts = 2;
+    let mut status = draining_then_unused(&s);
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &s,
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Failed)),
+        at(60),
+    );
+    let a = &d.status.instances[0];
+    assert_eq!(a.phase, InstancePhase::Rebooting, "retried, still out");
+    assert_eq!(a.attempt, 2);
+    assert!(a.out_of_rotation);
+    assert_eq!(a.maintenance_command_id, None);
+    assert_eq!(a.next_attempt_at, Some(at(70)), "10 s backoff");
+    assert!(d.transitions.iter().any(|t| t.reason == "Retrying"));
+    // During the backoff nothing is sent.
+    let wait = run(&s, Some(&d.status), &command(None, None), at(65));
+    assert_eq!(wait.action, None);
+    assert_eq!(wait.requeue, Requeue::After(Duration::from_secs(5)));
+    // Then the second try goes out with its own tag.
+    let d = run(&s, Some(&d.status), &command(None, None), at(71));
+    let Some(Action::Send { request, .. }) = &d.action else {
+        panic!("expected the second try, got {:?}", d.action);
+    };
+    assert_eq!(request.comment, format!("pitstop/{UID}/maintenance/2"));
+    let mut status = d.status.clone();
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-2");
+    let d = run(
+        &s,
+        Some(&status),
+        &command(Some("cmd-2"), Some(CommandStatus::Failed)),
+        at(90),
+    );
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Failed, "out of tries");
+    assert_eq!(
+        d.status.instances[0].failure_reason.as_deref(),
+        Some(reason::MAINTENANCE_FAILED)
+    );
+}
+
+#[test]
+fn a_failed_plan_whose_spec_is_fixed_runs_again_and_keeps_what_is_done() {
+    let mut s = spec();
+    s.max_failures = 0;
+    let status = a_registered(&s, 70);
+    // B fails preflight at once (not in the group), the plan fails.
+    let not_b = Observed {
+        group: Some(group(&[(A, TargetState::Healthy), (C, TargetState::Healthy)])),
+        ..all_healthy()
+    };
+    let d = run(&s, Some(&status), &not_b, at(71));
+    let d = run(&s, Some(&d.status), &not_b, at(72));
+    assert_eq!(d.status.phase, PlanPhase::Failed);
+    // Same generation: stays failed.
+    let again = run(&s, Some(&d.status), &all_healthy(), at(80));
+    assert_eq!(again.status.phase, PlanPhase::Failed);
+    assert_eq!(again.action, None);
+    // A new generation (B is back in the group, the user re-applies): a new run from B.
+    let d = decide(
+        PlanView {
+            uid: UID,
+            generation: Some(2),
+            spec: &s,
+            status: Some(&again.status),
+        },
+        &all_healthy(),
+        at(90),
+    );
+    assert_eq!(
+        d.status.instances[0].phase,
+        InstancePhase::Registered,
+        "A is not rebooted again"
+    );
+    assert_eq!(d.status.instances[1].phase, InstancePhase::Draining);
+    assert!(d.transitions.iter().any(|t| t.reason == "SpecChanged"));
 }

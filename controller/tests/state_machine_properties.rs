@@ -78,6 +78,8 @@ struct Scenario {
     on_failure: OnFailure,
     max_failures: u32,
     with_verify: bool,
+    max_attempts: u32,
+    dry_run: bool,
     fates: Vec<WriteFate>,
     throttle_rounds: Vec<bool>,
     steps: Vec<u64>,
@@ -102,7 +104,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         ),
         prop_oneof![Just(OnFailure::Register), Just(OnFailure::LeaveOut)],
         0u32..3,
-        any::<bool>(),
+        (any::<bool>(), 1u32..=3, prop::bool::weighted(0.1)),
         prop::collection::vec(fate(), 1..80),
         prop::collection::vec(prop::bool::weighted(0.2), 1..200),
         prop::collection::vec(1u64..20, 1..50),
@@ -114,7 +116,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 (failing, never_healthy, hanging),
                 on_failure,
                 max_failures,
-                with_verify,
+                (with_verify, max_attempts, dry_run),
                 fates,
                 throttle_rounds,
                 steps,
@@ -130,6 +132,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 on_failure,
                 max_failures,
                 with_verify,
+                max_attempts,
+                dry_run,
                 fates,
                 throttle_rounds,
                 steps,
@@ -154,6 +158,7 @@ fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
             require_healthy_target_group: false,
             min_healthy_targets: Some(0),
             require_agent_online: true,
+            gate_timeout_seconds: None,
         },
         timeouts: Timeouts {
             drain_seconds: Some(60),
@@ -161,6 +166,9 @@ fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
         },
         on_failure: s.on_failure,
         max_failures: s.max_failures,
+        max_attempts: s.max_attempts,
+        dry_run: s.dry_run,
+        ..Default::default()
     }
 }
 
@@ -238,10 +246,15 @@ proptest! {
             prop_assert_eq!(write.state_before, pitstop::aws::TargetState::Unused, "command sent to {:?}", write);
         }
 
+        // A dry run writes nothing at all.
+        if s.dry_run {
+            prop_assert!(fake.writes().is_empty(), "dry run wrote: {:?}", fake.writes());
+        }
+
         // At most one maintenance command per instance per attempt, across restarts.
         for id in &spec.instances {
-            for kind in [CommandKind::Maintenance, CommandKind::Verify] {
-                let tag = CommandTag { plan_uid: UID.into(), kind, attempt: 1 }.comment();
+            for (kind, attempt) in [CommandKind::Maintenance, CommandKind::Verify].into_iter().flat_map(|k| (1..=s.max_attempts).map(move |a| (k, a))) {
+                let tag = CommandTag { plan_uid: UID.into(), kind, attempt }.comment();
                 prop_assert!(fake.sends_with_comment(id, &tag) <= 1, "{} sends of {} to {}", fake.sends_with_comment(id, &tag), tag, id);
             }
         }

@@ -90,6 +90,60 @@ pub struct MaintenancePlanSpec {
     /// failed instance fails the plan and the instances after it stay Pending, untouched.
     #[serde(default)]
     pub max_failures: u32,
+
+    /// How many times maintenance (and verification) may be tried on one instance while it
+    /// is out of rotation before it counts as failed. Tries are spaced by a backoff that
+    /// starts at 10 s and doubles, up to 5 minutes. Defaults to 1 (no retry).
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_attempts: u32,
+
+    /// Seconds to wait after an instance is healthy again before the next one is taken out
+    /// (a bake time, as CodeDeploy's or system-upgrade-controller's). Defaults to 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = 86400))]
+    pub settle_seconds: u32,
+
+    /// Pause the plan between instances: the instance in flight is finished (and put back),
+    /// no other is started until this is false again. The plan then goes on where it stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+
+    /// Rehearse the plan: run the read-only checks for every instance (registered and
+    /// healthy in the target group, the gates, the SSM agent online) and report in the status
+    /// what would be done, changing nothing on AWS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+fn default_max_attempts() -> u32 {
+    1
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+impl Default for MaintenancePlanSpec {
+    /// An empty spec (not valid: it names no target group or instance); for building specs
+    /// field by field.
+    fn default() -> Self {
+        Self {
+            target_group_arn: String::new(),
+            region: None,
+            instances: Vec::new(),
+            maintenance: None,
+            verify: None,
+            preflight: Preflight::default(),
+            timeouts: Timeouts::default(),
+            on_failure: OnFailure::default(),
+            max_failures: 0,
+            max_attempts: default_max_attempts(),
+            settle_seconds: 0,
+            suspend: false,
+            dry_run: false,
+        }
+    }
 }
 
 /// An SSM document to run on an instance, with its parameters.
@@ -141,6 +195,13 @@ pub struct Preflight {
     /// an instance SSM cannot reach is never drained for nothing. Defaults to true.
     #[serde(default = "default_true")]
     pub require_agent_online: bool,
+
+    /// How long to wait for a closed gate (an unhealthy target, too few healthy targets, an
+    /// agent offline) to open before the instance counts as failed, untouched. An instance
+    /// that is not in the target group at all fails at once. Defaults to 600 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 86400))]
+    pub gate_timeout_seconds: Option<u32>,
 }
 
 impl Default for Preflight {
@@ -149,6 +210,7 @@ impl Default for Preflight {
             require_healthy_target_group: true,
             min_healthy_targets: None,
             require_agent_online: true,
+            gate_timeout_seconds: None,
         }
     }
 }

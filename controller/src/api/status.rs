@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenancePlanStatus {
-    /// Phase of the plan: Pending (not started), Running, Succeeded, or Failed.
+    /// Phase of the plan: Pending (not started), Running, Suspended, Succeeded, or Failed.
     #[serde(default)]
     pub phase: PlanPhase,
 
@@ -63,6 +63,8 @@ pub enum PlanPhase {
     Succeeded,
     /// The spec is invalid, or more instances failed than `maxFailures` allows.
     Failed,
+    /// `spec.suspend` is true and no instance is in flight.
+    Suspended,
 }
 
 impl PlanPhase {
@@ -125,6 +127,20 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "timestamp_schema")]
     pub verify_started_at: Option<Timestamp>,
+
+    /// While a preflight gate is closed: when the wait for it began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub waiting_since: Option<Timestamp>,
+
+    /// After a failed try (see `maxAttempts`): when the next try may start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub next_attempt_at: Option<Timestamp>,
+
+    /// With `dryRun`: what pitstop would do with this instance, or what would stop it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<String>,
 
     /// When RegisterTargets was first asked for; the wait for `healthy` counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -91,6 +91,7 @@ mod tests {
             timeouts: Default::default(),
             on_failure: Default::default(),
             max_failures: 0,
+            ..Default::default()
         }
     }
 

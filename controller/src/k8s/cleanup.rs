@@ -148,6 +148,7 @@ mod tests {
             timeouts: Default::default(),
             on_failure,
             max_failures: 0,
+            ..Default::default()
         }
     }
 

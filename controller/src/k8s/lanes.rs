@@ -185,6 +185,7 @@ mod tests {
                 timeouts: Default::default(),
                 on_failure: Default::default(),
                 max_failures: 0,
+                ..Default::default()
             },
         );
         plan.metadata.namespace = Some("ns".into());

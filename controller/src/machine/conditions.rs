@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 
 use crate::api::validate::InvalidSpec;
-use crate::api::{Condition, InstancePhase, MaintenancePlanStatus, PlanPhase};
+use crate::api::{Condition, InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, PlanPhase};
 
 /// The spec was accepted (valid).
 pub const CONDITION_ACCEPTED: &str = "Accepted";
@@ -50,6 +50,7 @@ pub(super) fn set_condition(
 /// Fills `progress`, `message` and the conditions from the rest of the status.
 pub(super) fn summarize(
     status: &mut MaintenancePlanStatus,
+    spec: &MaintenancePlanSpec,
     invalid: Option<&InvalidSpec>,
     failure_reason: Option<&str>,
     generation: Option<i64>,
@@ -70,6 +71,10 @@ pub(super) fn summarize(
         .and_then(|id| status.instances.iter().find(|i| &i.instance_id == id));
     let message = match (status.phase, current) {
         (PlanPhase::Pending, _) => "waiting to start".to_owned(),
+        (PlanPhase::Running, _) if spec.dry_run => {
+            let checked = status.instances.iter().filter(|i| i.dry_run.is_some()).count();
+            format!("dry run: {checked}/{total} instances checked")
+        }
         (PlanPhase::Running, Some(i)) => format!(
             "{} {}{}",
             i.instance_id,
@@ -77,6 +82,21 @@ pub(super) fn summarize(
             i.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
         ),
         (PlanPhase::Running, None) => format!("{done}/{total} instances done"),
+        (PlanPhase::Suspended, _) => {
+            format!("suspended after {done}/{total} instances; set spec.suspend to false to go on")
+        }
+        (PlanPhase::Succeeded | PlanPhase::Failed, _) if spec.dry_run && invalid.is_none() => {
+            let blocked = status
+                .instances
+                .iter()
+                .filter(|i| i.dry_run.as_deref().is_some_and(|r| r.starts_with("blocked")))
+                .count();
+            if blocked == 0 {
+                format!("dry run: all {total} instances would be maintained; nothing was changed")
+            } else {
+                format!("dry run: {blocked} of {total} instances would be blocked; nothing was changed")
+            }
+        }
         (PlanPhase::Succeeded, _) if failed > 0 => {
             format!("{done}/{total} instances done, {failed} failed (within maxFailures)")
         }
@@ -113,6 +133,7 @@ pub(super) fn summarize(
     let progressing_reason = match status.phase {
         PlanPhase::Pending => "NotStarted",
         PlanPhase::Running => "InstanceInProgress",
+        PlanPhase::Suspended => "Suspended",
         PlanPhase::Succeeded | PlanPhase::Failed => "Finished",
     };
     set_condition(

@@ -1,6 +1,8 @@
 //! The plan-level decision: which instance to work on, and what to do with it.
 
-use jiff::Timestamp;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
 
 use crate::api::validate::validate;
 use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, PlanPhase};
@@ -9,7 +11,10 @@ use super::conditions::summarize;
 use super::decision::{Decision, Requeue, Transition};
 use super::instance::{self, DRAIN_MARGIN, PlanContext, Step};
 use super::observed::{Observed, is_active};
-use super::{preflight, reason};
+use super::{dry_run, preflight, reason};
+
+/// How long a closed preflight gate is waited for by default.
+const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The plan as the state machine sees it.
 #[derive(Clone, Copy, Debug)]
@@ -28,17 +33,23 @@ pub struct PlanView<'a> {
 pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decision {
     let spec = plan.spec;
     let mut status = plan.status.cloned().unwrap_or_default();
+    let edited = plan.generation.is_some() && status.observed_generation != plan.generation;
     status.observed_generation = plan.generation;
     let plan_before = status.phase;
     let validity = validate(spec);
     let mut transitions = Vec::new();
 
-    if status.phase.is_finished() && !status.instances.iter().any(|i| is_active(spec, i)) {
-        // A finished plan stays finished; later edits are acknowledged, not run.
+    let finished = status.phase.is_finished() && !status.instances.iter().any(|i| is_active(spec, i));
+    if finished && edited && validity.is_ok() && plan.status.is_some() {
+        // A new generation of a finished plan is a new run: what is done stays done.
+        transitions.push(restart_run(&mut status));
+    } else if finished {
+        // A finished plan stays finished until its spec changes.
         status.current_instance = None;
         let failure = plan_failure_reason(&status);
         summarize(
             &mut status,
+            spec,
             validity.as_ref().err(),
             failure.as_deref(),
             plan.generation,
@@ -88,6 +99,7 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
         let failure = plan_failure_reason(&status);
         summarize(
             &mut status,
+            spec,
             validity.as_ref().err(),
             failure.as_deref(),
             plan.generation,
@@ -108,7 +120,17 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
         step = instance::advance(&context, active, observed, now);
     } else if validity.is_err() {
         finish(&mut status, PlanPhase::Failed, now);
+    } else if spec.suspend {
+        status.phase = PlanPhase::Suspended;
+        step.requeue = Some(Requeue::Idle);
+    } else if spec.dry_run {
+        status.phase = PlanPhase::Running;
+        status.started_at.get_or_insert(now);
+        step = dry_run::rehearse_next(spec, &mut status, observed, now);
     } else {
+        if status.phase == PlanPhase::Suspended {
+            status.phase = PlanPhase::Running;
+        }
         step = start_next(spec, &mut status, observed, now);
     }
     transitions.append(&mut step.transitions);
@@ -126,6 +148,7 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
     let failure = plan_failure_reason(&status);
     summarize(
         &mut status,
+        spec,
         validity.as_ref().err(),
         failure.as_deref(),
         plan.generation,
@@ -166,8 +189,23 @@ fn start_next(
         finish(status, PlanPhase::Failed, now);
         return Step::default();
     }
-    let Some(next) = status.instances.iter_mut().find(|i| i.phase == InstancePhase::Pending) else {
+    if !status.instances.iter().any(|i| i.phase == InstancePhase::Pending) {
         finish(status, PlanPhase::Succeeded, now);
+        return Step::default();
+    }
+    if let Some(until) = settling_until(spec, &status.instances)
+        && until > now
+        && let Some(next) = status.instances.iter_mut().find(|i| i.phase == InstancePhase::Pending)
+    {
+        next.message = Some(format!("waiting until {until} (settleSeconds) before taking it out"));
+        status.current_instance = Some(next.instance_id.clone());
+        let wait = now.duration_until(until).try_into().unwrap_or_default();
+        return Step {
+            requeue: Some(Requeue::After(wait)),
+            ..Step::default()
+        };
+    }
+    let Some(next) = status.instances.iter_mut().find(|i| i.phase == InstancePhase::Pending) else {
         return Step::default();
     };
     if observed.group.is_none() {
@@ -189,14 +227,36 @@ fn start_next(
     status.current_instance = Some(next.instance_id.clone());
     match preflight::check(spec, &next.instance_id, observed) {
         Err(closed) => {
-            let transition = instance::fail(spec, next, closed.reason, closed.message, now);
+            let since = *next.waiting_since.get_or_insert(now);
+            let limit = spec
+                .preflight
+                .gate_timeout_seconds
+                .map_or(DEFAULT_GATE_TIMEOUT, |s| Duration::from_secs(s.into()));
+            let waited: Duration = now.duration_since(since).try_into().unwrap_or_default();
+            // An instance that is not in the group will not join it by waiting.
+            if closed.reason == reason::NOT_IN_TARGET_GROUP || waited >= limit {
+                let message = if closed.reason == reason::NOT_IN_TARGET_GROUP {
+                    closed.message
+                } else {
+                    format!("gate still closed after {}s: {}", limit.as_secs(), closed.message)
+                };
+                next.waiting_since = None;
+                let transition = instance::fail(spec, next, closed.reason, message, now);
+                return Step {
+                    action: None,
+                    requeue: Some(Requeue::Now),
+                    transitions: vec![transition],
+                };
+            }
+            next.message = Some(format!("waiting ({}): {}", closed.reason, closed.message));
             Step {
                 action: None,
-                requeue: Some(Requeue::Now),
-                transitions: vec![transition],
+                requeue: Some(Requeue::Poll),
+                transitions: Vec::new(),
             }
         }
         Ok(port) => {
+            next.waiting_since = None;
             // Write-ahead: the status says Draining and out of rotation before the call is
             // made, so a crash in between can only lead to deregistering (again) and then
             // putting the instance back, never to forgetting it.
@@ -225,6 +285,46 @@ fn start_next(
                 transitions: vec![transition],
             }
         }
+    }
+}
+
+/// With `settleSeconds`, when the last instance that came back has settled.
+fn settling_until(spec: &MaintenancePlanSpec, instances: &[InstanceStatus]) -> Option<Timestamp> {
+    if spec.settle_seconds == 0 {
+        return None;
+    }
+    let last = instances
+        .iter()
+        .filter(|i| i.phase == InstancePhase::Registered)
+        .filter_map(|i| i.phase_since)
+        .max()?;
+    Some(last + SignedDuration::from_secs(spec.settle_seconds.into()))
+}
+
+/// Starts a new run of a finished plan whose spec changed: Registered instances stay done,
+/// failed ones that are back in the group are tried again, dry-run results are dropped.
+fn restart_run(status: &mut MaintenancePlanStatus) -> Transition {
+    let from = status.phase;
+    for instance in status.instances.iter_mut() {
+        instance.dry_run = None;
+        if instance.phase == InstancePhase::Failed && !instance.out_of_rotation {
+            *instance = InstanceStatus {
+                instance_id: std::mem::take(&mut instance.instance_id),
+                ..InstanceStatus::default()
+            };
+        }
+    }
+    status.phase = PlanPhase::Pending;
+    status.started_at = None;
+    status.finished_at = None;
+    status.current_instance = None;
+    Transition {
+        instance_id: None,
+        from: format!("{from:?}"),
+        to: format!("{:?}", PlanPhase::Pending),
+        reason: "SpecChanged".to_owned(),
+        message: "the spec changed after the plan finished: starting a new run".to_owned(),
+        warning: false,
     }
 }
 
@@ -274,6 +374,7 @@ fn plan_transition(from: PlanPhase, status: &MaintenancePlanStatus) -> Transitio
         PlanPhase::Running => ("PlanStarted", false),
         PlanPhase::Succeeded => ("PlanSucceeded", false),
         PlanPhase::Failed => ("PlanFailed", true),
+        PlanPhase::Suspended => ("PlanSuspended", false),
     };
     Transition {
         instance_id: None,

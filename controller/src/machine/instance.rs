@@ -77,6 +77,54 @@ fn enter(instance: &mut InstanceStatus, phase: InstancePhase, message: String, n
     Transition::instance(&instance.instance_id, from, phase, reason, message)
 }
 
+/// First wait between tries of one instance; it doubles with each try.
+const RETRY_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest wait between tries.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// A failed maintenance or verification: another try while the instance is still out
+/// (`maxAttempts`), after a backoff, or the end of it.
+fn fail_or_retry(
+    spec: &MaintenancePlanSpec,
+    instance: &mut InstanceStatus,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> Transition {
+    let attempt = instance.attempt.max(1);
+    if attempt >= spec.max_attempts {
+        return fail(spec, instance, reason, message, now);
+    }
+    let backoff = RETRY_BACKOFF
+        .saturating_mul(2u32.saturating_pow(attempt - 1))
+        .min(RETRY_BACKOFF_MAX);
+    let at = now + jiff::SignedDuration::try_from(backoff).unwrap_or(jiff::SignedDuration::ZERO);
+    let from = instance.phase;
+    instance.attempt = attempt + 1;
+    instance.phase = InstancePhase::Rebooting;
+    instance.phase_since = Some(now);
+    instance.next_attempt_at = Some(at);
+    // The new try has a new tag, so a new command may be sent; its limit counts from `at`.
+    instance.maintenance_command_id = None;
+    instance.maintenance_started_at = Some(at);
+    instance.verify_command_id = None;
+    instance.verify_started_at = None;
+    let message = format!(
+        "try {} of {} at {at} after {reason}: {message}",
+        instance.attempt, spec.max_attempts
+    );
+    instance.message = Some(message.clone());
+    let mut transition = Transition::instance(
+        &instance.instance_id,
+        from,
+        InstancePhase::Rebooting,
+        "Retrying",
+        message,
+    );
+    transition.warning = true;
+    transition
+}
+
 /// Marks the instance failed. Whether it is then put back is the return path's business.
 pub(super) fn fail(
     spec: &MaintenancePlanSpec,
@@ -127,6 +175,16 @@ pub(super) fn advance(
             if state != TargetState::Unused {
                 return redrain(instance, state, target, now);
             }
+            if let Some(at) = instance.next_attempt_at {
+                if at > now {
+                    let wait = now.duration_until(at).try_into().unwrap_or_default();
+                    return Step {
+                        requeue: Some(Requeue::After(wait)),
+                        ..Step::default()
+                    };
+                }
+                instance.next_attempt_at = None;
+            }
             match run_command(plan, instance, CommandKind::Maintenance, observed, now) {
                 CommandProgress::Wait(action) => Step::wait(action),
                 CommandProgress::Succeeded => Step::moved(
@@ -142,7 +200,7 @@ pub(super) fn advance(
                     reason,
                     message,
                     cancel,
-                } => Step::moved(fail(plan.spec, instance, reason, message, now), cancel),
+                } => Step::moved(fail_or_retry(plan.spec, instance, reason, message, now), cancel),
             }
         }
         InstancePhase::Verifying => verify_and_register(plan, instance, state, target, observed, now),
@@ -232,7 +290,7 @@ fn verify_and_register(
                     message,
                     cancel,
                 } => {
-                    return Step::moved(fail(plan.spec, instance, reason, message, now), cancel);
+                    return Step::moved(fail_or_retry(plan.spec, instance, reason, message, now), cancel);
                 }
                 CommandProgress::Succeeded => {}
             }

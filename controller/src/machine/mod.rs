@@ -7,6 +7,7 @@
 mod conditions;
 mod decide;
 mod decision;
+mod dry_run;
 mod instance;
 mod observed;
 mod outcome;

@@ -113,18 +113,22 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
     if failures > spec.max_failures as usize || left_out {
         return Wants::default();
     }
-    // The next instance to start: the first of the spec that has not started.
+    if spec.suspend {
+        return Wants::default();
+    }
+    // The next instance to start (or, in a dry run, to check): the first of the spec that
+    // has not started.
     let next = spec.instances.iter().find(|id| {
         instances
             .iter()
             .find(|i| &i.instance_id == *id)
-            .is_none_or(|i| i.phase == InstancePhase::Pending)
+            .is_none_or(|i| i.phase == InstancePhase::Pending && !(spec.dry_run && i.dry_run.is_some()))
     });
     match next {
         Some(id) => Wants {
             instance_id: Some(id.clone()),
             group_health: true,
-            deregistration_delay: spec.timeouts.drain_seconds.is_none(),
+            deregistration_delay: spec.timeouts.drain_seconds.is_none() && !spec.dry_run,
             agent: spec.preflight.require_agent_online,
             command: None,
         },

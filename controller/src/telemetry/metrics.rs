@@ -288,6 +288,7 @@ fn plan_phase_name(phase: PlanPhase) -> &'static str {
         PlanPhase::Running => "Running",
         PlanPhase::Succeeded => "Succeeded",
         PlanPhase::Failed => "Failed",
+        PlanPhase::Suspended => "Suspended",
     }
 }
 

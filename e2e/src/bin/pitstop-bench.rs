@@ -1,0 +1,90 @@
+//! `pitstop-bench`: the demo's experiment at several fleet sizes and load rates, with pitstop
+//! and naively, printing the figures (failed requests, time against the fleet's minimum, AWS
+//! calls per instance, the controller's peak memory). Figures, not assertions.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use pitstop_e2e::experiment::{self, ExperimentConfig};
+use pitstop_e2e::report::{RunMode, write_chart_svg, write_json};
+
+/// Benchmark pitstop against naive reboots on sandbox fleets.
+#[derive(Parser, Debug)]
+#[command(name = "pitstop-bench")]
+struct Args {
+    /// Cases as INSTANCES@RATE, e.g. `3@200 10@1000`.
+    #[arg(default_values_t = ["3@200".to_owned(), "10@1000".to_owned()])]
+    cases: Vec<String>,
+    /// Only pitstop, no naive runs.
+    #[arg(long)]
+    pitstop_only: bool,
+    /// Where to write each run's report and chart.
+    #[arg(long, default_value = ".work/bench")]
+    out: PathBuf,
+}
+
+fn parse_case(case: &str) -> anyhow::Result<(usize, f64)> {
+    let (instances, rate) = case
+        .split_once('@')
+        .ok_or_else(|| anyhow::anyhow!("case {case:?} is not INSTANCES@RATE"))?;
+    Ok((instances.parse()?, rate.parse()?))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pitstop-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for case in &args.cases {
+        let (instances, rate) = parse_case(case)?;
+        let modes: &[RunMode] = if args.pitstop_only {
+            &[RunMode::Pitstop]
+        } else {
+            &[RunMode::Pitstop, RunMode::Naive]
+        };
+        for mode in modes {
+            let name = if *mode == RunMode::Pitstop { "pitstop" } else { "naive" };
+            let out = args.out.join(format!("{instances}x{rate}-{name}"));
+            eprintln!("running {name} on {instances} instances at {rate} req/s ...");
+            let config = ExperimentConfig::new(instances, rate, *mode, out.clone());
+            let result = experiment::run(&config).await?;
+            write_json(&result.report, &out.join("report.json"))?;
+            write_chart_svg(&result.report, &out.join("chart.svg"))?;
+            let totals = &result.report.load.totals;
+            rows.push(format!(
+                "| {name:<7} | {instances:>9} | {rate:>6} | {:>8} | {:>6} | {:>7.1} | {:>7.1} | {:>5.2}x | {:>10.1} | {:>8} |",
+                totals.sent,
+                totals.failed(),
+                result.maintenance_time.as_secs_f64(),
+                result.minimum_time.as_secs_f64(),
+                result.maintenance_time.as_secs_f64() / result.minimum_time.as_secs_f64().max(f64::EPSILON),
+                result.aws_calls as f64 / instances.max(1) as f64,
+                result
+                    .pitstop
+                    .as_ref()
+                    .and_then(|p| p.peak_rss_kib)
+                    .map_or_else(|| "-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            ));
+        }
+    }
+    println!(
+        "| mode    | instances |  req/s | requests | failed | time, s | min., s | ratio  | AWS calls/instance | peak RSS |"
+    );
+    println!(
+        "|---------|-----------|--------|----------|--------|---------|---------|--------|------------|----------|"
+    );
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
+}
