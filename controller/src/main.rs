@@ -23,6 +23,10 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Both rustls crypto back-ends end up in the binary (the AWS SDK brings aws-lc-rs, kube
+    // ring), and then rustls refuses to pick one for clients that do not name it — kube's
+    // would panic on its first HTTPS connection. Name one for the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => cli::crd::print_crd(),
