@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod fake;
+pub mod metered;
 pub mod sdk;
 
 /// An instance target of a target group, with the port it is registered on (None: the

@@ -49,6 +49,15 @@ pub struct Context {
 }
 
 impl Context {
+    /// The AWS APIs for `region`, every call counted in the metrics.
+    pub async fn apis(&self, region: &str) -> crate::aws::AwsApis {
+        let metrics = self.metrics.clone();
+        crate::aws::metered::metered(
+            self.aws.for_region(region).await,
+            Arc::new(move |operation, outcome| metrics.aws_call(operation, outcome)),
+        )
+    }
+
     /// A context on the system clock, reporting events as `pitstop` from this host (the
     /// pod name, in a cluster).
     pub fn new(client: kube::Client, aws: Arc<dyn crate::aws::AwsProvider>, poll_interval: Duration) -> Self {

@@ -140,7 +140,7 @@ async fn apply(
 
     // A valid spec always names a region (the target group ARN has one).
     let region = plan_region(&plan.spec).unwrap_or_default();
-    let apis = ctx.aws.for_region(region).await;
+    let apis = ctx.apis(region).await;
     let report = engine::step(
         &apis,
         uid,
@@ -234,7 +234,7 @@ async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &Plan
             tracing::Span::current().record("instance", first.target.instance_id.as_str());
         }
         let region = plan_region(&plan.spec).unwrap_or_default();
-        let apis = ctx.aws.for_region(region).await;
+        let apis = ctx.apis(region).await;
         clean_up(&apis, &plan.spec.target_group_arn, &cleanup, events).await?;
     }
     tracing::info!("plan deleted; released");
