@@ -251,3 +251,44 @@ async fn a_resumed_run_adopts_the_command_it_already_sent() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_changed_plan_file_with_the_same_state_file_starts_a_new_run() {
+    let fake = instant_fake();
+    let dir = std::env::temp_dir().join(format!("pitstop-rerun-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let state = dir.join("state.json");
+    let rehearsal = format!("{}  dryRun: true\n", plan_yaml("web", &IDS[..1]));
+    let stores = FileStore::open(Some(&state)).expect("state file");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = run_plans(
+        Arc::new(fake.clone()),
+        runs(&rehearsal, &stores),
+        &options(),
+        &Recorder::default(),
+        interrupt,
+    )
+    .await;
+    assert_eq!(outcomes[0].status.as_ref().map(|s| s.phase), Some(PlanPhase::Succeeded));
+    assert!(fake.writes().is_empty(), "the dry run wrote nothing");
+
+    let stores = FileStore::open(Some(&state)).expect("state file");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = run_plans(
+        Arc::new(fake.clone()),
+        runs(&plan_yaml("web", &IDS[..1]), &stores),
+        &options(),
+        &Recorder::default(),
+        interrupt,
+    )
+    .await;
+    let status = outcomes[0].status.clone().expect("status");
+    assert_eq!(status.phase, PlanPhase::Succeeded);
+    assert_eq!(
+        status.instances[0].phase,
+        InstancePhase::Registered,
+        "the real run maintained it"
+    );
+    assert_eq!(fake.writes().iter().filter(|w| w.operation == "SendCommand").count(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -937,3 +937,45 @@ fn a_failed_plan_whose_spec_is_fixed_runs_again_and_keeps_what_is_done() {
     assert_eq!(d.status.instances[1].phase, InstancePhase::Draining);
     assert!(d.transitions.iter().any(|t| t.reason == "SpecChanged"));
 }
+
+#[test]
+fn a_new_run_never_adopts_the_command_of_an_earlier_run() {
+    let s = spec();
+    let mut status = draining_then_unused(&s);
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &s,
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Failed)),
+        at(60),
+    );
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), at(61));
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Healthy), at(62));
+    let d = run(&s, Some(&d.status), &all_healthy(), at(63));
+    assert_eq!(d.status.phase, PlanPhase::Failed);
+    let edited = |status: &MaintenancePlanStatus, observed: &Observed, t: i64| {
+        decide(
+            PlanView {
+                uid: UID,
+                generation: Some(2),
+                spec: &s,
+                status: Some(status),
+            },
+            observed,
+            at(t),
+        )
+    };
+    let d = edited(&d.status, &all_healthy(), 100);
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Draining);
+    assert_eq!(d.status.instances[0].attempt, 2, "attempts count across runs");
+    let d = edited(&d.status, &with_a(TargetState::Unused), 110);
+    let d = edited(&d.status, &command(None, None), 111);
+    let Some(Action::Send { request, .. }) = &d.action else {
+        panic!("expected a new command, got {:?}", d.action);
+    };
+    assert_eq!(
+        request.comment,
+        format!("pitstop/{UID}/maintenance/2"),
+        "not the first run's tag"
+    );
+}

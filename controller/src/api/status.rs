@@ -92,9 +92,15 @@ pub struct InstanceStatus {
     #[schemars(schema_with = "timestamp_schema")]
     pub phase_since: Option<Timestamp>,
 
-    /// Which try this is (maintenance and verification of one instance), starting at 1.
+    /// Which try this is (maintenance and verification of one instance), starting at 1 and
+    /// counting across runs of the plan, so that every try's SSM command tag is unique.
     #[serde(default)]
     pub attempt: u32,
+
+    /// The attempt this run of the plan started the instance with (`maxAttempts` counts
+    /// the tries from here).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_attempt: u32,
 
     /// True while pitstop has the instance out of the target group: it deregistered it and
     /// has not registered it again. A restarted controller uses this to put it back.
@@ -224,4 +230,8 @@ pub struct Condition {
 /// Schema of an RFC 3339 timestamp, as the apiserver expects for `date-time` fields.
 fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "format": "date-time"})
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }

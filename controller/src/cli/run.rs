@@ -36,6 +36,8 @@ pub const EXIT_SUCCEEDED: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code for an unusable plan file or state file.
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code when a plan is suspended (`spec.suspend`): nothing failed, nothing finished.
+pub const EXIT_SUSPENDED: u8 = 3;
 /// Exit code when the run was interrupted (after putting the in-flight instance back).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -113,6 +115,8 @@ pub fn exit_code(outcomes: &[PlanOutcome]) -> u8 {
         EXIT_FAILED
     } else if outcomes.iter().any(|o| o.interrupted) {
         EXIT_INTERRUPTED
+    } else if outcomes.iter().any(|o| phase(o) == Some(PlanPhase::Suspended)) {
+        EXIT_SUSPENDED
     } else if outcomes.iter().all(|o| phase(o) == Some(PlanPhase::Succeeded)) {
         EXIT_SUCCEEDED
     } else {

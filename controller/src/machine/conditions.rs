@@ -150,7 +150,11 @@ pub(super) fn summarize(
         conditions,
         CONDITION_COMPLETE,
         succeeded,
-        if succeeded { "AllInstancesDone" } else { "NotFinished" },
+        match (succeeded, spec.dry_run) {
+            (true, true) => "DryRunDone",
+            (true, false) => "AllInstancesDone",
+            (false, _) => "NotFinished",
+        },
         if succeeded { &message } else { "" },
         generation,
         now,

@@ -260,7 +260,10 @@ fn start_next(
             // Write-ahead: the status says Draining and out of rotation before the call is
             // made, so a crash in between can only lead to deregistering (again) and then
             // putting the instance back, never to forgetting it.
-            next.attempt = next.attempt.max(1);
+            // Attempts count across runs of the plan, so every try's command tag is new: a
+            // later run must never find (and adopt) the command of an earlier one.
+            next.attempt += 1;
+            next.first_attempt = next.attempt;
             next.port = port;
             next.out_of_rotation = true;
             next.drain_timeout_seconds = Some(drain_limit);
@@ -310,6 +313,7 @@ fn restart_run(status: &mut MaintenancePlanStatus) -> Transition {
         if instance.phase == InstancePhase::Failed && !instance.out_of_rotation {
             *instance = InstanceStatus {
                 instance_id: std::mem::take(&mut instance.instance_id),
+                attempt: instance.attempt,
                 ..InstanceStatus::default()
             };
         }

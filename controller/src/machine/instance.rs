@@ -92,7 +92,8 @@ fn fail_or_retry(
     now: Timestamp,
 ) -> Transition {
     let attempt = instance.attempt.max(1);
-    if attempt >= spec.max_attempts {
+    let tries = attempt + 1 - instance.first_attempt.clamp(1, attempt);
+    if tries >= spec.max_attempts {
         return fail(spec, instance, reason, message, now);
     }
     let backoff = RETRY_BACKOFF
@@ -111,7 +112,8 @@ fn fail_or_retry(
     instance.verify_started_at = None;
     let message = format!(
         "try {} of {} at {at} after {reason}: {message}",
-        instance.attempt, spec.max_attempts
+        tries + 1,
+        spec.max_attempts
     );
     instance.message = Some(message.clone());
     let mut transition = Transition::instance(

@@ -149,11 +149,17 @@ async fn drive(
     // Validation already passed, so a region is known; "" would only reach the SDK's own default.
     let region = plan_region(&plan.spec).unwrap_or_default().to_owned();
     let apis = aws.for_region(&region).await;
+    let generation = plan.store.generation_for(&plan.spec);
     let mut errors: u32 = 0;
     loop {
         let recorded = plan.store.current();
         let busy = recorded.as_ref().and_then(|s| in_flight(&plan.spec, s)).is_some();
-        if recorded.as_ref().is_some_and(|s| s.phase.is_finished()) && !busy {
+        // A finished plan is done unless its spec changed since (then the engine starts a new run).
+        if recorded
+            .as_ref()
+            .is_some_and(|s| s.phase.is_finished() && s.observed_generation == Some(generation))
+            && !busy
+        {
             return outcome(plan, recorded, false);
         }
         if *interrupt.borrow() && !busy {
@@ -163,7 +169,7 @@ async fn drive(
         let wait = match step(
             &apis,
             &plan.uid,
-            None,
+            Some(generation),
             &plan.spec,
             recorded.as_ref(),
             now,

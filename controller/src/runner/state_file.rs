@@ -47,6 +47,17 @@ pub struct SavedPlan {
     pub uid: String,
     /// The last status written.
     pub status: Option<MaintenancePlanStatus>,
+    /// The spec the plan last ran with, to notice a changed plan file.
+    #[serde(default)]
+    pub spec: Option<serde_json::Value>,
+    /// Goes up by one each time the plan file's spec changes, as `metadata.generation` does
+    /// in a cluster: a finished plan whose spec changed starts a new run.
+    #[serde(default = "first_generation")]
+    pub generation: i64,
+}
+
+fn first_generation() -> i64 {
+    1
 }
 
 /// Shared by the stores of all plans of one run.
@@ -85,6 +96,21 @@ impl FileStore {
         })
     }
 
+    /// The generation of `spec` for this plan: the saved one if the spec is the one saved,
+    /// else the next (and `spec` becomes the saved one with the next status write).
+    pub fn generation_for(&self, spec: &crate::api::MaintenancePlanSpec) -> i64 {
+        let current = serde_json::to_value(spec).ok();
+        let mut state = self.shared.lock();
+        let Some(saved) = state.plans.get_mut(&self.plan) else {
+            return first_generation();
+        };
+        if saved.spec.is_some() && saved.spec != current {
+            saved.generation += 1;
+        }
+        saved.spec = current;
+        saved.generation
+    }
+
     /// The status last saved for this plan.
     pub fn current(&self) -> Option<MaintenancePlanStatus> {
         let state = self.shared.lock();
@@ -106,6 +132,8 @@ impl FileStoreSet {
         let saved = state.plans.entry(plan.to_owned()).or_insert_with(|| SavedPlan {
             uid: fresh_uid(),
             status: None,
+            spec: None,
+            generation: first_generation(),
         });
         let uid = saved.uid.clone();
         (
