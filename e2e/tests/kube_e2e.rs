@@ -1,0 +1,452 @@
+//! pitstop against a real Kubernetes API server: the CRD, the chart's RBAC, a token of the
+//! chart's ServiceAccount, and the real `pitstop controller` binary driving the sandbox fleet
+//! (real HAProxy and backends behind the AWS stand-in).
+//!
+//! The API server comes from `KUBECONFIG`, from `~/.kube/config` with `PITSTOP_E2E_KUBE=1`,
+//! or is started here from `KUBE_APISERVER` + `ETCD` (envtest-style). With none of them each
+//! cluster test prints a `SKIPPED:` banner and passes without having run; see
+//! `e2e/KUBE_E2E.md`. Run with `make e2e-kube`
+//! (`cargo test -p pitstop-e2e --test kube_e2e -- --nocapture --test-threads=1`).
+//!
+//! The limits below only keep a broken run from hanging; no test asserts a duration.
+
+mod kube_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::DeleteParams;
+use pitstop::api::{InstancePhase, PlanPhase};
+use pitstop::k8s::FINALIZER;
+use pitstop::machine::{CONDITION_COMPLETE, reason};
+use pitstop_e2e::sandbox::CallOutcome;
+
+use kube_support::{Fleet, Harness, describe_event, instance_in, phase};
+
+/// Upper bound on a plan of three instances (each: drain 2 s, reboot 2 s, health checks).
+const PLAN_LIMIT: Duration = Duration::from_secs(180);
+/// Upper bound on a plan whose leader is killed: the Lease (15 s) must expire first.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(240);
+/// Upper bound on smaller waits.
+const STEP_LIMIT: Duration = Duration::from_secs(60);
+
+/// Transitions every instance goes through on its way to Registered, as Event reasons.
+const INSTANCE_REASONS: [&str; 4] = ["Deregistering", "Drained", "MaintenanceSucceeded", "Healthy"];
+/// The plan's own transitions, as Event reasons.
+const PLAN_REASONS: [&str; 2] = ["PlanStarted", "PlanSucceeded"];
+
+fn reboots(before: &[u64], after: &[u64]) -> Vec<u64> {
+    after.iter().zip(before).map(|(a, b)| a.saturating_sub(*b)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_runs_to_completion_under_the_charts_rbac() {
+    kube_support::run(
+        "a_plan_runs_to_completion_under_the_charts_rbac",
+        |h: Harness| async move {
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            let ids = fleet.sandbox.instance_ids();
+            let before = fleet.boots();
+
+            let name = "monthly-reboot";
+            fleet.apply_plan(name).await;
+            let plan = fleet
+                .wait_for_plan(name, "phase Succeeded", PLAN_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+
+            // The status: for this generation, complete, every instance back.
+            let generation = plan.metadata.generation;
+            assert!(generation.is_some(), "the apiserver sets metadata.generation");
+            let status = plan.status.clone().expect("a status");
+            assert_eq!(status.observed_generation, generation, "{status:#?}");
+            assert_eq!(status.progress.as_deref(), Some("3/3"), "{status:#?}");
+            let complete = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == CONDITION_COMPLETE)
+                .unwrap_or_else(|| panic!("no Complete condition: {status:#?}"));
+            assert_eq!(complete.status, "True", "{complete:#?}");
+            assert_eq!(complete.observed_generation, generation, "{complete:#?}");
+            let instances: Vec<_> = status.instances.iter().map(|i| i.instance_id.clone()).collect();
+            assert_eq!(instances, ids, "one status entry per instance, in the spec's order");
+            assert!(
+                status
+                    .instances
+                    .iter()
+                    .all(|i| i.phase == InstancePhase::Registered && !i.out_of_rotation),
+                "{status:#?}"
+            );
+            assert!(
+                plan.finalizers().iter().any(|f| f == FINALIZER),
+                "the controller put its finalizer on the plan: {:?}",
+                plan.finalizers()
+            );
+
+            // The fleet: each instance rebooted exactly once, all serving again.
+            assert_eq!(
+                reboots(&before, &fleet.boots()),
+                [1, 1, 1],
+                "each instance rebooted exactly once"
+            );
+            let rotation = fleet.sandbox.rotation_states().await.expect("HAProxy's server states");
+            assert!(rotation.values().all(|s| s.in_rotation()), "{rotation:#?}");
+
+            // `kubectl get mp`: the printer columns, as the apiserver renders them in a Table.
+            let url = format!("{}/{name}", fleet.plans.resource_url());
+            let request = http::Request::get(url)
+                .header(http::header::ACCEPT, "application/json;as=Table;v=v1;g=meta.k8s.io")
+                .body(Vec::new())
+                .expect("a request");
+            let table: serde_json::Value = fleet.client.request(request).await.expect("the plan as a Table");
+            assert_eq!(table["kind"], "Table", "{table:#}");
+            let columns: Vec<&str> = table["columnDefinitions"]
+                .as_array()
+                .map(|c| c.iter().filter_map(|d| d["name"].as_str()).collect())
+                .unwrap_or_default();
+            let cell = |column: &str| {
+                let index = columns
+                    .iter()
+                    .position(|c| *c == column)
+                    .unwrap_or_else(|| panic!("no {column} column in {columns:?}"));
+                table["rows"][0]["cells"][index].clone()
+            };
+            assert_eq!(cell("Name"), name, "{table:#}");
+            assert_eq!(cell("Phase"), "Succeeded", "{table:#}");
+            assert_eq!(cell("Progress"), "3/3", "{table:#}");
+
+            // An Event for every transition: the plan's, and each instance's on its way through.
+            let events = fleet
+                .wait_for_events(name, "every transition recorded", |events| {
+                    let reasons: BTreeSet<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
+                    PLAN_REASONS.iter().all(|r| reasons.contains(r))
+                        && ids.iter().all(|id| {
+                            let of_instance: BTreeSet<&str> = events
+                                .iter()
+                                .filter(|e| e.action.as_deref() == Some(id.as_str()))
+                                .filter_map(|e| e.reason.as_deref())
+                                .collect();
+                            INSTANCE_REASONS.iter().all(|r| of_instance.contains(r))
+                        })
+                })
+                .await;
+            assert!(
+                events.iter().all(|e| e.type_.as_deref() == Some("Normal")),
+                "no warnings on a clean run: {:#?}",
+                events.iter().map(describe_event).collect::<Vec<_>>()
+            );
+
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_deleted_mid_flight_puts_its_instance_back_before_it_goes() {
+    kube_support::run(
+        "a_plan_deleted_mid_flight_puts_its_instance_back_before_it_goes",
+        |h: Harness| async move {
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            let ids = fleet.sandbox.instance_ids();
+            let before = fleet.boots();
+            let name = "deleted-mid-flight";
+            fleet.apply_plan(name).await;
+
+            // Catch an instance out of the target group, then have AWS throttle every call, so
+            // that the controller cannot put it back yet: the plan must then stay (with its
+            // finalizer) for as long as the instance is out.
+            let deadline = kube_support::Deadline::new("an instance Draining or Rebooting", PLAN_LIMIT);
+            let in_flight = loop {
+                fleet.assert_running();
+                let plan = fleet.plans.get(name).await.expect("read the plan");
+                if let Some(id) = instance_in(&plan, &[InstancePhase::Draining, InstancePhase::Rebooting])
+                    && fleet.is_out(&id).await
+                {
+                    fleet
+                        .sandbox
+                        .faults()
+                        .set_throttle_rate(1.0)
+                        .expect("throttle everything");
+                    if fleet.is_out(&id).await {
+                        break id;
+                    }
+                    // It went back in between the two looks; let the plan go on and try again.
+                    fleet.sandbox.faults().set_throttle_rate(0.0).expect("stop throttling");
+                }
+                assert!(
+                    !phase(&plan).is_some_and(PlanPhase::is_finished),
+                    "the plan finished before an instance was seen out of the target group: {:#?}",
+                    plan.status
+                );
+                deadline.tick(&format!("{:#?}", plan.status)).await;
+            };
+            let index = ids.iter().position(|id| *id == in_flight).expect("a sandbox instance");
+            eprintln!("deleting plan {name} while {in_flight} is out of the target group");
+
+            let calls_before = fleet.sandbox.call_log().len() as u64;
+            fleet
+                .plans
+                .delete(name, &DeleteParams::default())
+                .await
+                .expect("delete the plan");
+
+            // The controller tries to put the instance back and is refused...
+            let deadline = kube_support::Deadline::new("a clean-up call for the instance, refused", STEP_LIMIT);
+            loop {
+                fleet.assert_running();
+                let refused = fleet.sandbox.call_log().records().into_iter().any(|c| {
+                    c.seq >= calls_before
+                        && c.outcome == CallOutcome::Throttled
+                        && matches!(
+                            c.operation.as_str(),
+                            "RegisterTargets" | "CancelCommand" | "ListCommands"
+                        )
+                        && c.instance_ids.contains(&in_flight)
+                });
+                if refused {
+                    break;
+                }
+                deadline.tick("no throttled clean-up call yet").await;
+            }
+            // ...so the plan is still there, held by the finalizer, while the instance is out.
+            let held = fleet
+                .plans
+                .get_opt(name)
+                .await
+                .expect("read the plan")
+                .expect("the plan must not go while its instance is out of the target group");
+            assert!(held.metadata.deletion_timestamp.is_some(), "{:#?}", held.metadata);
+            assert!(held.finalizers().iter().any(|f| f == FINALIZER), "{:#?}", held.metadata);
+            assert!(fleet.is_out(&in_flight).await, "nothing else registers the instance");
+
+            // AWS answers again: the instance goes back, and only then the plan.
+            fleet.sandbox.faults().set_throttle_rate(0.0).expect("stop throttling");
+            let deadline = kube_support::Deadline::new("the deleted plan to disappear", PLAN_LIMIT);
+            loop {
+                fleet.assert_running();
+                let Some(plan) = fleet.plans.get_opt(name).await.expect("read the plan") else {
+                    break;
+                };
+                assert!(plan.finalizers().iter().any(|f| f == FINALIZER), "{:#?}", plan.metadata);
+                deadline.tick(&format!("{:#?}", plan.status)).await;
+            }
+            let health = fleet.sandbox.target_health().await.expect("target health");
+            assert!(
+                !fleet.is_out(&in_flight).await,
+                "the plan went before {in_flight} was registered again: {health:#?}"
+            );
+            fleet.wait_all_in_rotation(STEP_LIMIT).await;
+
+            // The clean-up is on record, and nothing was rebooted twice or after the delete.
+            fleet
+                .wait_for_events(name, "the PlanDeleted clean-up", |events| {
+                    events.iter().any(|e| {
+                        e.reason.as_deref() == Some(reason::PLAN_DELETED)
+                            && e.note.as_deref().is_some_and(|n| n.contains(in_flight.as_str()))
+                    })
+                })
+                .await;
+            let rebooted = reboots(&before, &fleet.boots());
+            for (i, count) in rebooted.iter().enumerate() {
+                match i.cmp(&index) {
+                    std::cmp::Ordering::Less => assert_eq!(*count, 1, "finished before the delete: {rebooted:?}"),
+                    std::cmp::Ordering::Equal => assert!(*count <= 1, "at most one reboot: {rebooted:?}"),
+                    std::cmp::Ordering::Greater => assert_eq!(*count, 0, "never started: {rebooted:?}"),
+                }
+            }
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_finishes_the_plan_when_the_leader_is_killed() {
+    kube_support::run(
+        "a_standby_finishes_the_plan_when_the_leader_is_killed",
+        |h: Harness| async move {
+            let lease_name = "e2e";
+            let namespace = h.namespace.clone();
+            let mut fleet = Fleet::start(&h, &["a", "b"], |identity| {
+                [
+                    "--leader-election",
+                    "--lease-name",
+                    lease_name,
+                    "--lease-namespace",
+                    &namespace,
+                    "--identity",
+                    identity,
+                ]
+                .map(str::to_owned)
+                .to_vec()
+            })
+            .await;
+            let leases = h.leases();
+            let holder = || async {
+                leases
+                    .get_opt(lease_name)
+                    .await
+                    .expect("read the Lease")
+                    .and_then(|lease| lease.spec)
+                    .and_then(|spec| spec.holder_identity)
+            };
+
+            let deadline = kube_support::Deadline::new("one replica to hold the Lease", STEP_LIMIT);
+            loop {
+                fleet.assert_running();
+                if holder().await.is_some_and(|h| h == "a" || h == "b") {
+                    break;
+                }
+                deadline.tick("no holder yet").await;
+            }
+
+            let before = fleet.boots();
+            let name = "leader-failover";
+            fleet.apply_plan(name).await;
+            let plan = fleet
+                .wait_for_plan(name, "an instance in flight", PLAN_LIMIT, |p| {
+                    instance_in(
+                        p,
+                        &[
+                            InstancePhase::Draining,
+                            InstancePhase::Rebooting,
+                            InstancePhase::Verifying,
+                        ],
+                    )
+                    .is_some()
+                })
+                .await;
+            assert_eq!(phase(&plan), Some(PlanPhase::Running), "{:#?}", plan.status);
+
+            let leader = holder().await.expect("the Lease has a holder");
+            let survivor = if leader == "a" { "b" } else { "a" };
+            eprintln!(
+                "killing the leader {leader} while {:?} is in flight",
+                instance_in(
+                    &plan,
+                    &[
+                        InstancePhase::Draining,
+                        InstancePhase::Rebooting,
+                        InstancePhase::Verifying
+                    ]
+                )
+            );
+            fleet.kill(&leader).await;
+
+            let plan = fleet
+                .wait_for_plan(name, "phase Succeeded after the failover", FAILOVER_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+            let status = plan.status.clone().expect("a status");
+            assert_eq!(status.progress.as_deref(), Some("3/3"), "{status:#?}");
+            assert!(
+                status
+                    .instances
+                    .iter()
+                    .all(|i| i.phase == InstancePhase::Registered && !i.out_of_rotation),
+                "{status:#?}"
+            );
+            assert_eq!(
+                reboots(&before, &fleet.boots()),
+                [1, 1, 1],
+                "each instance rebooted exactly once, across the failover"
+            );
+            assert_eq!(
+                holder().await.as_deref(),
+                Some(survivor),
+                "the standby took the Lease over"
+            );
+            let rotation = fleet.sandbox.rotation_states().await.expect("HAProxy's server states");
+            assert!(rotation.values().all(|s| s.in_rotation()), "{rotation:#?}");
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
+/// What can be checked without a cluster, so that the parts of the real path that do not
+/// need one run everywhere: the CRD the test installs, the kubeconfig it writes for the
+/// ServiceAccount, and (with the project's venv) the chart's RBAC it applies.
+#[tokio::test]
+async fn the_objects_the_cluster_tests_apply_are_well_formed() {
+    let crd = kube_support::crd_from_repo();
+    assert_eq!(crd.name_any(), "maintenanceplans.pitstop.dev");
+    let columns: Vec<String> = crd
+        .spec
+        .versions
+        .iter()
+        .flat_map(|v| v.additional_printer_columns.iter().flatten())
+        .map(|c| c.name.clone())
+        .collect();
+    for column in ["Phase", "Progress"] {
+        assert!(columns.iter().any(|c| c == column), "{columns:?}");
+    }
+
+    // The ServiceAccount's kubeconfig keeps the admin's server and TLS settings, swaps the
+    // user for the token, and reads back through the same loader the controller uses.
+    let admin = kube::config::Kubeconfig::from_yaml(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+         clusters:\n- name: c\n  cluster:\n    server: https://203.0.113.7:6443\n    certificate-authority-data: Zm9v\n    tls-server-name: kubernetes\n\
+         users:\n- name: admin\n  user:\n    client-certificate-data: YmFy\n\
+         contexts:\n- name: test\n  context:\n    cluster: c\n    user: admin\n",
+    )
+    .expect("a kubeconfig");
+    let value = kube_support::service_account_kubeconfig(&admin, "ns-1", "pitstop", "t0ken");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, value.to_string()).expect("write");
+    let parsed = kube::config::Kubeconfig::read_from(&path).expect("the written kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(parsed, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("the written kubeconfig is usable");
+    assert_eq!(config.cluster_url.to_string(), "https://203.0.113.7:6443/");
+    assert_eq!(config.default_namespace, "ns-1");
+    assert_eq!(config.tls_server_name.as_deref(), Some("kubernetes"));
+    assert_eq!(value["clusters"][0]["cluster"]["certificate-authority-data"], "Zm9v");
+    let user = value["users"][0]["user"].clone();
+    assert_eq!(
+        user,
+        serde_json::json!({ "token": "t0ken" }),
+        "only the token, no admin credentials"
+    );
+
+    let python = kube_support::repo_root().join(".venv").join("bin").join("python");
+    if !python.is_file() && std::env::var_os("PITSTOP_E2E_PYTHON").is_none() {
+        eprintln!(
+            "SKIPPED: the chart-rendering part of this check: {} not found (`make venv`)",
+            python.display()
+        );
+        return;
+    }
+    let docs = kube_support::render_chart_rbac("ns-1").await;
+    let (account, roles, bindings) = kube_support::typed_chart_rbac("ns-1", docs);
+    assert_eq!(account.name_any(), kube_support::RELEASE);
+    let mut role_names: Vec<String> = roles.iter().map(|r| r.name_any()).collect();
+    role_names.sort();
+    assert_eq!(role_names, ["pitstop", "pitstop-leases"]);
+    for binding in &bindings {
+        let subjects = binding.subjects.clone().unwrap_or_default();
+        assert!(
+            subjects
+                .iter()
+                .all(|s| s.kind == "ServiceAccount" && s.name == "pitstop" && s.namespace.as_deref() == Some("ns-1")),
+            "{subjects:?}"
+        );
+    }
+    let leases = roles
+        .iter()
+        .find(|r| r.name_any() == "pitstop-leases")
+        .expect("the lease Role");
+    assert!(
+        leases
+            .rules
+            .iter()
+            .flatten()
+            .any(|r| r.resources.iter().flatten().any(|x| x == "leases")),
+        "the controller may take the leader Lease"
+    );
+}
