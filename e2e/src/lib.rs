@@ -1,5 +1,7 @@
 //! End-to-end tooling for pitstop: a sandbox fleet, a load generator and its reports.
 
+/// Finding the workspace's own binaries.
+pub mod binaries;
 /// The seed's before/after experiment: the sandbox under load, maintained by pitstop or naively.
 pub mod experiment;
 /// Open-loop HTTP load generator used to measure failed requests during maintenance.

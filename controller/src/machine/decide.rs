@@ -46,15 +46,7 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
     } else if finished {
         // A finished plan stays finished until its spec changes.
         status.current_instance = None;
-        let failure = plan_failure_reason(&status);
-        summarize(
-            &mut status,
-            spec,
-            validity.as_ref().err(),
-            failure.as_deref(),
-            plan.generation,
-            now,
-        );
+        conclude(&mut status, spec, validity.as_ref().err(), plan.generation, now);
         return Decision {
             status,
             action: None,
@@ -96,15 +88,7 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
         }
     }
     if let Some(action) = cancel {
-        let failure = plan_failure_reason(&status);
-        summarize(
-            &mut status,
-            spec,
-            validity.as_ref().err(),
-            failure.as_deref(),
-            plan.generation,
-            now,
-        );
+        conclude(&mut status, spec, validity.as_ref().err(), plan.generation, now);
         return Decision {
             status,
             action: Some(action),
@@ -145,15 +129,7 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
     if status.phase != plan_before {
         transitions.push(plan_transition(plan_before, &status));
     }
-    let failure = plan_failure_reason(&status);
-    summarize(
-        &mut status,
-        spec,
-        validity.as_ref().err(),
-        failure.as_deref(),
-        plan.generation,
-        now,
-    );
+    conclude(&mut status, spec, validity.as_ref().err(), plan.generation, now);
     let requeue = if status.phase.is_finished() {
         Requeue::Idle
     } else {
@@ -358,6 +334,18 @@ fn merge_instances(status: &mut MaintenancePlanStatus, spec: &MaintenancePlanSpe
     }
     merged.extend(old.into_iter().filter(|i| is_active(spec, i)));
     status.instances = merged;
+}
+
+/// Fills the summary fields and conditions once the decision about the instances is made.
+fn conclude(
+    status: &mut MaintenancePlanStatus,
+    spec: &MaintenancePlanSpec,
+    invalid: Option<&crate::api::validate::InvalidSpec>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let failure = plan_failure_reason(status);
+    summarize(status, spec, invalid, failure.as_deref(), generation, now);
 }
 
 fn plan_failure_reason(status: &MaintenancePlanStatus) -> Option<String> {

@@ -20,20 +20,7 @@ pub const PITSTOP_BINARY_ENV: &str = "PITSTOP_BIN";
 /// The `pitstop` binary: `$PITSTOP_BIN`, else next to the running executable (the test
 /// binaries live one level further down, in `deps/`).
 pub fn default_pitstop_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os(PITSTOP_BINARY_ENV) {
-        return PathBuf::from(path);
-    }
-    let name = format!("pitstop{}", std::env::consts::EXE_SUFFIX);
-    let Ok(exe) = std::env::current_exe() else {
-        return PathBuf::from(name);
-    };
-    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(&name)).collect();
-    candidates
-        .iter()
-        .find(|candidate| candidate.is_file())
-        .or(candidates.first())
-        .cloned()
-        .unwrap_or_else(|| PathBuf::from(name))
+    crate::binaries::sibling_binary(PITSTOP_BINARY_ENV, "pitstop")
 }
 
 /// What `pitstop run` did.

@@ -183,20 +183,7 @@ pub fn check_haproxy_binary(path: &Path) -> anyhow::Result<()> {
 /// The `pitstop-backend` binary: `$PITSTOP_BACKEND_BIN`, else next to the running executable, else one directory
 /// up (integration tests run from `target/<profile>/deps`, binaries live in `target/<profile>`).
 pub fn default_backend_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os(BACKEND_BINARY_ENV) {
-        return PathBuf::from(path);
-    }
-    let name = format!("pitstop-backend{}", std::env::consts::EXE_SUFFIX);
-    let Ok(exe) = std::env::current_exe() else {
-        return PathBuf::from(name);
-    };
-    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(&name)).collect();
-    candidates
-        .iter()
-        .find(|candidate| candidate.is_file())
-        .or(candidates.first())
-        .cloned()
-        .unwrap_or_else(|| PathBuf::from(name))
+    crate::binaries::sibling_binary(BACKEND_BINARY_ENV, "pitstop-backend")
 }
 
 /// The HAProxy binary: `$PITSTOP_HAPROXY_BIN`, else Debian's `/usr/sbin/haproxy`, else the first on `PATH`.
