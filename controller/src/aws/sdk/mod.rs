@@ -44,7 +44,11 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// least one).
 pub fn retry_config(max_attempts: u32) -> RetryConfig {
     // The SDK's default maximum backoff (20 s) would hold a reconcile that long after one
-    // throttle; pitstop polls every few seconds anyway and retries the round itself.
+    // throttle; pitstop polls every few seconds anyway and retries the round itself. This caps
+    // only the wait before a retry: adaptive mode's client-side rate limiter (shared per
+    // service and region in the process) can still delay the next call after heavy
+    // throttling, by tens of seconds at 50 % throttling in the sandbox. That slows a round
+    // down but changes no decision, as every round is repeat-safe.
     RetryConfig::adaptive()
         .with_max_attempts(max_attempts.max(1))
         .with_max_backoff(Duration::from_secs(5))
