@@ -979,3 +979,141 @@ fn a_new_run_never_adopts_the_command_of_an_earlier_run() {
         "not the first run's tag"
     );
 }
+
+fn sunday_night(spec: &mut MaintenancePlanSpec) {
+    spec.schedule = Some(pitstop::api::Schedule {
+        cron: "0 22 * * SUN".into(),
+        time_zone: "Europe/London".into(),
+        window_minutes: 60,
+    });
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+#[test]
+fn a_scheduled_plan_starts_nothing_outside_its_window() {
+    let mut s = spec();
+    sunday_night(&mut s);
+    // Monday 2026-11-23 10:00 UTC: the window opens next Sunday 22:00 GMT.
+    let d = run(&s, None, &all_healthy(), ts("2026-11-23T10:00:00Z"));
+    assert_eq!(d.action, None);
+    assert_eq!(d.status.phase, PlanPhase::Pending);
+    assert_eq!(d.status.next_window, Some(ts("2026-11-29T22:00:00Z")));
+    assert_eq!(d.status.window_end, None);
+    assert!(
+        d.status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("waiting for the maintenance window")
+    );
+    let Requeue::After(wait) = d.requeue else {
+        panic!("expected a wake-up at the window, got {:?}", d.requeue)
+    };
+    assert_eq!(wait, Duration::from_secs((6 * 24 + 12) * 3600));
+}
+
+#[test]
+fn a_window_that_closes_mid_plan_finishes_the_instance_in_flight_and_the_next_window_resumes() {
+    let mut s = spec();
+    sunday_night(&mut s);
+    let opens = ts("2026-11-29T22:00:00Z");
+    let plus = |secs: i64| opens + SignedDuration::from_secs(secs);
+    let d = run(&s, None, &all_healthy(), plus(0));
+    assert!(
+        matches!(d.action, Some(Action::Deregister { .. })),
+        "the window is open"
+    );
+    assert_eq!(d.status.window_start, Some(opens));
+    // A finishes after the window closed (22:00 + 60 min).
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), plus(3000));
+    let mut status = d.status;
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &s,
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Success)),
+        plus(3700),
+    );
+    assert_eq!(
+        d.status.instances[0].phase,
+        InstancePhase::Verifying,
+        "in flight when the window closed: goes on"
+    );
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), plus(3701));
+    assert!(matches!(d.action, Some(Action::Register { .. })), "and is put back");
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Healthy), plus(3710));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Registered);
+    let d = run(&s, Some(&d.status), &all_healthy(), plus(3711));
+    assert_eq!(d.action, None, "no new instance after the window closed");
+    assert_eq!(d.status.instances[1].phase, InstancePhase::Pending);
+    assert_eq!(d.status.phase, PlanPhase::Running);
+    // The next Sunday: B goes.
+    let next = ts("2026-12-06T22:00:00Z");
+    let d = run(&s, Some(&d.status), &all_healthy(), next);
+    assert_eq!(
+        d.status.instances[1].phase,
+        InstancePhase::Draining,
+        "the next window resumes the run"
+    );
+    assert_eq!(
+        d.status.instances[0].phase,
+        InstancePhase::Registered,
+        "A is not done twice in one run"
+    );
+}
+
+#[test]
+fn each_window_runs_every_instance_again_and_keeps_a_history() {
+    let mut s = spec();
+    s.instances = vec![A.into()];
+    s.preflight.min_healthy_targets = Some(0);
+    sunday_night(&mut s);
+    let opens = ts("2026-11-29T22:00:00Z");
+    let plus = |secs: i64| opens + SignedDuration::from_secs(secs);
+    let d = run(&s, None, &all_healthy(), plus(0));
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), plus(10));
+    let mut status = d.status;
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let d = run(
+        &s,
+        Some(&status),
+        &command(Some("cmd-1"), Some(CommandStatus::Success)),
+        plus(60),
+    );
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), plus(61));
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Healthy), plus(70));
+    let d = run(&s, Some(&d.status), &all_healthy(), plus(71));
+    assert_eq!(d.status.phase, PlanPhase::Succeeded);
+    // Still in the same window: nothing more.
+    let same = run(&s, Some(&d.status), &all_healthy(), plus(600));
+    assert_eq!(same.status.phase, PlanPhase::Succeeded);
+    assert_eq!(same.action, None);
+    assert!(
+        matches!(same.requeue, Requeue::After(_)),
+        "wakes up for the next window"
+    );
+    // The next window: a new run.
+    let next = ts("2026-12-06T22:00:00Z");
+    let d = run(&s, Some(&same.status), &all_healthy(), next);
+    assert!(d.transitions.iter().any(|t| t.reason == "WindowOpened"));
+    assert_eq!(d.status.runs.len(), 1);
+    assert_eq!(d.status.runs[0].phase, PlanPhase::Succeeded);
+    assert_eq!(d.status.runs[0].window_start, Some(opens));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Draining);
+    assert_eq!(d.status.instances[0].attempt, 2, "a new tag for the new run's command");
+}
+
+#[test]
+fn a_bad_schedule_is_an_invalid_spec() {
+    let mut s = spec();
+    sunday_night(&mut s);
+    if let Some(schedule) = s.schedule.as_mut() {
+        schedule.time_zone = "Mars/Olympus".into();
+    }
+    let d = run(&s, None, &Observed::default(), at(0));
+    assert_eq!(d.status.phase, PlanPhase::Failed);
+    assert!(d.status.message.as_deref().unwrap_or_default().contains("Mars/Olympus"));
+}

@@ -109,6 +109,13 @@ pub struct MaintenancePlanSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
 
+    /// Recurring maintenance windows. Without a schedule a plan runs once, when applied. With
+    /// one, each window starts a new run of all the instances (a run cut short by the end of
+    /// a window goes on in the next); no instance is taken out while the window is closed,
+    /// and one in flight when it closes is finished and put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+
     /// Rehearse the plan: run the read-only checks for every instance (registered and
     /// healthy in the target group, the gates, the SSM agent online) and report in the status
     /// what would be done, changing nothing on AWS.
@@ -141,9 +148,39 @@ impl Default for MaintenancePlanSpec {
             max_attempts: default_max_attempts(),
             settle_seconds: 0,
             suspend: false,
+            schedule: None,
             dry_run: false,
         }
     }
+}
+
+/// When maintenance may happen: windows that open at each match of a cron expression, in a
+/// time zone, and stay open for a while.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Schedule {
+    /// When each window opens: a cron expression of five fields (minute, hour, day of
+    /// month, month, day of week) read in `timeZone`, e.g. `0 22 * * SUN` for Sundays at 22:00.
+    #[schemars(length(min = 9, max = 128))]
+    pub cron: String,
+
+    /// IANA time zone of the cron expression, e.g. `Europe/London` (daylight saving time
+    /// included). Defaults to `UTC`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+
+    /// How long each window stays open, in minutes. Defaults to 240.
+    #[serde(default = "default_window_minutes")]
+    #[schemars(range(min = 1, max = 10080))]
+    pub window_minutes: u32,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+
+fn default_window_minutes() -> u32 {
+    240
 }
 
 /// An SSM document to run on an instance, with its parameters.

@@ -40,6 +40,25 @@ pub struct MaintenancePlanStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 
+    /// With a schedule: when the window of the current (or last) run opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub window_start: Option<Timestamp>,
+
+    /// With a schedule: when the window open now closes (unset while closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub window_end: Option<Timestamp>,
+
+    /// With a schedule: when the next window opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub next_window: Option<Timestamp>,
+
+    /// With a schedule: the last runs, newest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunRecord>,
+
     /// One entry per instance of the spec, in the spec's order.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["instanceId"]))]
@@ -49,6 +68,32 @@ pub struct MaintenancePlanStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The outcome of one finished run of a scheduled plan.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// When the run's window opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub window_start: Option<Timestamp>,
+    /// When the run took its first instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub started_at: Option<Timestamp>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub finished_at: Option<Timestamp>,
+    /// Succeeded or Failed.
+    pub phase: PlanPhase,
+    /// Instances finished out of all, e.g. `3/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// The run's last message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Phase of a plan as a whole.

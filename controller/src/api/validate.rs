@@ -59,6 +59,11 @@ pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
             problems.push(format!("{field}.documentName is empty"));
         }
     }
+    if let Some(schedule) = &spec.schedule
+        && let Err(error) = super::schedule::check(schedule)
+    {
+        problems.push(error.to_string());
+    }
     if problems.is_empty() {
         Ok(())
     } else {

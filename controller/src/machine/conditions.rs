@@ -70,6 +70,12 @@ pub(super) fn summarize(
         .as_ref()
         .and_then(|id| status.instances.iter().find(|i| &i.instance_id == id));
     let message = match (status.phase, current) {
+        (PlanPhase::Pending | PlanPhase::Running, None) if spec.schedule.is_some() && status.window_end.is_none() => {
+            match status.next_window {
+                Some(next) => format!("{done}/{total} instances done; waiting for the maintenance window at {next}"),
+                None => format!("{done}/{total} instances done; the schedule has no next window"),
+            }
+        }
         (PlanPhase::Pending, _) => "waiting to start".to_owned(),
         (PlanPhase::Running, _) if spec.dry_run => {
             let checked = status.instances.iter().filter(|i| i.dry_run.is_some()).count();

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::api::schedule::window_state;
 use crate::api::validate::validate;
-use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, PlanPhase};
+use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, PlanPhase, RunRecord};
 
 use super::conditions::summarize;
 use super::decision::{Decision, Requeue, Transition};
@@ -39,18 +40,36 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
     let validity = validate(spec);
     let mut transitions = Vec::new();
 
+    let windows = spec
+        .schedule
+        .as_ref()
+        .and_then(|schedule| window_state(schedule, now).ok());
+    status.window_end = windows.and_then(|w| w.open).map(|w| w.end);
+    status.next_window = windows.and_then(|w| w.next);
+    // With a schedule, nothing is started outside a window (unset: no schedule, or it is open).
+    let closed_until = windows.filter(|w| w.open.is_none()).map(|w| w.next);
+    let opened = windows.and_then(|w| w.open);
+
     let finished = status.phase.is_finished() && !status.instances.iter().any(|i| is_active(spec, i));
     if finished && edited && validity.is_ok() && plan.status.is_some() {
         // A new generation of a finished plan is a new run: what is done stays done.
         transitions.push(restart_run(&mut status));
+    } else if let Some(window) = opened.filter(|w| finished && validity.is_ok() && status.window_start != Some(w.start))
+    {
+        // A scheduled plan's new window: a new run of every instance.
+        transitions.push(new_scheduled_run(&mut status, window.start));
     } else if finished {
-        // A finished plan stays finished until its spec changes.
+        // A finished plan stays finished until its spec changes (or, scheduled, until the next window).
         status.current_instance = None;
         conclude(&mut status, spec, validity.as_ref().err(), plan.generation, now);
+        let requeue = match status.next_window {
+            Some(next) => Requeue::After(now.duration_until(next).try_into().unwrap_or_default()),
+            None => Requeue::Idle,
+        };
         return Decision {
             status,
             action: None,
-            requeue: Requeue::Idle,
+            requeue,
             transitions,
         };
     }
@@ -111,9 +130,21 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
         status.phase = PlanPhase::Running;
         status.started_at.get_or_insert(now);
         step = dry_run::rehearse_next(spec, &mut status, observed, now);
+    } else if let Some(next) = closed_until {
+        // Between windows: nothing starts; the run (if any) goes on in the next window.
+        if status.phase == PlanPhase::Suspended {
+            status.phase = PlanPhase::Running;
+        }
+        step.requeue = Some(match next {
+            Some(next) => Requeue::After(now.duration_until(next).try_into().unwrap_or_default()),
+            None => Requeue::Idle,
+        });
     } else {
         if status.phase == PlanPhase::Suspended {
             status.phase = PlanPhase::Running;
+        }
+        if let Some(window) = opened {
+            status.window_start = Some(window.start);
         }
         step = start_next(spec, &mut status, observed, now);
     }
@@ -278,6 +309,53 @@ fn settling_until(spec: &MaintenancePlanSpec, instances: &[InstanceStatus]) -> O
         .filter_map(|i| i.phase_since)
         .max()?;
     Some(last + SignedDuration::from_secs(spec.settle_seconds.into()))
+}
+
+/// Most runs a scheduled plan remembers.
+const RUN_HISTORY: usize = 10;
+
+/// Starts the run of a new window: the finished run goes into the history, and every
+/// instance is maintained again (attempt numbers go on, so command tags stay unique). An
+/// instance left out by `onFailure: LeaveOut` stays as it is, and keeps the plan stopped.
+fn new_scheduled_run(status: &mut MaintenancePlanStatus, window_start: Timestamp) -> Transition {
+    let from = status.phase;
+    if status.started_at.is_some() {
+        status.runs.insert(
+            0,
+            RunRecord {
+                window_start: status.window_start,
+                started_at: status.started_at,
+                finished_at: status.finished_at,
+                phase: status.phase,
+                progress: status.progress.clone(),
+                message: status.message.clone(),
+            },
+        );
+        status.runs.truncate(RUN_HISTORY);
+    }
+    for instance in status.instances.iter_mut() {
+        if instance.phase == InstancePhase::Failed && instance.out_of_rotation {
+            continue;
+        }
+        *instance = InstanceStatus {
+            instance_id: std::mem::take(&mut instance.instance_id),
+            attempt: instance.attempt,
+            ..InstanceStatus::default()
+        };
+    }
+    status.phase = PlanPhase::Pending;
+    status.started_at = None;
+    status.finished_at = None;
+    status.current_instance = None;
+    status.window_start = Some(window_start);
+    Transition {
+        instance_id: None,
+        from: format!("{from:?}"),
+        to: format!("{:?}", PlanPhase::Pending),
+        reason: "WindowOpened".to_owned(),
+        message: format!("maintenance window opened at {window_start}: a new run"),
+        warning: false,
+    }
 }
 
 /// Starts a new run of a finished plan whose spec changed: Registered instances stay done,
