@@ -5,7 +5,6 @@
 
 mod reconcile_support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,133 +12,12 @@ use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
-use pitstop::api::{InstancePhase, MaintenancePlan, MaintenancePlanStatus, PlanPhase};
-use pitstop::aws::fake::FakeAws;
+use pitstop::api::{InstancePhase, MaintenancePlan, PlanPhase};
 use pitstop::aws::{AwsErrorKind, TargetState};
 use pitstop::k8s::policy::{NOW_DELAY, THROTTLED_DELAY};
-use pitstop::k8s::{Context, ErrorKind, FINALIZER, error_policy, reconcile};
+use pitstop::k8s::{ErrorKind, error_policy, reconcile};
 use reconcile_support::*;
 use serde_json::json;
-
-/// What a stretch of rounds did.
-#[derive(Default)]
-struct Run {
-    rounds: Vec<(Action, Vec<Call>)>,
-}
-
-impl Run {
-    fn calls(&self) -> impl Iterator<Item = &Call> {
-        self.rounds.iter().flat_map(|(_, calls)| calls)
-    }
-
-    fn statuses(&self) -> Vec<&MaintenancePlanStatus> {
-        self.calls()
-            .filter_map(|c| match c {
-                Call::ApplyStatus { status, .. } => Some(status),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn events(&self) -> Vec<(String, String, String)> {
-        self.calls()
-            .filter_map(|c| match c {
-                Call::Event(e) => Some((e.type_.clone(), e.reason.clone(), e.action.clone())),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-/// Reconciles `name` round after round, moving the AWS clock by each round's requeue, until
-/// the plan asks to wait for a change or `stop` says so.
-async fn drive(
-    server: &mut ApiServer,
-    ctx: &Arc<Context>,
-    fake: &FakeAws,
-    name: &str,
-    stop: impl Fn(&ApiServer) -> bool,
-) -> Run {
-    let mut run = Run::default();
-    for _ in 0..300 {
-        let action = server.reconcile(ctx, name).await.expect("the round succeeds");
-        let calls = server.take_calls();
-        // Within a round the status is written before its events are published.
-        if let Some(first_event) = calls.iter().position(|c| matches!(c, Call::Event(_))) {
-            assert!(
-                !calls[first_event..]
-                    .iter()
-                    .any(|c| matches!(c, Call::ApplyStatus { .. })),
-                "status before events: {calls:?}"
-            );
-        }
-        run.rounds.push((action.clone(), calls));
-        if action == Action::await_change() || stop(server) {
-            return run;
-        }
-        let step = if action == Action::requeue(NOW_DELAY) {
-            Duration::from_secs(1)
-        } else if action == Action::requeue(POLL) {
-            POLL
-        } else {
-            panic!("unexpected requeue {action:?}");
-        };
-        fake.set_now(fake.now() + step);
-    }
-    panic!("the plan did not settle in 300 rounds");
-}
-
-/// The distinct phases an instance went through, in the order the status showed them.
-fn phases_of(statuses: &[&MaintenancePlanStatus], instance: &str) -> Vec<InstancePhase> {
-    let mut phases: Vec<InstancePhase> = Vec::new();
-    for status in statuses {
-        if let Some(i) = status.instances.iter().find(|i| i.instance_id == instance)
-            && phases.last() != Some(&i.phase)
-        {
-            phases.push(i.phase);
-        }
-    }
-    phases
-}
-
-fn plan_phases(statuses: &[&MaintenancePlanStatus]) -> Vec<PlanPhase> {
-    let mut phases: Vec<PlanPhase> = Vec::new();
-    for status in statuses {
-        if phases.last() != Some(&status.phase) {
-            phases.push(status.phase);
-        }
-    }
-    phases
-}
-
-fn aws_writes(fake: &FakeAws) -> Vec<(&'static str, String)> {
-    fake.writes()
-        .into_iter()
-        .map(|w| (w.operation, w.instance_id))
-        .collect()
-}
-
-fn event(type_: &str, reason: &str, action: &str) -> (String, String, String) {
-    (type_.to_owned(), reason.to_owned(), action.to_owned())
-}
-
-/// Adds the finalizer in a first round, checking that nothing else happens in it.
-async fn add_finalizer(server: &mut ApiServer, ctx: &Arc<Context>, fake: &FakeAws, name: &str) {
-    let action = server.reconcile(ctx, name).await.expect("finalizer round");
-    assert_eq!(
-        action,
-        Action::await_change(),
-        "the finalizer patch itself triggers the next round"
-    );
-    assert_eq!(
-        server.take_calls(),
-        [Call::AddFinalizer {
-            plan: name.to_owned(),
-            finalizers: vec![FINALIZER.to_owned()]
-        }]
-    );
-    assert_eq!(fake.call_count(), 0, "no AWS call before the finalizer is in place");
-}
 
 #[tokio::test]
 async fn reconcile_runs_a_plan_of_three_to_succeeded() {
@@ -643,53 +521,6 @@ async fn reconcile_on_a_stale_object_decides_from_the_status_it_wrote() {
         assert_eq!(server.take_calls(), [], "nothing new to write");
         let status = server.status("web").expect("status recorded");
         assert_eq!(status.instances[0].phase, InstancePhase::Draining);
-        server.stop(ctx).await;
-    })
-    .await
-    .expect("test timed out");
-}
-
-#[tokio::test]
-async fn reconcile_plans_on_one_target_group_take_turns() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
-        server.insert(with_finalizer(plan_json("first", &IDS[..2], json!({}))));
-        server.insert(with_finalizer(plan_json("second", &IDS[2..], json!({}))));
-
-        server.reconcile(&ctx, "first").await.expect("the first plan starts");
-        server.take_calls();
-        for round in 0..2 {
-            let action = server.reconcile(&ctx, "second").await.expect("the second plan waits");
-            assert_eq!(action, Action::requeue(POLL));
-            let calls = server.take_calls();
-            if round == 0 {
-                let [Call::Event(event)] = &calls[..] else {
-                    panic!("one event saying why: {calls:?}")
-                };
-                assert_eq!(
-                    (event.reason.as_str(), event.action.as_str()),
-                    ("WaitingForTargetGroup", "Plan")
-                );
-                assert!(event.note.contains("default/first"), "{}", event.note);
-            } else {
-                assert_eq!(calls, [], "the event is published once per wait");
-            }
-        }
-        assert!(!fake.writes().iter().any(|w| w.instance_id == IDS[2]));
-
-        drive(&mut server, &ctx, &fake, "first", |_| false).await;
-        assert_eq!(server.status("first").map(|s| s.phase), Some(PlanPhase::Succeeded));
-
-        let action = server.reconcile(&ctx, "second").await.expect("its turn");
-        assert_eq!(action, Action::requeue(POLL), "draining");
-        assert!(
-            fake.writes()
-                .iter()
-                .any(|w| w.instance_id == IDS[2] && w.operation == "DeregisterTargets")
-        );
-        assert_eq!(fake.max_out_at_once(), 1);
         server.stop(ctx).await;
     })
     .await

@@ -67,6 +67,7 @@ fn all_healthy() -> Observed {
         deregistration_delay: Some(Duration::from_secs(30)),
         agent: Some(AgentPing::Online),
         command: None,
+        turn_held_by: None,
     }
 }
 
@@ -150,6 +151,41 @@ fn pending_plan_takes_first_instance_out_with_write_ahead() {
     assert_eq!(d.status.progress.as_deref(), Some("0/3"));
     assert_eq!(d.status.observed_generation, Some(1));
     assert!(d.transitions.iter().any(|t| t.reason == "PlanStarted"));
+}
+
+#[test]
+fn a_plan_whose_target_group_is_held_by_another_takes_nothing_out_and_says_who() {
+    let held = Observed {
+        turn_held_by: Some("default/other".into()),
+        ..all_healthy()
+    };
+    let d = run(&spec(), None, &held, at(0));
+    assert_eq!(d.action, None, "nothing is taken out");
+    assert_eq!(d.status.phase, PlanPhase::Pending);
+    let a = &d.status.instances[0];
+    assert_eq!(a.phase, InstancePhase::Pending);
+    assert_eq!(
+        a.message.as_deref(),
+        Some("waiting for target group held by default/other")
+    );
+    assert_eq!(a.waiting_since, None, "a wait for the turn is not a gate wait");
+    assert_eq!(d.status.current_instance.as_deref(), Some(A));
+    let progressing = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .expect("condition");
+    assert_eq!(progressing.reason, "WaitingForTargetGroup");
+    assert!(
+        progressing.message.contains("held by default/other"),
+        "{}",
+        progressing.message
+    );
+
+    // Once the turn is this plan's, the same status takes the instance out.
+    let d = run(&spec(), Some(&d.status), &all_healthy(), at(5));
+    assert!(matches!(d.action, Some(Action::Deregister { .. })));
 }
 
 #[test]

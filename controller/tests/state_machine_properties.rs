@@ -10,6 +10,7 @@ use pitstop::api::{CommandSpec, MaintenancePlanSpec, MaintenancePlanStatus, OnFa
 use pitstop::aws::fake::FakeAws;
 use pitstop::aws::{AwsErrorKind, CommandKind, CommandTag};
 use pitstop::engine::{StatusStore, step};
+use pitstop::machine::PlanView;
 use proptest::prelude::*;
 
 const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
@@ -216,7 +217,19 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
             break;
         }
         // A crash or a throttled call ends the round; the next one starts from the durable status.
-        let result = step(&apis, UID, Some(1), &spec, recorded.as_ref(), now, &mut store).await;
+        let result = step(
+            &apis,
+            PlanView {
+                uid: UID,
+                generation: Some(1),
+                spec: &spec,
+                status: recorded.as_ref(),
+            },
+            now,
+            None,
+            &mut store,
+        )
+        .await;
         if std::env::var_os("SIM_DEBUG").is_some() {
             eprintln!("round {round}: {:?}", result.as_ref().map(|r| (&r.action, r.requeue)));
         }

@@ -2,9 +2,9 @@
 
 use jiff::Timestamp;
 
-use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
+use crate::api::MaintenancePlanStatus;
 use crate::aws::{AwsApis, AwsError};
-use crate::machine::{self, Action, Decision, PlanView, Requeue, Transition};
+use crate::machine::{self, Action, Decision, Observed, PlanView, Requeue, Transition};
 
 use super::act::{ActOutcome, act};
 use super::observe::{ObserveError, observe};
@@ -66,7 +66,8 @@ pub struct StepReport {
     pub transitions: Vec<Transition>,
 }
 
-/// Runs one round for a plan.
+/// Runs one round for a plan. `turn_held_by` names another plan holding the target group's
+/// turn (see [`machine::needs_turn`]): then nothing is read and no instance is taken out.
 ///
 /// Order matters: the decided status is written *before* the action (write-ahead), so a
 /// crash between the two leaves a status from which the same, repeat-safe action is chosen
@@ -75,20 +76,22 @@ pub struct StepReport {
 /// skipped.
 pub async fn step<S: StatusStore>(
     apis: &AwsApis,
-    uid: &str,
-    generation: Option<i64>,
-    spec: &MaintenancePlanSpec,
-    recorded: Option<&MaintenancePlanStatus>,
+    plan: PlanView<'_>,
     now: Timestamp,
+    turn_held_by: Option<&str>,
     store: &mut S,
 ) -> Result<StepReport, StepError<S::Error>> {
-    let wants = machine::wants(spec, recorded);
-    let observed = observe(apis, &spec.target_group_arn, uid, recorded, &wants).await?;
-    let plan = PlanView {
-        uid,
-        generation,
-        spec,
-        status: recorded,
+    let (spec, recorded) = (plan.spec, plan.status);
+    let observed = match turn_held_by {
+        // Nothing is out and nothing may go out: there is nothing to read.
+        Some(holder) => Observed {
+            turn_held_by: Some(holder.to_owned()),
+            ..Observed::default()
+        },
+        None => {
+            let wants = machine::wants(spec, recorded);
+            observe(apis, &spec.target_group_arn, plan.uid, recorded, &wants).await?
+        }
     };
     let Decision {
         mut status,

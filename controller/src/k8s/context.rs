@@ -7,13 +7,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::runtime::events::{Recorder, Reporter};
 
-use kube::core::DeserializeGuard;
-use kube::runtime::reflector::Store;
-
 use super::backoff::ErrorBackoff;
-use super::lanes::{Lanes, running_on};
 use super::status_cache::StatusCache;
-use crate::api::MaintenancePlan;
+use super::target_group_lock::TargetGroupLocks;
 use crate::telemetry::Metrics;
 
 /// The field manager of every status write, and the name events are reported under.
@@ -41,11 +37,8 @@ pub struct Context {
     pub(crate) backoff: ErrorBackoff,
     /// Statuses written but maybe not yet seen through the watch.
     pub(crate) statuses: StatusCache,
-    /// Which plan works on which target group.
-    pub(crate) lanes: Lanes,
-    /// The controller's cache of all plans, to see which run on the same target group
-    /// (None in tests that drive reconcile directly: the lanes in memory suffice there).
-    plans: Option<Store<DeserializeGuard<MaintenancePlan>>>,
+    /// The per-target-group Leases: one instance out of a group at a time, across plans.
+    pub locks: TargetGroupLocks,
 }
 
 impl Context {
@@ -74,6 +67,7 @@ impl Context {
     ) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            locks: TargetGroupLocks::new(client.default_namespace()),
             client,
             aws,
             poll_interval,
@@ -81,8 +75,6 @@ impl Context {
             metrics: Metrics::default(),
             backoff: ErrorBackoff::default(),
             statuses: StatusCache::default(),
-            lanes: Lanes::default(),
-            plans: None,
         }
     }
 
@@ -101,43 +93,16 @@ impl Context {
         self
     }
 
-    /// Gives the context the controller's cache of all plans.
+    /// Keeps the target group Leases in `namespace` (the controller's own; by default the
+    /// client's default namespace).
     #[must_use]
-    pub fn with_store(mut self, plans: Store<DeserializeGuard<MaintenancePlan>>) -> Self {
-        self.plans = Some(plans);
+    pub fn with_lock_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.locks = TargetGroupLocks::new(namespace);
         self
     }
 
     /// The time now, by the context's clock.
     pub fn now(&self) -> Timestamp {
         (self.clock)()
-    }
-
-    /// Well-formed plans in the cache (none without one).
-    fn cached_plans(&self) -> Vec<Arc<DeserializeGuard<MaintenancePlan>>> {
-        self.plans.as_ref().map(Store::state).unwrap_or_default()
-    }
-
-    /// Whether plan `key` (`namespace/name`) still exists and has not finished, by the
-    /// cache; without a cache, it is taken to.
-    pub(crate) fn plan_alive(&self, key: &str) -> bool {
-        if self.plans.is_none() {
-            return true;
-        }
-        self.cached_plans().iter().filter_map(|p| p.0.as_ref().ok()).any(|p| {
-            let same = p
-                .metadata
-                .namespace
-                .as_deref()
-                .zip(p.metadata.name.as_deref())
-                .is_some_and(|(ns, name)| key.split_once('/') == Some((ns, name)));
-            same && !p.status.as_ref().is_some_and(|s| s.phase.is_finished())
-        })
-    }
-
-    /// Another plan on target group `arn` whose status says Running, by the cache.
-    pub(crate) fn running_on(&self, arn: &str, key: &str) -> Option<String> {
-        let plans = self.cached_plans();
-        running_on(plans.iter().filter_map(|p| p.0.as_ref().ok()), arn, key)
     }
 }

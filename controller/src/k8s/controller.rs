@@ -98,9 +98,14 @@ pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Res
         let mut leadership = leadership.clone();
         controller = controller.graceful_shutdown_on(async move { leadership.lost().await });
     }
+    // The target group Leases live beside the leader Lease, in the controller's namespace.
+    let lock_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
     let ctx = Arc::new(
         Context::new(client, aws, args.poll_interval)
-            .with_store(controller.store())
+            .with_lock_namespace(lock_namespace)
             .with_metrics(metrics.clone()),
     );
     tracing::info!(

@@ -24,6 +24,10 @@ pub enum Error {
     #[error("could not add the finalizer: {0}")]
     AddFinalizer(#[source] kube::Error),
 
+    /// Reading or writing a target group's Lease failed; nothing was taken out.
+    #[error("target group lease: {0}")]
+    TargetGroupLock(#[source] kube::Error),
+
     /// Removing the finalizer after the clean-up failed.
     #[error("could not remove the finalizer: {0}")]
     RemoveFinalizer(#[source] kube::Error),
@@ -84,6 +88,7 @@ impl Error {
             Self::MissingMetadata(_) | Self::Finalizer(_) => ErrorKind::InvalidSpec,
             Self::Step(StepError::Store(e))
             | Self::RecordInvalid(e)
+            | Self::TargetGroupLock(e)
             | Self::AddFinalizer(e)
             | Self::RemoveFinalizer(e) => kube_kind(e),
             Self::Step(step) => step.aws().map_or(ErrorKind::Aws, aws_kind),

@@ -19,6 +19,8 @@ pub const REASON_PLAN_DELETED: &str = crate::machine::reason::PLAN_DELETED;
 pub const REASON_LEFT_OUT: &str = "LeftOutOfTargetGroup";
 /// Reason of the Event for a plan waiting for another plan on the same target group.
 pub const REASON_WAITING: &str = "WaitingForTargetGroup";
+/// Reason of the Warning for a target group lease taken over from a stale holder.
+pub const REASON_TOOK_OVER: &str = "TookOverTargetGroup";
 
 /// Action of plan-level events.
 const ACTION_PLAN: &str = "Plan";

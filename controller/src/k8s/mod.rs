@@ -15,11 +15,11 @@ pub mod controller;
 pub mod error;
 pub mod events;
 pub mod finalizer;
-pub mod lanes;
 pub mod policy;
 pub mod reconcile;
 mod status_cache;
 pub mod status_store;
+pub mod target_group_lock;
 
 pub use args::ControllerArgs;
 pub use context::{Clock, Context, MANAGER};

@@ -12,18 +12,18 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use tracing::field::Empty;
 
 use crate::api::validate::{plan_region, validate};
-use crate::api::{MaintenancePlan, MaintenancePlanStatus, PlanPhase};
+use crate::api::{MaintenancePlan, MaintenancePlanStatus};
 use crate::engine::{self, StatusStore};
-use crate::machine::{self, Observed, PlanView, Transition};
+use crate::machine::{self, Observed, PlanView, Transition, WAITING_FOR_TURN};
 
 use super::cleanup::cleanup_for;
 use super::context::Context;
 use super::error::Error;
-use super::events::{PlanEvents, REASON_WAITING};
+use super::events::{PlanEvents, REASON_TOOK_OVER, REASON_WAITING};
 use super::finalizer::{FINALIZER, clean_up};
-use super::lanes::Claim;
 use super::policy::requeue_action;
 use super::status_store::KubeStatusStore;
+use super::target_group_lock::{Asker, Takeover, Turn};
 
 /// `namespace/name` of a plan, for logs and the per-plan backoff.
 pub fn plan_key(plan: &DeserializeGuard<MaintenancePlan>) -> String {
@@ -103,7 +103,10 @@ async fn apply(
         if recorded.as_ref() != Some(&decision.status) {
             store.save(&decision.status).await.map_err(Error::RecordInvalid)?;
         }
-        ctx.lanes.release(&plan.spec.target_group_arn, key);
+        ctx.locks
+            .release(&ctx.client, &plan.spec.target_group_arn, key, false, now)
+            .await
+            .map_err(Error::TargetGroupLock)?;
         record(
             ctx,
             key,
@@ -117,40 +120,48 @@ async fn apply(
     }
 
     let arn = plan.spec.target_group_arn.as_str();
-    let started = busy || recorded.as_ref().is_some_and(|s| s.phase == PlanPhase::Running);
-    let finished = !busy && recorded.as_ref().is_some_and(|s| s.phase.is_finished());
-    if started {
-        ctx.lanes.hold(arn, key);
-    } else if !finished {
-        let claim = ctx
-            .lanes
-            .claim(arn, key, |holder| ctx.plan_alive(holder), || ctx.running_on(arn, key));
-        if let Claim::Busy { holder, first } = claim {
-            if first {
-                let message = format!(
-                    "waiting for plan {holder}, which works on the same target group: plans on one target group \
-                     take turns, so that only one instance is out of it at a time"
-                );
-                tracing::info!("{message}");
-                events.plan(EventType::Normal, REASON_WAITING, &message).await;
+    let asker = Asker { key, uid };
+    let needs_turn = !busy && machine::needs_turn(&plan.spec, recorded.as_ref(), now);
+    let mut turn_held_by = None;
+    let mut waiting_event = None;
+    if busy || needs_turn {
+        match ctx
+            .locks
+            .take(&ctx.client, arn, asker, now)
+            .await
+            .map_err(Error::TargetGroupLock)?
+        {
+            Turn::Ours { took_over: None } => {}
+            Turn::Ours {
+                took_over: Some(Takeover { holder, why }),
+            } => {
+                let message = format!("took over the target group from plan {holder}, which {why}");
+                tracing::warn!("{message}");
+                events.plan(EventType::Warning, REASON_TOOK_OVER, &message).await;
             }
-            return Ok(Action::requeue(ctx.poll_interval));
+            // An instance of this plan is out already (since before the lock, or a holder
+            // that took over wrongly): it is finished and put back whatever the lease says.
+            Turn::HeldBy { holder, .. } if busy => {
+                tracing::warn!(%holder, "the target group's lease names another plan while this one has an instance out");
+            }
+            Turn::HeldBy { holder, first } => {
+                if first {
+                    let message = format!("{WAITING_FOR_TURN} {holder}: one instance out of a target group at a time");
+                    tracing::info!("{message}");
+                    // Published after the round's status, like every event of a round.
+                    waiting_event = Some(message);
+                }
+                turn_held_by = Some(holder);
+            }
         }
+    } else {
+        ctx.locks.forget_waiting(key);
     }
 
     // A valid spec always names a region (the target group ARN has one).
     let region = plan_region(&plan.spec).unwrap_or_default();
     let apis = ctx.apis(region).await;
-    let report = engine::step(
-        &apis,
-        uid,
-        plan.metadata.generation,
-        &plan.spec,
-        recorded.as_ref(),
-        now,
-        &mut store,
-    )
-    .await;
+    let report = engine::step(&apis, plan_view, now, turn_held_by.as_deref(), &mut store).await;
     let report = match report {
         Ok(report) => report,
         Err(engine::StepError::Act {
@@ -186,11 +197,19 @@ async fn apply(
             "AWS action made"
         );
     }
-    if report.status.phase.is_finished() && machine::in_flight(&plan.spec, &report.status).is_none() {
-        ctx.lanes.release(arn, key);
+    if !machine::holds_turn(&plan.spec, &report.status, now) {
+        // After a round that had an instance out, read the lease in any case: it may be held
+        // since before a restart, which this process does not remember.
+        ctx.locks
+            .release(&ctx.client, arn, key, busy, now)
+            .await
+            .map_err(Error::TargetGroupLock)?;
     }
     record(ctx, key, recorded.as_ref(), &report.status, &report.transitions, now);
     events.transitions(&report.transitions, &report.status).await;
+    if let Some(message) = waiting_event {
+        events.plan(EventType::Normal, REASON_WAITING, &message).await;
+    }
     Ok(requeue_action(report.requeue, ctx.poll_interval))
 }
 
@@ -240,6 +259,10 @@ async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &Plan
     tracing::info!("plan deleted; released");
     ctx.statuses.forget(uid);
     ctx.metrics.set_plan_phase(key, None);
-    ctx.lanes.release(&plan.spec.target_group_arn, key);
+    ctx.locks.forget_waiting(key);
+    ctx.locks
+        .release(&ctx.client, &plan.spec.target_group_arn, key, true, ctx.now())
+        .await
+        .map_err(Error::TargetGroupLock)?;
     Ok(Action::await_change())
 }

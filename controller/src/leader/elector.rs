@@ -322,7 +322,8 @@ impl Drop for StepDownOnDrop {
     }
 }
 
-fn is_conflict(error: &kube::Error) -> bool {
+/// Whether a write lost a race: 409, as a Conflict on replace or AlreadyExists on create.
+pub fn is_conflict(error: &kube::Error) -> bool {
     // A racing create answers 409 AlreadyExists, which `Status::is_conflict` does not count
     // because its reason is not "Conflict".
     matches!(error, kube::Error::Api(status) if status.code == 409 || status.is_conflict() || status.is_already_exists())

@@ -15,7 +15,7 @@ mod elector;
 use std::time::Duration;
 
 pub use decide::{LeaseDecision, decide, duration_seconds, held_until, leading_spec, released_spec};
-pub use elector::{LeaderElector, LeaderHandle, Leadership, Round};
+pub use elector::{LeaderElector, LeaderHandle, Leadership, Round, is_conflict};
 
 /// Where the lease lives, who we are, and its timing.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,8 @@ use jiff::Timestamp;
 use crate::api::validate::InvalidSpec;
 use crate::api::{Condition, InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, PlanPhase};
 
+use super::turn::WAITING_FOR_TURN;
+
 /// The spec was accepted (valid).
 pub const CONDITION_ACCEPTED: &str = "Accepted";
 /// An instance is being worked on.
@@ -76,6 +78,11 @@ pub(super) fn summarize(
                 None => format!("{done}/{total} instances done; the schedule has no next window"),
             }
         }
+        (PlanPhase::Pending, Some(i)) if i.message.is_some() => format!(
+            "waiting to start: {}: {}",
+            i.instance_id,
+            i.message.as_deref().unwrap_or_default()
+        ),
         (PlanPhase::Pending, _) => "waiting to start".to_owned(),
         (PlanPhase::Running, _) if spec.dry_run => {
             let checked = status.instances.iter().filter(|i| i.dry_run.is_some()).count();
@@ -136,7 +143,11 @@ pub(super) fn summarize(
         ),
     }
     let running = status.phase == PlanPhase::Running;
+    let waiting_for_turn = current
+        .and_then(|i| i.message.as_deref())
+        .is_some_and(|m| m.starts_with(WAITING_FOR_TURN));
     let progressing_reason = match status.phase {
+        PlanPhase::Pending | PlanPhase::Running if waiting_for_turn => "WaitingForTargetGroup",
         PlanPhase::Pending => "NotStarted",
         PlanPhase::Running => "InstanceInProgress",
         PlanPhase::Suspended => "Suspended",

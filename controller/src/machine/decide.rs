@@ -12,6 +12,7 @@ use super::conditions::summarize;
 use super::decision::{Decision, Requeue, Transition};
 use super::instance::{self, DRAIN_MARGIN, PlanContext, Step};
 use super::observed::{Observed, is_active};
+use super::turn::WAITING_FOR_TURN;
 use super::{dry_run, preflight, reason};
 
 /// How long a closed preflight gate is waited for by default.
@@ -118,6 +119,8 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
 
     let context = PlanContext { uid: plan.uid, spec };
     let mut step = Step::default();
+    // Whichever branch below works on an instance (or waits for one) names it again.
+    status.current_instance = None;
     if let Some(active) = status.instances.iter_mut().find(|i| is_active(spec, i)) {
         status.current_instance = Some(active.instance_id.clone());
         step = instance::advance(&context, active, observed, now);
@@ -154,7 +157,13 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
         status.phase = PlanPhase::Running;
         status.started_at.get_or_insert(now);
     }
-    if !status.instances.iter().any(|i| is_active(spec, i)) {
+    // An instance that finished this round is no longer current; one waiting to start is.
+    let current_open = status
+        .current_instance
+        .as_ref()
+        .and_then(|id| status.instances.iter().find(|i| &i.instance_id == id))
+        .is_some_and(|i| is_active(spec, i) || i.phase == InstancePhase::Pending);
+    if !current_open {
         status.current_instance = None;
     }
     if status.phase != plan_before {
@@ -215,6 +224,17 @@ fn start_next(
     let Some(next) = status.instances.iter_mut().find(|i| i.phase == InstancePhase::Pending) else {
         return Step::default();
     };
+    if let Some(holder) = &observed.turn_held_by {
+        // Waiting for another plan's instance to come back is not a closed gate: its time
+        // does not count against gateTimeoutSeconds.
+        next.waiting_since = None;
+        next.message = Some(format!("{WAITING_FOR_TURN} {holder}"));
+        status.current_instance = Some(next.instance_id.clone());
+        return Step {
+            requeue: Some(Requeue::Poll),
+            ..Step::default()
+        };
+    }
     if observed.group.is_none() {
         return Step {
             requeue: Some(Requeue::Poll),
@@ -299,7 +319,7 @@ fn start_next(
 }
 
 /// With `settleSeconds`, when the last instance that came back has settled.
-fn settling_until(spec: &MaintenancePlanSpec, instances: &[InstanceStatus]) -> Option<Timestamp> {
+pub(super) fn settling_until(spec: &MaintenancePlanSpec, instances: &[InstanceStatus]) -> Option<Timestamp> {
     if spec.settle_seconds == 0 {
         return None;
     }

@@ -13,6 +13,7 @@ mod observed;
 mod outcome;
 mod preflight;
 mod reboot_script;
+mod turn;
 
 pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING};
 pub use decide::{PlanView, decide};
@@ -20,6 +21,7 @@ pub use decision::{Action, Decision, Requeue, Transition};
 pub use observed::{CommandView, Observed, Wants, in_flight, wants};
 pub use outcome::{record_action_failed, record_sent};
 pub use reboot_script::reboot_command;
+pub use turn::{WAITING_FOR_TURN, holds_turn, needs_turn};
 
 /// Failure reasons written to `status.instances[].failureReason` and used in events.
 pub mod reason {

@@ -33,6 +33,9 @@ pub struct Observed {
     pub agent: Option<AgentPing>,
     /// The command asked for.
     pub command: Option<CommandView>,
+    /// Another plan (`namespace/name`) holding this target group's turn: no instance may be
+    /// taken out until it gives the turn back. None: the turn is this plan's, or not needed.
+    pub turn_held_by: Option<String>,
 }
 
 /// A command of the current instance, as seen this round.

@@ -11,7 +11,7 @@ use crate::api::validate::plan_region;
 use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsErrorKind, AwsProvider};
 use crate::engine::{StepReport, step};
-use crate::machine::{Requeue, in_flight};
+use crate::machine::{PlanView, Requeue, in_flight};
 
 use super::state_file::FileStore;
 
@@ -166,13 +166,18 @@ async fn drive(
             return outcome(plan, recorded, true);
         }
         let now = Timestamp::now();
+        let view = PlanView {
+            uid: &plan.uid,
+            generation: Some(generation),
+            spec: &plan.spec,
+            status: recorded.as_ref(),
+        };
         let wait = match step(
             &apis,
-            &plan.uid,
-            Some(generation),
-            &plan.spec,
-            recorded.as_ref(),
+            view,
             now,
+            // Plans on one target group run one after the other in this lane: the turn is ours.
+            None,
             &mut plan.store,
         )
         .await

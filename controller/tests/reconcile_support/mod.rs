@@ -14,9 +14,10 @@ use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use pitstop::api::{MaintenancePlan, MaintenancePlanStatus};
+use pitstop::api::{InstancePhase, MaintenancePlan, MaintenancePlanStatus, PlanPhase};
 use pitstop::aws::fake::FakeAws;
-use pitstop::k8s::{Context, Error};
+use pitstop::k8s::policy::NOW_DELAY;
+use pitstop::k8s::{Context, Error, FINALIZER};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -51,7 +52,26 @@ pub enum Call {
     List,
     /// A WATCH of the plans (held open, never answered).
     Watch,
+    /// A GET of one plan (the target group lock looking up a lease's holder).
+    GetPlan(String),
 }
+
+/// A request about a target group Lease, logged apart from [`Call`]: most scenarios care
+/// about the plan's own writes, and every round of a running plan touches its lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseCall {
+    /// A GET (found or not).
+    Get(String),
+    /// A create, naming the holder.
+    Create { lease: String, holder: String },
+    /// A replace that was accepted, with the holder it wrote ("" when released).
+    Replace { lease: String, holder: String },
+    /// A write refused with 409 (stale resourceVersion, or the lease exists already).
+    Conflict(String),
+}
+
+/// Path of the leases in the test namespace.
+pub const LEASES_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
 
 /// An Event the controller published.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +92,10 @@ pub struct EventCall {
 struct State {
     objects: BTreeMap<String, Value>,
     calls: Vec<Call>,
+    leases: BTreeMap<String, Value>,
+    lease_calls: Vec<LeaseCall>,
+    /// Events created, by name, so a recorder's patch of one is logged as it.
+    events: BTreeMap<String, Call>,
     next_version: u64,
     /// Watch requests, kept unanswered so that the watcher waits quietly.
     held: Vec<tower_test::mock::SendResponse<Response<Body>>>,
@@ -150,6 +174,40 @@ impl ApiServer {
     /// The calls made since the last take.
     pub fn take_calls(&self) -> Vec<Call> {
         std::mem::take(&mut self.lock().calls)
+    }
+
+    /// The lease requests made since the last take.
+    pub fn take_lease_calls(&self) -> Vec<LeaseCall> {
+        std::mem::take(&mut self.lock().lease_calls)
+    }
+
+    /// A stored Lease, if it exists.
+    pub fn lease(&self, name: &str) -> Option<Value> {
+        self.lock().leases.get(name).cloned()
+    }
+
+    /// The holder a stored Lease names ("" for none), if the lease exists.
+    pub fn lease_holder(&self, name: &str) -> Option<String> {
+        self.lease(name)
+            .map(|lease| lease["spec"]["holderIdentity"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Stores a Lease as something else wrote it (a resourceVersion is given).
+    pub fn insert_lease(&self, mut lease: Value) {
+        let name = lease["metadata"]["name"]
+            .as_str()
+            .expect("leases have names")
+            .to_owned();
+        let mut state = self.lock();
+        state.next_version += 1;
+        lease["metadata"]["resourceVersion"] = json!(state.next_version.to_string());
+        state.leases.insert(name, lease);
+    }
+
+    /// Removes a plan outright, as the apiserver does once its finalizers are gone (or a
+    /// user removed them by hand).
+    pub fn remove(&self, name: &str) {
+        self.lock().objects.remove(name);
     }
 
     /// Re-raises a panic of the server task, if it had one.
@@ -276,6 +334,23 @@ async fn serve(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body
                 event["reportingController"] == "pitstop-test" && event["regarding"]["kind"] == "MaintenancePlan",
                 "events are reported by pitstop about the plan: {event}"
             );
+            if let Some(name) = event["metadata"]["name"].as_str() {
+                state
+                    .events
+                    .insert(name.to_owned(), state.calls.last().cloned().expect("just pushed"));
+            }
+            ok(body.to_vec())
+        } else if parts.method == Method::PATCH
+            && let Some(name) = path.strip_prefix(&format!("{events_path}/"))
+        {
+            // The recorder patches an event it published before (same reason and note) to
+            // count it again: logged as that event once more.
+            let again = state
+                .events
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| panic!("patch of an event never created: {name}"));
+            state.calls.push(again);
             ok(body.to_vec())
         } else if parts.method == Method::GET && path == format!("/apis/{GROUP_VERSION}/maintenanceplans") {
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
@@ -292,6 +367,17 @@ async fn serve(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body
                 "items": items,
             }))
             .expect("serializable"))
+        } else if let Some(rest) = path.strip_prefix(LEASES_PATH) {
+            lease_request(state, &parts.method, rest.trim_start_matches('/'), &body)
+        } else if parts.method == Method::GET
+            && let Some(name) = path.strip_prefix(&plans_prefix)
+            && !name.contains('/')
+        {
+            state.calls.push(Call::GetPlan(name.to_owned()));
+            match state.objects.get(name) {
+                Some(object) => ok(serde_json::to_vec(object).expect("serializable")),
+                None => failure(StatusCode::NOT_FOUND, "not found"),
+            }
         } else if parts.method == Method::PATCH
             && let Some(rest) = path.strip_prefix(&plans_prefix)
         {
@@ -315,10 +401,21 @@ fn ok(body: Vec<u8>) -> Response<Body> {
         .expect("valid response")
 }
 
+/// The `reason` the apiserver gives with a failure code (clients test it, e.g. `get_opt`).
+fn reason_of(code: StatusCode, message: &str) -> &'static str {
+    match code {
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::CONFLICT if message == "already exists" => "AlreadyExists",
+        StatusCode::CONFLICT => "Conflict",
+        StatusCode::UNPROCESSABLE_ENTITY => "Invalid",
+        _ => "InternalError",
+    }
+}
+
 fn failure(code: StatusCode, message: &str) -> Response<Body> {
     let status = json!({
         "kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": message, "reason": code.canonical_reason().unwrap_or_default(), "code": code.as_u16(),
+        "message": message, "reason": reason_of(code, message), "code": code.as_u16(),
     });
     Response::builder()
         .status(code)
@@ -449,4 +546,182 @@ fn patch_finalizers(state: &mut State, name: &str, content_type: &str, body: &[u
         state.bump(name);
     }
     ok(serde_json::to_vec(&response).expect("serializable"))
+}
+
+/// GET, create (POST) and replace (PUT) of Leases, with the apiserver's optimistic
+/// concurrency: a replace must carry the stored resourceVersion, a create must be new.
+fn lease_request(state: &mut State, method: &Method, name: &str, body: &[u8]) -> Response<Body> {
+    let holder_of = |lease: &Value| lease["spec"]["holderIdentity"].as_str().unwrap_or_default().to_owned();
+    match (method, name) {
+        (&Method::GET, name) if !name.is_empty() => {
+            state.lease_calls.push(LeaseCall::Get(name.to_owned()));
+            match state.leases.get(name) {
+                Some(lease) => ok(serde_json::to_vec(lease).expect("serializable")),
+                None => failure(StatusCode::NOT_FOUND, "not found"),
+            }
+        }
+        (&Method::POST, "") => {
+            let mut lease: Value = serde_json::from_slice(body).expect("leases are JSON");
+            let name = lease["metadata"]["name"].as_str().expect("a named lease").to_owned();
+            assert_eq!(
+                lease["metadata"]["namespace"], NAMESPACE,
+                "leases live in the controller's namespace"
+            );
+            if state.leases.contains_key(&name) {
+                state.lease_calls.push(LeaseCall::Conflict(name));
+                return failure(StatusCode::CONFLICT, "already exists");
+            }
+            state.next_version += 1;
+            lease["metadata"]["resourceVersion"] = json!(state.next_version.to_string());
+            state.lease_calls.push(LeaseCall::Create {
+                lease: name.clone(),
+                holder: holder_of(&lease),
+            });
+            state.leases.insert(name, lease.clone());
+            ok(serde_json::to_vec(&lease).expect("serializable"))
+        }
+        (&Method::PUT, name) if !name.is_empty() => {
+            let mut lease: Value = serde_json::from_slice(body).expect("leases are JSON");
+            let Some(stored) = state.leases.get(name) else {
+                return failure(StatusCode::NOT_FOUND, "not found");
+            };
+            if lease["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"] {
+                state.lease_calls.push(LeaseCall::Conflict(name.to_owned()));
+                return failure(StatusCode::CONFLICT, "the object has been modified");
+            }
+            state.next_version += 1;
+            lease["metadata"]["resourceVersion"] = json!(state.next_version.to_string());
+            state.lease_calls.push(LeaseCall::Replace {
+                lease: name.to_owned(),
+                holder: holder_of(&lease),
+            });
+            state.leases.insert(name.to_owned(), lease.clone());
+            ok(serde_json::to_vec(&lease).expect("serializable"))
+        }
+        _ => panic!("unexpected lease request: {method} {name}"),
+    }
+}
+
+/// What a stretch of rounds did.
+#[derive(Default)]
+pub struct Run {
+    /// Each round's requeue and the calls it made.
+    pub rounds: Vec<(Action, Vec<Call>)>,
+}
+
+impl Run {
+    /// Every call of the stretch.
+    pub fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.rounds.iter().flat_map(|(_, calls)| calls)
+    }
+
+    /// The statuses written, in order.
+    pub fn statuses(&self) -> Vec<&MaintenancePlanStatus> {
+        self.calls()
+            .filter_map(|c| match c {
+                Call::ApplyStatus { status, .. } => Some(status),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The events published: (type, reason, action).
+    pub fn events(&self) -> Vec<(String, String, String)> {
+        self.calls()
+            .filter_map(|c| match c {
+                Call::Event(e) => Some((e.type_.clone(), e.reason.clone(), e.action.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Reconciles `name` round after round, moving the AWS clock by each round's requeue, until
+/// the plan asks to wait for a change or `stop` says so.
+pub async fn drive(
+    server: &mut ApiServer,
+    ctx: &Arc<Context>,
+    fake: &FakeAws,
+    name: &str,
+    stop: impl Fn(&ApiServer) -> bool,
+) -> Run {
+    let mut run = Run::default();
+    for _ in 0..300 {
+        let action = server.reconcile(ctx, name).await.expect("the round succeeds");
+        let calls = server.take_calls();
+        // Within a round the status is written before its events are published.
+        if let Some(first_event) = calls.iter().position(|c| matches!(c, Call::Event(_))) {
+            assert!(
+                !calls[first_event..]
+                    .iter()
+                    .any(|c| matches!(c, Call::ApplyStatus { .. })),
+                "status before events: {calls:?}"
+            );
+        }
+        run.rounds.push((action.clone(), calls));
+        if action == Action::await_change() || stop(server) {
+            return run;
+        }
+        let step = if action == Action::requeue(NOW_DELAY) {
+            Duration::from_secs(1)
+        } else if action == Action::requeue(POLL) {
+            POLL
+        } else {
+            panic!("unexpected requeue {action:?}");
+        };
+        fake.set_now(fake.now() + step);
+    }
+    panic!("the plan did not settle in 300 rounds");
+}
+
+/// The distinct phases an instance went through, in the order the status showed them.
+pub fn phases_of(statuses: &[&MaintenancePlanStatus], instance: &str) -> Vec<InstancePhase> {
+    let mut phases: Vec<InstancePhase> = Vec::new();
+    for status in statuses {
+        if let Some(i) = status.instances.iter().find(|i| i.instance_id == instance)
+            && phases.last() != Some(&i.phase)
+        {
+            phases.push(i.phase);
+        }
+    }
+    phases
+}
+
+pub fn plan_phases(statuses: &[&MaintenancePlanStatus]) -> Vec<PlanPhase> {
+    let mut phases: Vec<PlanPhase> = Vec::new();
+    for status in statuses {
+        if phases.last() != Some(&status.phase) {
+            phases.push(status.phase);
+        }
+    }
+    phases
+}
+
+pub fn aws_writes(fake: &FakeAws) -> Vec<(&'static str, String)> {
+    fake.writes()
+        .into_iter()
+        .map(|w| (w.operation, w.instance_id))
+        .collect()
+}
+
+pub fn event(type_: &str, reason: &str, action: &str) -> (String, String, String) {
+    (type_.to_owned(), reason.to_owned(), action.to_owned())
+}
+
+/// Adds the finalizer in a first round, checking that nothing else happens in it.
+pub async fn add_finalizer(server: &mut ApiServer, ctx: &Arc<Context>, fake: &FakeAws, name: &str) {
+    let action = server.reconcile(ctx, name).await.expect("finalizer round");
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "the finalizer patch itself triggers the next round"
+    );
+    assert_eq!(
+        server.take_calls(),
+        [Call::AddFinalizer {
+            plan: name.to_owned(),
+            finalizers: vec![FINALIZER.to_owned()]
+        }]
+    );
+    assert_eq!(fake.call_count(), 0, "no AWS call before the finalizer is in place");
 }

@@ -1,0 +1,442 @@
+//! One instance out of a target group at a time, across plans and controller restarts: a
+//! `coordination.k8s.io/v1` Lease per target group in the controller's namespace, held by
+//! the plan (`namespace/name`) that has an instance out of the group.
+//!
+//! A plan takes the lease before an instance is deregistered ([`crate::machine::needs_turn`])
+//! and keeps it until that instance is back (Registered, or Failed and registered again);
+//! see [`crate::machine::holds_turn`]. Because the Lease lives in the apiserver, the lock
+//! survives a controller restart or a leader change with an instance out.
+//!
+//! The lease rules are leader election's ([`crate::leader::decide`]: optimistic concurrency
+//! on every write, a holder renews), with one difference: an expired lease is not enough to
+//! take a group over. The holder plan is looked up first, and
+//! - a holder plan that was deleted (or recreated under the same name), or that finished, is
+//!   stale at once, whatever the lease says;
+//! - a holder plan whose status shows an instance out is never stale, even when its lease
+//!   ran out (the controller was down for a while): taking over would put two out;
+//! - otherwise the lease decides: expired means stale.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::core::DeserializeGuard;
+
+use crate::api::MaintenancePlan;
+use crate::leader::{LeaseDecision, decide, held_until, is_conflict, leading_spec, released_spec};
+use crate::machine::in_flight;
+
+/// How long a target group lease stays valid after the holder's last renewal. Only a holder
+/// that is not seen with an instance out can lose the group by expiry (see the module
+/// documentation), so this can be generous: it covers a holder's round that is slow between
+/// taking the lease and recording its deregistration (AWS throttling, retries).
+pub const TARGET_GROUP_LEASE: Duration = Duration::from_secs(300);
+
+/// Annotation naming the target group a lease locks (lease names are shortened from it).
+pub const ANNOTATION_TARGET_GROUP: &str = "pitstop.dev/target-group-arn";
+/// Annotation with the holder plan's `metadata.uid`, so a plan recreated under the same name
+/// is not taken for the holder.
+pub const ANNOTATION_PLAN_UID: &str = "pitstop.dev/plan-uid";
+
+/// The plan asking for a turn.
+#[derive(Clone, Copy, Debug)]
+pub struct Asker<'a> {
+    /// `namespace/name`: the holder identity written on the lease.
+    pub key: &'a str,
+    /// `metadata.uid`.
+    pub uid: &'a str,
+}
+
+/// The answer to [`TargetGroupLocks::take`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// The plan holds the target group's lease (it was free, ours already, or stale).
+    Ours {
+        /// Set when a stale holder's lease was taken over.
+        took_over: Option<Takeover>,
+    },
+    /// Another plan holds it.
+    HeldBy {
+        /// The holder (`namespace/name`).
+        holder: String,
+        /// True the first time this plan is turned away in this wait (for a single Event).
+        first: bool,
+    },
+}
+
+/// A stale holder whose lease was taken over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// The former holder (`namespace/name`).
+    pub holder: String,
+    /// Why it no longer counted.
+    pub why: Stale,
+}
+
+/// Why a holder no longer blocks its target group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stale {
+    /// The holder plan no longer exists (or another plan now has its name).
+    Deleted,
+    /// The holder plan has finished and has nothing out.
+    Finished,
+    /// The holder plan has nothing out and stopped renewing its lease.
+    Expired,
+}
+
+impl std::fmt::Display for Stale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Deleted => "was deleted",
+            Self::Finished => "has finished",
+            Self::Expired => "has nothing out and let its lease expire",
+        })
+    }
+}
+
+/// What the apiserver shows of the plan a lease names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HolderPlan {
+    /// No such plan, or a different one (another uid) under that name.
+    Gone,
+    /// Finished, nothing out.
+    Finished,
+    /// Its status shows an instance out of the group (or on its way back).
+    InstanceOut,
+    /// Exists and has nothing out (between instances, at a gate, about to deregister).
+    Idle,
+    /// Cannot be told (unreadable, not visible to this controller, or not a plan key).
+    Unknown,
+}
+
+/// Whether a holder in this state, on a lease that has (or has not) run out, still blocks
+/// its group: None when it does, the reason when it is stale.
+pub fn judge(holder: HolderPlan, expired: bool) -> Option<Stale> {
+    match holder {
+        HolderPlan::InstanceOut => None,
+        HolderPlan::Gone => Some(Stale::Deleted),
+        HolderPlan::Finished => Some(Stale::Finished),
+        HolderPlan::Idle | HolderPlan::Unknown => expired.then_some(Stale::Expired),
+    }
+}
+
+/// The Lease name of a target group: `pitstop-tg-<name>-<id>` from its ARN
+/// (`…:targetgroup/<name>/<id>`), lower-cased to a valid object name. An ARN of another
+/// shape (none passes validation) falls back to a hash of the whole ARN.
+pub fn lease_name(target_group_arn: &str) -> String {
+    let tail = target_group_arn
+        .rsplit_once(":targetgroup/")
+        .map(|(_, tail)| tail.replace('/', "-").to_ascii_lowercase())
+        .filter(|tail| !tail.is_empty() && tail.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    match tail {
+        Some(tail) => format!("pitstop-tg-{}", tail.trim_matches('-')),
+        None => format!("pitstop-tg-{:016x}", fnv1a(target_group_arn.as_bytes())),
+    }
+}
+
+/// FNV-1a, a stable hash (std's `DefaultHasher` may change between Rust releases, and a
+/// lease name must not).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The target group leases of one controller.
+#[derive(Debug)]
+pub struct TargetGroupLocks {
+    namespace: String,
+    duration: Duration,
+    /// Plans told they are waiting, so the Event is published once per wait.
+    waiting: Mutex<HashSet<String>>,
+    /// `(lease, plan)` pairs this process took, so rounds without an instance out do not
+    /// have to read the lease to know there is nothing to give back.
+    held: Mutex<HashSet<(String, String)>>,
+}
+
+impl TargetGroupLocks {
+    /// Leases in `namespace` (the controller's own), of [`TARGET_GROUP_LEASE`].
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            duration: TARGET_GROUP_LEASE,
+            waiting: Mutex::default(),
+            held: Mutex::default(),
+        }
+    }
+
+    /// The namespace of the leases.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashSet<(String, String)>> {
+        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes (or renews) the lease of `target_group_arn` for `asker` unless a live plan
+    /// holds it. Writes carry the resourceVersion read, so of two plans racing for a free
+    /// group exactly one wins; the loser reads again and finds the winner.
+    pub async fn take(
+        &self,
+        client: &kube::Client,
+        target_group_arn: &str,
+        asker: Asker<'_>,
+        now: Timestamp,
+    ) -> Result<Turn, kube::Error> {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let name = lease_name(target_group_arn);
+        let mut holder = String::new();
+        for _ in 0..3 {
+            let current = api.get_opt(&name).await?;
+            let spec = current.as_ref().and_then(|lease| lease.spec.as_ref());
+            let mut decision = decide(spec, now, asker.key, self.duration);
+            let mut took_over = None;
+            let other = spec
+                .and_then(|s| s.holder_identity.as_deref())
+                .filter(|h| !h.is_empty() && *h != asker.key);
+            let same_name_other_plan = current
+                .as_ref()
+                .and_then(|lease| lease.metadata.annotations.as_ref()?.get(ANNOTATION_PLAN_UID))
+                .is_some_and(|uid| uid != asker.uid);
+            if let Some(other) = other {
+                holder = other.to_owned();
+                let expired = spec
+                    .and_then(|s| held_until(s, self.duration))
+                    .is_none_or(|until| now > until);
+                let recorded_uid = current
+                    .as_ref()
+                    .and_then(|lease| lease.metadata.annotations.as_ref()?.get(ANNOTATION_PLAN_UID).cloned());
+                let state = holder_plan(client, other, recorded_uid.as_deref()).await?;
+                match judge(state, expired) {
+                    None => return Ok(self.turned_away(asker.key, other)),
+                    Some(why) => {
+                        took_over = Some(Takeover {
+                            holder: other.to_owned(),
+                            why,
+                        });
+                        let transitions = spec.and_then(|s| s.lease_transitions).unwrap_or(0).max(0);
+                        decision = LeaseDecision::Acquire {
+                            transitions: transitions.saturating_add(1),
+                        };
+                    }
+                }
+            } else if decision == LeaseDecision::Renew
+                && !same_name_other_plan
+                && spec.is_some_and(|s| self.fresh(s, now))
+            {
+                self.holding(&name, asker.key);
+                return Ok(Turn::Ours { took_over: None });
+            }
+            let Some(spec) = leading_spec(spec, &decision, now, asker.key, self.duration) else {
+                continue;
+            };
+            let written = match current {
+                None => {
+                    api.create(
+                        &PostParams::default(),
+                        &self.lease(&name, target_group_arn, asker, spec),
+                    )
+                    .await
+                }
+                Some(mut lease) => {
+                    let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
+                    annotations.insert(ANNOTATION_PLAN_UID.to_owned(), asker.uid.to_owned());
+                    annotations.insert(ANNOTATION_TARGET_GROUP.to_owned(), target_group_arn.to_owned());
+                    lease.spec = Some(spec);
+                    api.replace(&name, &PostParams::default(), &lease).await
+                }
+            };
+            match written {
+                Ok(_) => {
+                    self.holding(&name, asker.key);
+                    return Ok(Turn::Ours { took_over });
+                }
+                // Someone wrote in between: read again.
+                Err(error) if is_conflict(&error) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        // Lost every race: someone else is busy with this lease right now.
+        let holder = if holder.is_empty() {
+            "another plan".to_owned()
+        } else {
+            holder
+        };
+        Ok(self.turned_away(asker.key, &holder))
+    }
+
+    /// Gives the lease of `target_group_arn` back if `plan` holds it. Without `check`, only
+    /// a lease this process took is looked at; with it, the lease is read in any case (a
+    /// plan that had an instance out may hold it from before a restart).
+    pub async fn release(
+        &self,
+        client: &kube::Client,
+        target_group_arn: &str,
+        plan: &str,
+        check: bool,
+        now: Timestamp,
+    ) -> Result<bool, kube::Error> {
+        let name = lease_name(target_group_arn);
+        let known = self.held().remove(&(name.clone(), plan.to_owned()));
+        if !known && !check {
+            return Ok(false);
+        }
+        let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let Some(mut lease) = api.get_opt(&name).await? else {
+            return Ok(false);
+        };
+        let holder = lease.spec.as_ref().and_then(|spec| spec.holder_identity.as_deref());
+        if holder != Some(plan) {
+            return Ok(false);
+        }
+        lease.spec = Some(released_spec(lease.spec.as_ref(), now));
+        if let Some(annotations) = lease.metadata.annotations.as_mut() {
+            annotations.remove(ANNOTATION_PLAN_UID);
+        }
+        match api.replace(&name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            // Written in between (a takeover): no longer ours to give back.
+            Err(error) if is_conflict(&error) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Forgets that `plan` was waiting (it stopped asking: deleted, suspended, between
+    /// windows, finished), so that a later wait is told again.
+    pub fn forget_waiting(&self, plan: &str) {
+        self.waiting().remove(plan);
+    }
+
+    fn turned_away(&self, plan: &str, holder: &str) -> Turn {
+        let first = self.waiting().insert(plan.to_owned());
+        Turn::HeldBy {
+            holder: holder.to_owned(),
+            first,
+        }
+    }
+
+    fn holding(&self, lease: &str, plan: &str) {
+        self.waiting().remove(plan);
+        self.held().insert((lease.to_owned(), plan.to_owned()));
+    }
+
+    /// Renewed recently enough that this round need not write: a third of the duration.
+    fn fresh(&self, spec: &LeaseSpec, now: Timestamp) -> bool {
+        let third = SignedDuration::try_from(self.duration / 3).unwrap_or(SignedDuration::ZERO);
+        spec.renew_time
+            .as_ref()
+            .is_some_and(|renewed| renewed.0 <= now && now.duration_since(renewed.0) < third)
+            && spec.lease_duration_seconds == Some(crate::leader::duration_seconds(self.duration))
+    }
+
+    fn lease(&self, name: &str, target_group_arn: &str, asker: Asker<'_>, spec: LeaseSpec) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(
+                    [("app.kubernetes.io/managed-by".to_owned(), "pitstop".to_owned())]
+                        .into_iter()
+                        .collect(),
+                ),
+                annotations: Some(
+                    [
+                        (ANNOTATION_TARGET_GROUP.to_owned(), target_group_arn.to_owned()),
+                        (ANNOTATION_PLAN_UID.to_owned(), asker.uid.to_owned()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(spec),
+        }
+    }
+}
+
+/// Looks up the plan a lease names (`namespace/name`), checking its uid when the lease
+/// recorded one.
+async fn holder_plan(client: &kube::Client, holder: &str, uid: Option<&str>) -> Result<HolderPlan, kube::Error> {
+    let Some((namespace, name)) = holder.split_once('/') else {
+        return Ok(HolderPlan::Unknown);
+    };
+    let api: Api<DeserializeGuard<MaintenancePlan>> = Api::namespaced(client.clone(), namespace);
+    let object = match api.get_opt(name).await {
+        Ok(object) => object,
+        // Not ours to see (a plan outside the namespaces this controller may read).
+        Err(kube::Error::Api(status)) if status.code == 403 => return Ok(HolderPlan::Unknown),
+        Err(error) => return Err(error),
+    };
+    let Some(object) = object else {
+        return Ok(HolderPlan::Gone);
+    };
+    let plan = match &object.0 {
+        Ok(plan) => plan,
+        Err(_) => return Ok(HolderPlan::Unknown),
+    };
+    if uid.is_some_and(|uid| plan.metadata.uid.as_deref() != Some(uid)) {
+        return Ok(HolderPlan::Gone);
+    }
+    let Some(status) = plan.status.as_ref() else {
+        return Ok(HolderPlan::Idle);
+    };
+    Ok(if in_flight(&plan.spec, status).is_some() {
+        HolderPlan::InstanceOut
+    } else if status.phase.is_finished() {
+        HolderPlan::Finished
+    } else {
+        HolderPlan::Idle
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_names_come_from_the_target_group() {
+        assert_eq!(
+            lease_name("arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/Web-Blue/0123456789abcdef"),
+            "pitstop-tg-web-blue-0123456789abcdef"
+        );
+        let odd = lease_name("not an arn");
+        assert!(
+            odd.starts_with("pitstop-tg-") && odd.len() == "pitstop-tg-".len() + 16,
+            "{odd}"
+        );
+        assert_eq!(odd, lease_name("not an arn"), "stable");
+        assert_ne!(odd, lease_name("not an arn either"));
+    }
+
+    #[test]
+    fn a_holder_with_an_instance_out_always_blocks() {
+        assert_eq!(judge(HolderPlan::InstanceOut, false), None);
+        assert_eq!(
+            judge(HolderPlan::InstanceOut, true),
+            None,
+            "even when its lease ran out"
+        );
+    }
+
+    #[test]
+    fn deleted_or_finished_holders_are_stale_at_once() {
+        assert_eq!(judge(HolderPlan::Gone, false), Some(Stale::Deleted));
+        assert_eq!(judge(HolderPlan::Finished, false), Some(Stale::Finished));
+    }
+
+    #[test]
+    fn other_holders_are_stale_once_their_lease_expired() {
+        for holder in [HolderPlan::Idle, HolderPlan::Unknown] {
+            assert_eq!(judge(holder, false), None);
+            assert_eq!(judge(holder, true), Some(Stale::Expired));
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! One instance out of a target group at a time, across plans: the reconcile against a mock
+//! apiserver (tower-test) that stores `coordination.k8s.io/v1` Leases with the apiserver's
+//! optimistic concurrency, and the in-memory AWS.
+//!
+//! Two plans on one group interleave instance by instance and never have two out; a lease
+//! left by a deleted or finished plan is taken over at once, an expired one of a plan with
+//! nothing out too, but never the lease of a plan with an instance out; the lease outlives a
+//! controller restart; a plan waiting at a gate keeps the group; a deleted plan gives it back.
+
+mod reconcile_support;
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use kube::runtime::controller::Action;
+use pitstop::api::{InstancePhase, MaintenancePlanStatus, PlanPhase};
+use pitstop::aws::TargetState;
+use pitstop::aws::fake::FakeAws;
+use pitstop::k8s::Context;
+use pitstop::k8s::target_group_lock::{TARGET_GROUP_LEASE, lease_name};
+use pitstop::machine::{CONDITION_PROGRESSING, WAITING_FOR_TURN};
+use reconcile_support::*;
+use serde_json::{Value, json};
+
+fn lease() -> String {
+    lease_name(ARN)
+}
+
+/// A Lease on the test target group as another controller (or an older run) left it.
+fn foreign_lease(holder: &str, holder_uid: &str, renewed: Timestamp) -> Value {
+    let time = renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": lease(),
+            "namespace": NAMESPACE,
+            "annotations": { "pitstop.dev/plan-uid": holder_uid },
+        },
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": TARGET_GROUP_LEASE.as_secs(),
+            "acquireTime": time,
+            "renewTime": time,
+            "leaseTransitions": 0,
+        },
+    })
+}
+
+fn deregistered(fake: &FakeAws) -> Vec<String> {
+    fake.writes()
+        .into_iter()
+        .filter(|w| w.operation == "DeregisterTargets")
+        .map(|w| w.instance_id)
+        .collect()
+}
+
+fn out_of_rotation(status: &MaintenancePlanStatus) -> bool {
+    status.instances.iter().any(|i| i.out_of_rotation)
+}
+
+fn events_of(calls: &[Call], reason: &str) -> Vec<EventCall> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Event(e) if e.reason == reason => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished(server: &ApiServer, name: &str) -> bool {
+    server.status(name).is_some_and(|s| s.phase.is_finished())
+}
+
+/// Reconciles the plans in turn, one round each per tick of the clock, until all are
+/// finished; after every round, checks that the group never has two instances out and that
+/// a plan with an instance out holds the group's lease. Returns every call made.
+async fn round_robin(server: &mut ApiServer, ctx: &Arc<Context>, fake: &FakeAws, names: &[&str]) -> Vec<Call> {
+    let mut calls = Vec::new();
+    for _ in 0..400 {
+        for name in names {
+            if finished(server, name) {
+                continue;
+            }
+            server.reconcile(ctx, name).await.expect("the round succeeds");
+            calls.extend(server.take_calls());
+            let out = IDS
+                .iter()
+                .filter(|id| fake.state(ARN, id) != TargetState::Healthy)
+                .count();
+            assert!(out <= 1, "{out} instances of the group out at once");
+            for other in names {
+                if server.status(other).as_ref().is_some_and(out_of_rotation) {
+                    assert_eq!(
+                        server.lease_holder(&lease()).as_deref(),
+                        Some(format!("{NAMESPACE}/{other}").as_str()),
+                        "a plan with an instance out holds the group"
+                    );
+                }
+            }
+        }
+        if names.iter().all(|name| finished(server, name)) {
+            return calls;
+        }
+        fake.set_now(fake.now() + POLL);
+    }
+    panic!("the plans did not finish in 400 rounds");
+}
+
+#[tokio::test]
+async fn two_plans_on_one_target_group_interleave_and_never_have_two_out() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client, &fake);
+        server.insert(with_finalizer(plan_json("first", &IDS[..2], json!({}))));
+        server.insert(with_finalizer(plan_json("second", &IDS[2..], json!({}))));
+
+        server.reconcile(&ctx, "first").await.expect("the first plan starts");
+        assert_eq!(deregistered(&fake), [IDS[0]]);
+        assert_eq!(server.lease_holder(&lease()).as_deref(), Some("default/first"));
+        server.take_calls();
+
+        // The second plan waits, and says so in its status and its Progressing condition.
+        let action = server.reconcile(&ctx, "second").await.expect("the second plan waits");
+        assert_eq!(action, Action::requeue(POLL));
+        let calls = server.take_calls();
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| matches!(c, Call::GetPlan(p) if p == "first"))
+                .count(),
+            1,
+            "the holder is looked up: {calls:?}"
+        );
+        let waiting = server.status("second").expect("status written");
+        assert_eq!(waiting.phase, PlanPhase::Pending);
+        let expected = format!("{WAITING_FOR_TURN} default/first");
+        assert_eq!(waiting.instances[0].message.as_deref(), Some(expected.as_str()));
+        assert_eq!(waiting.instances[0].waiting_since, None, "no gate timer runs meanwhile");
+        let progressing = waiting
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_PROGRESSING)
+            .expect("a Progressing condition");
+        assert_eq!(progressing.reason, "WaitingForTargetGroup");
+        assert!(progressing.message.contains(&expected), "{}", progressing.message);
+        assert_eq!(events_of(&calls, "WaitingForTargetGroup").len(), 1);
+        assert_eq!(deregistered(&fake), [IDS[0]], "nothing of the second plan went out");
+
+        let rest = round_robin(&mut server, &ctx, &fake, &["first", "second"]).await;
+        assert_eq!(server.status("first").map(|s| s.phase), Some(PlanPhase::Succeeded));
+        assert_eq!(server.status("second").map(|s| s.phase), Some(PlanPhase::Succeeded));
+        // Turns are per instance: the second plan's instance went between the first's two.
+        assert_eq!(deregistered(&fake), [IDS[0], IDS[2], IDS[1]]);
+        assert_eq!(fake.max_out_at_once(), 1);
+        assert_eq!(
+            events_of(&rest, "WaitingForTargetGroup")
+                .iter()
+                .map(|e| e.plan.as_str())
+                .collect::<Vec<_>>(),
+            ["first"],
+            "the first plan waited for the second's instance, once; the second's wait was told already"
+        );
+        assert_eq!(
+            server.lease_holder(&lease()).as_deref(),
+            Some(""),
+            "given back after the last instance"
+        );
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_lease_left_by_a_deleted_plan_is_taken_over() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client, &fake);
+        // Fresh, but its plan is gone (deleted with its finalizer removed by hand).
+        server.insert_lease(foreign_lease("default/gone", "uid-gone", fake.now()));
+        server.insert(with_finalizer(plan_json("web", &IDS[..1], json!({}))));
+
+        server.reconcile(&ctx, "web").await.expect("the round succeeds");
+        let calls = server.take_calls();
+        let takeovers = events_of(&calls, "TookOverTargetGroup");
+        assert_eq!(takeovers.len(), 1, "{calls:?}");
+        assert_eq!(takeovers[0].type_, "Warning");
+        assert!(
+            takeovers[0].note.contains("default/gone") && takeovers[0].note.contains("was deleted"),
+            "{}",
+            takeovers[0].note
+        );
+        assert_eq!(deregistered(&fake), [IDS[0]]);
+        let stored = server.lease(&lease()).expect("the lease");
+        assert_eq!(stored["spec"]["holderIdentity"], "default/web");
+        assert_eq!(stored["spec"]["leaseTransitions"], 1);
+        assert_eq!(stored["metadata"]["annotations"]["pitstop.dev/plan-uid"], "uid-web");
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_lease_naming_a_recreated_plan_counts_as_deleted() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client, &fake);
+        // "old" exists, but it is another object than the one that took the lease.
+        server.insert(with_finalizer(plan_json("old", &IDS[1..2], json!({}))));
+        server.insert_lease(foreign_lease("default/old", "uid-of-an-earlier-old", fake.now()));
+        server.insert(with_finalizer(plan_json("web", &IDS[..1], json!({}))));
+
+        server.reconcile(&ctx, "web").await.expect("the round succeeds");
+        let note = &events_of(&server.take_calls(), "TookOverTargetGroup")[0].note;
+        assert!(note.contains("was deleted"), "{note}");
+        assert_eq!(deregistered(&fake), [IDS[0]]);
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_lease_left_by_a_finished_plan_is_taken_over() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client, &fake);
+        let mut done = with_finalizer(plan_json("done", &IDS[1..2], json!({})));
+        done["status"] = json!({ "phase": "Succeeded", "instances": [
+            { "instanceId": IDS[1], "phase": "Registered", "attempt": 1 }
+        ] });
+        server.insert(done);
+        server.insert_lease(foreign_lease("default/done", "uid-done", fake.now()));
+        server.insert(with_finalizer(plan_json("web", &IDS[..1], json!({}))));
+
+        server.reconcile(&ctx, "web").await.expect("the round succeeds");
+        let note = &events_of(&server.take_calls(), "TookOverTargetGroup")[0].note;
+        assert!(note.contains("default/done") && note.contains("has finished"), "{note}");
+        assert_eq!(deregistered(&fake), [IDS[0]]);
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn an_expired_lease_of_a_plan_with_nothing_out_is_taken_over_a_fresh_one_is_not() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client, &fake);
+        // The holder exists and has nothing out (say its controller stopped right after
+        // taking the lease): only the lease's age can free the group.
+        server.insert(with_finalizer(plan_json("idle", &IDS[1..2], json!({}))));
+        server.insert_lease(foreign_lease("default/idle", "uid-idle", fake.now()));
+        server.insert(with_finalizer(plan_json("web", &IDS[..1], json!({}))));
+
+        server.reconcile(&ctx, "web").await.expect("the round succeeds");
+        assert_eq!(deregistered(&fake), Vec::<String>::new(), "a fresh lease blocks");
+        assert_eq!(server.lease_holder(&lease()).as_deref(), Some("default/idle"));
+
+        let lease_seconds = i64::try_from(TARGET_GROUP_LEASE.as_secs()).expect("small");
+        fake.set_now(fake.now() + SignedDuration::from_secs(lease_seconds));
+        server.reconcile(&ctx, "web").await.expect("the round succeeds");
+        assert_eq!(
+            deregistered(&fake),
+            Vec::<String>::new(),
+            "still held at the expiry instant"
+        );
+
+        fake.set_now(fake.now() + SignedDuration::from_secs(1));
+        server.reconcile(&ctx, "web").await.expect("the round succeeds");
+        let note = &events_of(&server.take_calls(), "TookOverTargetGroup")[0].note;
+        assert!(note.contains("let its lease expire"), "{note}");
+        assert_eq!(deregistered(&fake), [IDS[0]]);
+        assert_eq!(server.lease_holder(&lease()).as_deref(), Some("default/web"));
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn the_lease_of_a_plan_with_an_instance_out_is_never_taken_over_even_expired() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client, &fake);
+        server.insert(with_finalizer(plan_json("first", &IDS[..1], json!({}))));
+        server.insert(with_finalizer(plan_json("second", &IDS[1..2], json!({}))));
+        server.reconcile(&ctx, "first").await.expect("the first plan starts");
+        assert_eq!(deregistered(&fake), [IDS[0]]);
+
+        // The controller was away for twice the lease's length; the first plan did not renew.
+        fake.set_now(fake.now() + SignedDuration::try_from(TARGET_GROUP_LEASE * 2).expect("small"));
+        server.take_calls();
+        server.reconcile(&ctx, "second").await.expect("the second plan waits");
+        assert_eq!(deregistered(&fake), [IDS[0]], "no second instance out");
+        assert_eq!(server.lease_holder(&lease()).as_deref(), Some("default/first"));
+        assert!(
+            events_of(&server.take_calls(), "TookOverTargetGroup").is_empty(),
+            "no takeover"
+        );
+
+        // The holder's next round renews its lease and goes on.
+        server.take_lease_calls();
+        server.reconcile(&ctx, "first").await.expect("the first plan goes on");
+        assert!(
+            server
+                .take_lease_calls()
+                .iter()
+                .any(|c| matches!(c, LeaseCall::Replace { holder, .. } if holder == "default/first")),
+            "renewed"
+        );
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn the_lease_outlives_a_controller_restart_and_is_given_back_after_it() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let before = context(client.clone(), &fake);
+        server.insert(with_finalizer(plan_json("first", &IDS[..1], json!({}))));
+        server.insert(with_finalizer(plan_json("second", &IDS[1..2], json!({}))));
+        server.reconcile(&before, "first").await.expect("the first plan starts");
+        drop(before);
+
+        // A new controller process: it remembers nothing; the apiserver has the lease.
+        let ctx = context(client, &fake);
+        server.reconcile(&ctx, "second").await.expect("the second plan waits");
+        assert_eq!(deregistered(&fake), [IDS[0]]);
+        let second = server.status("second").expect("status written");
+        assert_eq!(
+            second.instances[0].message.as_deref(),
+            Some(format!("{WAITING_FOR_TURN} default/first").as_str())
+        );
+
+        server.take_calls();
+        drive(&mut server, &ctx, &fake, "first", |_| false).await;
+        assert_eq!(server.status("first").map(|s| s.phase), Some(PlanPhase::Succeeded));
+        assert_eq!(
+            server.lease_holder(&lease()).as_deref(),
+            Some(""),
+            "given back by the new process, which never took it"
+        );
+        server.reconcile(&ctx, "second").await.expect("its turn");
+        assert_eq!(deregistered(&fake), [IDS[0], IDS[1]]);
+        assert_eq!(fake.max_out_at_once(), 1);
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_plan_waiting_at_a_gate_keeps_the_group_and_the_other_waits_without_a_gate_timer() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client, &fake);
+        // Three targets, one unregistered behind pitstop's back: taking another out would
+        // leave one healthy, fewer than the two the first plan asks for.
+        fake.set_registered(ARN, IDS[2], false);
+        let gate = json!({ "preflight": { "minHealthyTargets": 2, "gateTimeoutSeconds": 60 } });
+        server.insert(with_finalizer(plan_json("first", &IDS[..1], gate)));
+        server.insert(with_finalizer(plan_json("second", &IDS[1..2], json!({}))));
+
+        server
+            .reconcile(&ctx, "first")
+            .await
+            .expect("the first plan waits at its gate");
+        let first = server.status("first").expect("status written");
+        assert!(first.instances[0].waiting_since.is_some(), "{first:?}");
+        assert_eq!(server.lease_holder(&lease()).as_deref(), Some("default/first"));
+
+        fake.set_now(fake.now() + POLL);
+        server
+            .reconcile(&ctx, "second")
+            .await
+            .expect("the second plan waits its turn");
+        let second = server.status("second").expect("status written");
+        assert_eq!(second.instances[0].waiting_since, None);
+        assert!(
+            second.instances[0]
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(WAITING_FOR_TURN)),
+            "{second:?}"
+        );
+
+        // The gate stays closed: the first plan fails its instance, untouched, and gives
+        // the group back; then the second plan (no gate of its own) goes.
+        for _ in 0..20 {
+            fake.set_now(fake.now() + POLL);
+            server.reconcile(&ctx, "first").await.expect("round");
+            if finished(&server, "first") {
+                break;
+            }
+        }
+        let first = server.status("first").expect("status written");
+        assert_eq!(first.phase, PlanPhase::Failed);
+        assert_eq!(first.instances[0].phase, InstancePhase::Failed);
+        assert_eq!(
+            deregistered(&fake),
+            Vec::<String>::new(),
+            "nothing went out while gated"
+        );
+        assert_eq!(server.lease_holder(&lease()).as_deref(), Some(""));
+        server.reconcile(&ctx, "second").await.expect("its turn");
+        assert_eq!(deregistered(&fake), [IDS[1]]);
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_plan_deleted_with_an_instance_out_puts_it_back_then_gives_the_group_back() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client, &fake);
+        server.insert(with_finalizer(plan_json("web", &IDS[..2], json!({}))));
+        server.reconcile(&ctx, "web").await.expect("the plan starts");
+        assert_eq!(server.lease_holder(&lease()).as_deref(), Some("default/web"));
+
+        server.mark_deleted("web");
+        server.reconcile(&ctx, "web").await.expect("the clean-up round");
+        assert!(server.raw("web").is_none(), "the finalizer is gone, and so the plan");
+        assert!(
+            matches!(fake.state(ARN, IDS[0]), TargetState::Initial | TargetState::Healthy),
+            "put back"
+        );
+        assert_eq!(server.lease_holder(&lease()).as_deref(), Some(""));
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
