@@ -19,6 +19,7 @@ use kube::ResourceExt;
 use kube::api::DeleteParams;
 use pitstop::api::{InstancePhase, PlanPhase};
 use pitstop::k8s::FINALIZER;
+use pitstop::k8s::target_group_lock::lease_name;
 use pitstop::machine::{CONDITION_COMPLETE, reason};
 use pitstop_e2e::sandbox::CallOutcome;
 
@@ -93,6 +94,14 @@ async fn a_plan_runs_to_completion_under_the_charts_rbac() {
             );
             let rotation = fleet.sandbox.rotation_states().await.expect("HAProxy's server states");
             assert!(rotation.values().all(|s| s.in_rotation()), "{rotation:#?}");
+
+            // The target group's Lease, in the controller's namespace: taken for each instance
+            // (created, then taken again twice after being given back), given back at the end.
+            let lease_name = lease_name(fleet.sandbox.target_group_arn());
+            let lease = h.leases().get(&lease_name).await.expect("the target group's Lease");
+            let spec = lease.spec.unwrap_or_default();
+            assert_eq!(spec.holder_identity, None, "given back: {spec:?}");
+            assert_eq!(spec.lease_transitions, Some(2), "taken once per instance: {spec:?}");
 
             // `kubectl get mp`: the printer columns, as the apiserver renders them in a Table.
             let url = format!("{}/{name}", fleet.plans.resource_url());
