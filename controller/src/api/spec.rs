@@ -235,7 +235,9 @@ pub struct Preflight {
 
     /// How long to wait for a closed gate (an unhealthy target, too few healthy targets, an
     /// agent offline) to open before the instance counts as failed, untouched. An instance
-    /// that is not in the target group at all fails at once. Defaults to 600 s.
+    /// that is not in the target group at all fails at once. Time spent suspended, outside
+    /// the schedule's window or waiting for another plan on the target group does not
+    /// count. Defaults to 600 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 86400))]
     pub gate_timeout_seconds: Option<u32>,

@@ -127,6 +127,7 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
     } else if validity.is_err() {
         finish(&mut status, PlanPhase::Failed, now);
     } else if spec.suspend {
+        stop_gate_clocks(&mut status);
         status.phase = PlanPhase::Suspended;
         step.requeue = Some(Requeue::Idle);
     } else if spec.dry_run {
@@ -135,6 +136,7 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
         step = dry_run::rehearse_next(spec, &mut status, observed, now);
     } else if let Some(next) = closed_until {
         // Between windows: nothing starts; the run (if any) goes on in the next window.
+        stop_gate_clocks(&mut status);
         if status.phase == PlanPhase::Suspended {
             status.phase = PlanPhase::Running;
         }
@@ -314,6 +316,16 @@ fn start_next(
                 requeue: Some(Requeue::Poll),
                 transitions: vec![transition],
             }
+        }
+    }
+}
+
+/// A plan that is not trying to start an instance (suspended, between windows) is not
+/// waiting at a gate either: the gate's timeout starts again when it tries again.
+fn stop_gate_clocks(status: &mut MaintenancePlanStatus) {
+    for instance in status.instances.iter_mut() {
+        if instance.phase == InstancePhase::Pending && instance.waiting_since.take().is_some() {
+            instance.message = None;
         }
     }
 }
