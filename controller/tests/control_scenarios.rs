@@ -343,14 +343,16 @@ async fn a_window_that_closes_mid_plan_finishes_the_instance_out_and_the_next_wi
             "group given back"
         );
 
-        // Between windows, later rounds change nothing.
+        // Between windows, later rounds change nothing and read nothing.
         let writes_before = fake.writes().len();
+        let calls_before = fake.call_count();
         for time in ["2026-01-02T03:00:00Z", "2026-01-02T21:59:59Z"] {
             fake.set_now(at(time));
             server.reconcile(&ctx, "web").await.expect("closed-window round");
             assert_eq!(phase_of(&server, "web", IDS[2]), Some(InstancePhase::Pending));
         }
         assert_eq!(fake.writes().len(), writes_before, "no AWS write between windows");
+        assert_eq!(fake.call_count(), calls_before, "no AWS read either");
         server.take_calls();
 
         // The next window: the remaining instance runs and the plan succeeds.

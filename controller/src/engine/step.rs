@@ -89,7 +89,7 @@ pub async fn step<S: StatusStore>(
             ..Observed::default()
         },
         None => {
-            let wants = machine::wants(spec, recorded);
+            let wants = machine::wants_at(spec, recorded, now);
             observe(apis, &spec.target_group_arn, plan.uid, recorded, &wants).await?
         }
     };

@@ -139,6 +139,18 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
     }
 }
 
+/// [`wants`] at a given time: nothing to read while nothing is out and no instance may
+/// start yet (outside the schedule's window, settling), so that a plan waiting for next
+/// Sunday's window makes no AWS calls meanwhile.
+pub fn wants_at(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>, now: jiff::Timestamp) -> Wants {
+    let idle = status.and_then(|s| in_flight(spec, s)).is_none();
+    // A dry run checks every instance whatever the window says.
+    if idle && !spec.dry_run && !super::turn::may_start_now(spec, status, now) {
+        return Wants::default();
+    }
+    wants(spec, status)
+}
+
 /// The instance that is in flight (out of rotation or between steps), if any: the one a
 /// stopping controller must finish before it may stop.
 pub fn in_flight<'a>(spec: &MaintenancePlanSpec, status: &'a MaintenancePlanStatus) -> Option<&'a InstanceStatus> {

@@ -22,9 +22,16 @@ pub fn needs_turn(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanSta
     if spec.dry_run || status.and_then(|s| in_flight(spec, s)).is_some() {
         return false;
     }
-    if wants(spec, status).instance_id.is_none() {
-        return false;
-    }
+    wants(spec, status).instance_id.is_some() && may_start_now(spec, status, now)
+}
+
+/// Whether the time allows a next instance to start: inside the schedule's window (if the
+/// plan has one) and past `settleSeconds` after the last one came back.
+pub(crate) fn may_start_now(
+    spec: &MaintenancePlanSpec,
+    status: Option<&MaintenancePlanStatus>,
+    now: Timestamp,
+) -> bool {
     if let Some(schedule) = &spec.schedule
         && !window_state(schedule, now).is_ok_and(|w| w.open.is_some())
     {

@@ -192,6 +192,8 @@ async fn drive(
                 match report.requeue {
                     Requeue::Now => continue,
                     Requeue::Poll => options.poll_interval,
+                    // Short sleeps even for a long wait (next week's window): a wall clock
+                    // that jumps (a laptop's sleep) is noticed; rounds that wait read nothing.
                     Requeue::After(d) => d.min(options.poll_interval),
                     Requeue::Idle => return outcome(plan, Some(report.status), false),
                 }
