@@ -9,31 +9,22 @@
 //!
 //! Build the binaries first (`cargo build --workspace --bins`; `make test` does).
 
+mod pitstop_support;
 mod sandbox_support;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use pitstop::api::{InstancePhase, InstanceStatus, MaintenancePlan, MaintenancePlanStatus, PlanPhase};
-use pitstop_e2e::experiment::{default_pitstop_binary, plan_yaml};
-use pitstop_e2e::sandbox::{CallRecord, Sandbox, SandboxConfig};
-use tokio::io::AsyncReadExt;
-use tokio::process::Child;
-use tokio::task::JoinHandle;
+use pitstop::api::{InstancePhase, PlanPhase};
+use pitstop_e2e::sandbox::{Sandbox, SandboxConfig};
 
+use pitstop_support::{
+    assert_all_in_rotation, describe_writes, instance, phases, plan, reboots_since, run_pitstop, start_pitstop,
+};
 use sandbox_support::{FLAG_FILE_REBOOT, clients, eventually, finished_invocation, send_script, target_state};
 
 /// One fleet at a time: a 2-core machine running two fleets would measure the machine.
 /// Held for the whole test.
 static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// `pitstop run --poll-interval`: short, so the runs take little more than the fleet needs.
-const POLL_INTERVAL: &str = "200ms";
-
-/// Upper bound on one `pitstop run`; a safety net against a hang, not a timing assertion.
-const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Upper bound on waiting for something the sandbox or pitstop is about to do.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
@@ -42,167 +33,6 @@ async fn sandbox() -> Sandbox {
     Sandbox::start(SandboxConfig::default())
         .await
         .expect("sandbox starts (haproxy installed? `make haproxy`)")
-}
-
-/// What a `pitstop run` ended with.
-struct Finished {
-    /// The process's exit code (None if killed by a signal).
-    code: Option<i32>,
-    /// The plans it printed on stdout, with their final status.
-    plans: Vec<MaintenancePlan>,
-    /// Its progress lines.
-    stderr: String,
-}
-
-impl Finished {
-    /// The final status of the plan named `name`.
-    fn status(&self, name: &str) -> &MaintenancePlanStatus {
-        self.plans
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(name))
-            .unwrap_or_else(|| panic!("no plan {name} in the output; stderr:\n{}", self.stderr))
-            .status
-            .as_ref()
-            .unwrap_or_else(|| panic!("plan {name} has no status; stderr:\n{}", self.stderr))
-    }
-}
-
-/// A `pitstop run` in progress.
-struct Running {
-    child: Child,
-    stdout: JoinHandle<String>,
-    stderr: JoinHandle<String>,
-    state_file: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// Starts `pitstop run` on `yaml` against `sandbox`, with `state_file` (None: a fresh one).
-fn start_pitstop(sandbox: &Sandbox, yaml: &str, state_file: Option<&Path>) -> Running {
-    let binary = default_pitstop_binary();
-    assert!(
-        binary.is_file(),
-        "{} not found: build it first (`cargo build --workspace --bins`) or set PITSTOP_BIN",
-        binary.display()
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let plan_file = dir.path().join("plans.yaml");
-    let state_file = state_file.map_or_else(|| dir.path().join("state.json"), Path::to_path_buf);
-    std::fs::write(&plan_file, yaml).expect("write the plan file");
-    let mut child = tokio::process::Command::new(&binary)
-        .arg("run")
-        .arg(&plan_file)
-        .arg("--state-file")
-        .arg(&state_file)
-        .arg("--poll-interval")
-        .arg(POLL_INTERVAL)
-        .envs(sandbox.aws_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
-    let mut out = child.stdout.take().expect("stdout piped");
-    let mut err = child.stderr.take().expect("stderr piped");
-    let stdout = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text).await;
-        text
-    });
-    let stderr = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text).await;
-        text
-    });
-    Running {
-        child,
-        stdout,
-        stderr,
-        state_file,
-        _dir: dir,
-    }
-}
-
-impl Running {
-    /// The status of plan `name` as last written to the state file, if any yet.
-    fn saved_status(&self, name: &str) -> Option<MaintenancePlanStatus> {
-        let text = std::fs::read_to_string(&self.state_file).ok()?;
-        let state: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let status = state.get("plans")?.get(name)?.get("status")?.clone();
-        serde_json::from_value(status).ok()
-    }
-
-    /// Waits (at most [`RUN_LIMIT`]) for the process to exit and parses what it printed.
-    async fn finish(mut self) -> Finished {
-        let status = match tokio::time::timeout(RUN_LIMIT, self.child.wait()).await {
-            Ok(status) => status.expect("waiting for pitstop"),
-            Err(_) => {
-                let _ = self.child.kill().await;
-                let stderr = self.stderr.await.unwrap_or_default();
-                panic!("pitstop run did not finish within {RUN_LIMIT:?}; stderr:\n{stderr}");
-            }
-        };
-        let stdout = self.stdout.await.unwrap_or_default();
-        let stderr = self.stderr.await.unwrap_or_default();
-        let plans = serde_saphyr::from_multiple::<MaintenancePlan>(&stdout).unwrap_or_else(|err| {
-            panic!("pitstop printed no readable plans ({err}); stdout:\n{stdout}\nstderr:\n{stderr}")
-        });
-        Finished {
-            code: status.code(),
-            plans,
-            stderr,
-        }
-    }
-}
-
-/// Runs `pitstop run` on `yaml` to the end, with a fresh state file: (exit code, final plans,
-/// stderr) in one value.
-async fn run_pitstop(sandbox: &Sandbox, yaml: &str) -> Finished {
-    start_pitstop(sandbox, yaml, None).finish().await
-}
-
-/// A plan for `instances` of the sandbox's target group, with extra spec lines.
-fn plan(sandbox: &Sandbox, name: &str, instances: &[String], extra_spec: &str) -> String {
-    plan_yaml(name, sandbox.target_group_arn(), instances, 60, extra_spec)
-}
-
-/// Reboots per instance since `before`.
-fn reboots_since(sandbox: &Sandbox, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    sandbox
-        .boot_counts()
-        .into_iter()
-        .map(|(id, after)| {
-            let earlier = before.get(&id).copied().unwrap_or(0);
-            (id, after - earlier)
-        })
-        .collect()
-}
-
-fn describe_writes(writes: &[CallRecord]) -> Vec<String> {
-    writes
-        .iter()
-        .map(|w| format!("{} {:?} {:?}", w.operation, w.instance_ids, w.outcome))
-        .collect()
-}
-
-fn phases(status: &MaintenancePlanStatus) -> Vec<InstancePhase> {
-    status.instances.iter().map(|i| i.phase).collect()
-}
-
-fn instance<'a>(status: &'a MaintenancePlanStatus, id: &str) -> &'a InstanceStatus {
-    status
-        .instances
-        .iter()
-        .find(|i| i.instance_id == id)
-        .unwrap_or_else(|| panic!("{id} not in the status: {status:?}"))
-}
-
-async fn assert_all_in_rotation(sandbox: &Sandbox) {
-    let rotation = sandbox.rotation_states().await.expect("HAProxy state");
-    assert!(
-        rotation.values().all(|r| r.in_rotation()),
-        "every instance back in rotation: {rotation:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,18 +74,10 @@ pub(super) async fn run_pitstop(
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let pid = child.id();
-    let mut stdout = child.stdout.take().context("pitstop stdout")?;
-    let mut stderr = child.stderr.take().context("pitstop stderr")?;
-    let out_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text).await;
-        text
-    });
-    let err_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
+    let stdout = child.stdout.take().context("pitstop stdout")?;
+    let stderr = child.stderr.take().context("pitstop stderr")?;
+    let out_task = read_to_end(stdout);
+    let err_task = read_to_end(stderr);
 
     let mut peak = None;
     let status = loop {
@@ -138,4 +130,17 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Collects everything a child's pipe prints, in the background, so the child never blocks
+/// on a full pipe; the task ends with the text when the pipe closes.
+pub fn read_to_end<R>(mut pipe: R) -> tokio::task::JoinHandle<String>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text).await;
+        text
+    })
 }
