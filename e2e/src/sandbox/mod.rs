@@ -314,7 +314,9 @@ impl Sandbox {
         let all: Vec<(String, u16)> = ids.iter().map(|id| (id.clone(), targets::TARGET_GROUP_PORT)).collect();
         targets::register(&shared, &all).await?;
         sandbox.wait_until_all_healthy().await?;
-        shared.rotation.reset();
+        // Read HAProxy now: the monitor's last poll may predate the last check that passed.
+        let current = shared.haproxy.server_states().await?;
+        shared.rotation.reset(shared.started.elapsed(), Some(current));
         Ok(sandbox)
     }
 
@@ -414,9 +416,9 @@ impl Sandbox {
         self.shared.rotation.max_out_of_rotation()
     }
 
-    /// Starts the rotation history afresh from the current states.
+    /// Starts the rotation history afresh from the states last polled (at most 100 ms old).
     pub fn reset_rotation_history(&self) {
-        self.shared.rotation.reset();
+        self.shared.rotation.reset(self.shared.started.elapsed(), None);
     }
 
     /// Every instance's target health, exactly as `DescribeTargetHealth` would report it now (without a call-log

@@ -132,17 +132,16 @@ impl RotationRecorder {
         self.inner.lock().map(|inner| inner.max_out).unwrap_or_default()
     }
 
-    /// Forgets the history, keeping the current states as its first entry.
-    pub(crate) fn reset(&self) {
+    /// Forgets the history and starts it again at `elapsed` from `current` (HAProxy's states
+    /// read now), or, without them, from the states last polled (up to one poll old).
+    pub(crate) fn reset(&self, elapsed: Duration, current: Option<BTreeMap<String, RotationState>>) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.history.clear();
             inner.max_out = 0;
-            if let Some(last) = inner.last.clone() {
-                inner.max_out = last.values().filter(|s| !s.in_rotation()).count();
-                inner.history.push_back(RotationSnapshot {
-                    elapsed: Duration::ZERO,
-                    states: last,
-                });
+            if let Some(states) = current.or_else(|| inner.last.clone()) {
+                inner.max_out = states.values().filter(|s| !s.in_rotation()).count();
+                inner.last = Some(states.clone());
+                inner.history.push_back(RotationSnapshot { elapsed, states });
             }
         }
     }
@@ -177,8 +176,19 @@ mod tests {
         recorder.observe(Duration::from_secs(3), &states);
         assert_eq!(recorder.history().len(), 3);
         assert_eq!(recorder.max_out_of_rotation(), 1);
-        recorder.reset();
+        recorder.reset(Duration::from_secs(4), None);
         assert_eq!(recorder.max_out_of_rotation(), 0);
         assert_eq!(recorder.history().len(), 1);
+        assert_eq!(
+            recorder.history()[0].elapsed,
+            Duration::from_secs(4),
+            "stamped when reset"
+        );
+
+        // Fresh states given at the reset win over the last poll's.
+        states.insert("b".into(), state(AdminState::Ready, OperationalState::Down));
+        recorder.reset(Duration::from_secs(5), Some(states.clone()));
+        assert_eq!(recorder.max_out_of_rotation(), 1);
+        assert_eq!(recorder.history()[0].states, states);
     }
 }
