@@ -366,28 +366,17 @@ fn new_scheduled_run(status: &mut MaintenancePlanStatus, window_start: Timestamp
         status.runs.truncate(RUN_HISTORY);
     }
     for instance in status.instances.iter_mut() {
-        if instance.phase == InstancePhase::Failed && instance.out_of_rotation {
-            continue;
+        if !(instance.phase == InstancePhase::Failed && instance.out_of_rotation) {
+            start_afresh(instance);
         }
-        *instance = InstanceStatus {
-            instance_id: std::mem::take(&mut instance.instance_id),
-            attempt: instance.attempt,
-            ..InstanceStatus::default()
-        };
     }
-    status.phase = PlanPhase::Pending;
-    status.started_at = None;
-    status.finished_at = None;
-    status.current_instance = None;
     status.window_start = Some(window_start);
-    Transition {
-        instance_id: None,
-        from: format!("{from:?}"),
-        to: format!("{:?}", PlanPhase::Pending),
-        reason: "WindowOpened".to_owned(),
-        message: format!("maintenance window opened at {window_start}: a new run"),
-        warning: false,
-    }
+    new_run(
+        status,
+        from,
+        "WindowOpened",
+        format!("maintenance window opened at {window_start}: a new run"),
+    )
 }
 
 /// Starts a new run of a finished plan whose spec changed: Registered instances stay done,
@@ -397,13 +386,29 @@ fn restart_run(status: &mut MaintenancePlanStatus) -> Transition {
     for instance in status.instances.iter_mut() {
         instance.dry_run = None;
         if instance.phase == InstancePhase::Failed && !instance.out_of_rotation {
-            *instance = InstanceStatus {
-                instance_id: std::mem::take(&mut instance.instance_id),
-                attempt: instance.attempt,
-                ..InstanceStatus::default()
-            };
+            start_afresh(instance);
         }
     }
+    new_run(
+        status,
+        from,
+        "SpecChanged",
+        "the spec changed after the plan finished: starting a new run".to_owned(),
+    )
+}
+
+/// An instance to be maintained again: Pending, keeping only its attempt count (so the
+/// next try's command tag is new).
+fn start_afresh(instance: &mut InstanceStatus) {
+    *instance = InstanceStatus {
+        instance_id: std::mem::take(&mut instance.instance_id),
+        attempt: instance.attempt,
+        ..InstanceStatus::default()
+    };
+}
+
+/// Puts the plan back to Pending for a new run, with the transition that says why.
+fn new_run(status: &mut MaintenancePlanStatus, from: PlanPhase, reason: &str, message: String) -> Transition {
     status.phase = PlanPhase::Pending;
     status.started_at = None;
     status.finished_at = None;
@@ -412,8 +417,8 @@ fn restart_run(status: &mut MaintenancePlanStatus) -> Transition {
         instance_id: None,
         from: format!("{from:?}"),
         to: format!("{:?}", PlanPhase::Pending),
-        reason: "SpecChanged".to_owned(),
-        message: "the spec changed after the plan finished: starting a new run".to_owned(),
+        reason: reason.to_owned(),
+        message,
         warning: false,
     }
 }
