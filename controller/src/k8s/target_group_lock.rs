@@ -197,44 +197,41 @@ impl TargetGroupLocks {
         for _ in 0..3 {
             let current = api.get_opt(&name).await?;
             let spec = current.as_ref().and_then(|lease| lease.spec.as_ref());
-            let mut decision = decide(spec, now, asker.key, self.duration);
-            let mut took_over = None;
-            let other = spec
-                .and_then(|s| s.holder_identity.as_deref())
-                .filter(|h| !h.is_empty() && *h != asker.key);
-            let same_name_other_plan = current
+            let recorded_uid = current
                 .as_ref()
-                .and_then(|lease| lease.metadata.annotations.as_ref()?.get(ANNOTATION_PLAN_UID))
-                .is_some_and(|uid| uid != asker.uid);
-            if let Some(other) = other {
-                holder = other.to_owned();
-                let expired = spec
-                    .and_then(|s| held_until(s, self.duration))
-                    .is_none_or(|until| now > until);
-                let recorded_uid = current
-                    .as_ref()
-                    .and_then(|lease| lease.metadata.annotations.as_ref()?.get(ANNOTATION_PLAN_UID).cloned());
-                let state = holder_plan(client, other, recorded_uid.as_deref()).await?;
-                match judge(state, expired) {
-                    None => return Ok(self.turned_away(asker.key, other)),
-                    Some(why) => {
-                        took_over = Some(Takeover {
-                            holder: other.to_owned(),
-                            why,
-                        });
-                        let transitions = spec.and_then(|s| s.lease_transitions).unwrap_or(0).max(0);
-                        decision = LeaseDecision::Acquire {
-                            transitions: transitions.saturating_add(1),
-                        };
-                    }
+                .and_then(|lease| lease.metadata.annotations.as_ref()?.get(ANNOTATION_PLAN_UID).cloned());
+            let other = spec
+                .and_then(|s| s.holder_identity.clone())
+                .filter(|h| !h.is_empty() && h != asker.key);
+            let (decision, took_over) = match other {
+                Some(other) => {
+                    let expired = spec
+                        .and_then(|s| held_until(s, self.duration))
+                        .is_none_or(|until| now > until);
+                    let state = holder_plan(client, &other, recorded_uid.as_deref()).await?;
+                    let Some(why) = judge(state, expired) else {
+                        return Ok(self.turned_away(asker.key, &other));
+                    };
+                    let transitions = spec.and_then(|s| s.lease_transitions).unwrap_or(0).max(0);
+                    holder.clone_from(&other);
+                    let decision = LeaseDecision::Acquire {
+                        transitions: transitions.saturating_add(1),
+                    };
+                    (decision, Some(Takeover { holder: other, why }))
                 }
-            } else if decision == LeaseDecision::Renew
-                && !same_name_other_plan
-                && spec.is_some_and(|s| self.fresh(s, now))
-            {
-                self.holding(&name, asker.key);
-                return Ok(Turn::Ours { took_over: None });
-            }
+                None => {
+                    // Free, or ours: by this plan object (its uid), or by an earlier plan of
+                    // the same name, which is adopted with a write.
+                    let decision = decide(spec, now, asker.key, self.duration);
+                    let same_object = recorded_uid.as_deref().is_none_or(|uid| uid == asker.uid);
+                    if decision == LeaseDecision::Renew && same_object && spec.is_some_and(|s| self.fresh(s, now)) {
+                        self.holding(&name, asker.key);
+                        return Ok(Turn::Ours { took_over: None });
+                    }
+                    (decision, None)
+                }
+            };
+            // Never None: only a Follow writes nothing, and another holder was judged above.
             let Some(spec) = leading_spec(spec, &decision, now, asker.key, self.duration) else {
                 continue;
             };

@@ -13,16 +13,14 @@ use crate::api::schedule::window_state;
 use crate::api::{InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus};
 
 use super::decide::settling_until;
-use super::observed::{in_flight, wants};
+use super::observed::{in_flight, wants_at};
 
 /// Whether this round may take an instance out of the target group, so that the turn has
 /// to be asked for first: nothing is out, the next instance is due (not a dry run, inside
 /// the window if there is a schedule, past `settleSeconds`).
 pub fn needs_turn(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>, now: Timestamp) -> bool {
-    if spec.dry_run || status.and_then(|s| in_flight(spec, s)).is_some() {
-        return false;
-    }
-    wants(spec, status).instance_id.is_some() && may_start_now(spec, status, now)
+    let idle = status.and_then(|s| in_flight(spec, s)).is_none();
+    idle && !spec.dry_run && wants_at(spec, status, now).instance_id.is_some()
 }
 
 /// Whether the time allows a next instance to start: inside the schedule's window (if the
