@@ -56,6 +56,7 @@ pub use config::{
 pub use faults::{FaultError, FaultSettings, Faults};
 pub use instance::{Power, instance_id};
 pub use net::{SimpleResponse, http_get, http_request};
+pub use process::tie_to_parent;
 pub use rotation::{AdminState, OperationalState, RotationSnapshot, RotationState};
 pub use targets::{TargetHealth, TargetState};
 

@@ -2,10 +2,10 @@
 
 use tokio::process::Command;
 
-/// Makes the process started from `cmd` die with the sandbox, even when the sandbox is killed without a chance to
-/// clean up: SIGKILL on drop of its handle, and `PR_SET_PDEATHSIG` so the kernel kills it when the spawning thread
-/// (a runtime worker, alive as long as the runtime) goes away.
-pub(crate) fn tie_to_parent(cmd: &mut Command) {
+/// Makes the process started from `cmd` die with the sandbox (or the test that started it), even when that is killed
+/// without a chance to clean up: SIGKILL on drop of its handle, and `PR_SET_PDEATHSIG` so the kernel kills it when
+/// the spawning thread (a runtime worker, alive as long as the runtime) goes away.
+pub fn tie_to_parent(cmd: &mut Command) {
     cmd.kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec; it only calls prctl(2), which is async-signal-safe,
     // and allocates nothing.

@@ -33,7 +33,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, Resource, ResourceExt};
 use pitstop::api::{InstancePhase, MaintenancePlan, PlanPhase};
 use pitstop_e2e::experiment::default_pitstop_binary;
-use pitstop_e2e::sandbox::{Sandbox, SandboxConfig, TargetState, check_haproxy_binary, http_get};
+use pitstop_e2e::sandbox::{Sandbox, SandboxConfig, TargetState, check_haproxy_binary, http_get, tie_to_parent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -358,22 +358,6 @@ impl Cluster {
 }
 
 // ----------------------------------------------------------------------------- envtest
-
-/// Ties a child process to the test: SIGKILL when its handle is dropped, and from the kernel
-/// when the thread that started it (a runtime thread, alive as long as the test) goes away.
-fn tie_to_parent(cmd: &mut Command) {
-    cmd.kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec; it only calls prctl(2),
-    // which is async-signal-safe, and allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
 
 /// A free TCP port on 127.0.0.1 (free when asked; taken by whoever binds it first).
 pub fn free_port() -> u16 {
