@@ -720,12 +720,9 @@ async fn with_one_attempt_a_failed_maintenance_fails_the_instance_and_registers_
     .expect("test timed out");
 }
 
-// The two scenarios below show a production bug (see the report): the time a plan spends
-// suspended, or between windows, while its next instance waits at a closed gate counts
-// against `gateTimeoutSeconds`, so on resume (or when the next window opens) the instance
-// fails in the very first round with "gate still closed after 60s" instead of being given
-// the gate timeout again. Time spent waiting for another plan's turn is already excluded
-// (`start_next` resets `waiting_since` then); these two waits are not.
+// A gate's timeout counts only while the plan is trying to start the instance: time spent
+// suspended, or between windows, does not count (and neither does waiting for another
+// plan's turn), so the gate gets its whole timeout again on resume or in the next window.
 
 #[tokio::test]
 async fn time_suspended_does_not_count_against_the_gate_timeout() {
