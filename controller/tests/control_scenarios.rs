@@ -6,7 +6,6 @@
 
 mod reconcile_support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -14,41 +13,9 @@ use kube::runtime::controller::Action;
 use pitstop::api::{InstancePhase, MaintenancePlanStatus, PlanPhase};
 use pitstop::aws::TargetState;
 use pitstop::aws::fake::FakeAws;
-use pitstop::k8s::Context;
-use pitstop::k8s::policy::NOW_DELAY;
 use pitstop::k8s::target_group_lock::lease_name;
 use reconcile_support::*;
 use serde_json::{Value, json};
-
-/// Reconciles `name` round after round, moving the AWS clock 1 s after a "now" requeue and
-/// by the poll interval after a poll, until `stop` says so or the round asks for anything
-/// else (a wait for a change, or a requeue after some other delay, which the test checks
-/// and acts on itself). Returns the rounds and the action of the last one.
-async fn rounds(
-    server: &mut ApiServer,
-    ctx: &Arc<Context>,
-    fake: &FakeAws,
-    name: &str,
-    stop: impl Fn(&ApiServer) -> bool,
-) -> (Run, Action) {
-    let mut run = Run::default();
-    for _ in 0..300 {
-        let action = server.reconcile(ctx, name).await.expect("the round succeeds");
-        run.rounds.push((action.clone(), server.take_calls()));
-        if stop(server) {
-            return (run, action);
-        }
-        let step = if action == Action::requeue(NOW_DELAY) {
-            Duration::from_secs(1)
-        } else if action == Action::requeue(POLL) {
-            POLL
-        } else {
-            return (run, action);
-        };
-        fake.set_now(fake.now() + step);
-    }
-    panic!("the plan did not settle in 300 rounds");
-}
 
 fn at(time: &str) -> Timestamp {
     time.parse().expect("valid timestamp")
@@ -403,9 +370,7 @@ async fn a_window_that_closes_mid_plan_finishes_the_instance_out_and_the_next_wi
 #[tokio::test]
 async fn suspend_mid_plan_finishes_the_instance_out_and_resume_goes_on_where_it_stopped() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(plan_json("web", &IDS, json!({})));
         add_finalizer(&mut server, &ctx, &fake, "web").await;
 
@@ -496,9 +461,7 @@ async fn suspend_mid_plan_finishes_the_instance_out_and_resume_goes_on_where_it_
 #[tokio::test]
 async fn a_dry_run_reports_per_instance_and_writes_nothing_to_aws() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(plan_json("web", &IDS, json!({ "dryRun": true })));
         add_finalizer(&mut server, &ctx, &fake, "web").await;
 
@@ -762,6 +725,7 @@ async fn time_suspended_does_not_count_against_the_gate_timeout() {
                 .is_some_and(|since| since >= resumed - SignedDuration::from_secs(10))
         );
 
+        server.take_calls();
         let (_, action) = rounds(&mut server, &ctx, &fake, "web", |_| false).await;
         assert_eq!(action, Action::await_change());
         let first = &status_of(&server, "web").instances[0];

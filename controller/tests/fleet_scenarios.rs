@@ -111,9 +111,7 @@ async fn round_robin(server: &mut ApiServer, ctx: &Arc<Context>, fake: &FakeAws,
 #[tokio::test]
 async fn two_plans_on_one_target_group_interleave_and_never_have_two_out() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(with_finalizer(plan_json("first", &IDS[..2], json!({}))));
         server.insert(with_finalizer(plan_json("second", &IDS[2..], json!({}))));
 
@@ -177,9 +175,7 @@ async fn two_plans_on_one_target_group_interleave_and_never_have_two_out() {
 #[tokio::test]
 async fn a_lease_left_by_a_deleted_plan_is_taken_over() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         // Fresh, but its plan is gone (deleted with its finalizer removed by hand).
         server.insert_lease(foreign_lease("default/gone", "uid-gone", fake.now()));
         server.insert(with_finalizer(plan_json("web", &IDS[..1], json!({}))));
@@ -208,9 +204,7 @@ async fn a_lease_left_by_a_deleted_plan_is_taken_over() {
 #[tokio::test]
 async fn a_lease_naming_a_recreated_plan_counts_as_deleted() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         // "old" exists, but it is another object than the one that took the lease.
         server.insert(with_finalizer(plan_json("old", &IDS[1..2], json!({}))));
         server.insert_lease(foreign_lease("default/old", "uid-of-an-earlier-old", fake.now()));
@@ -229,9 +223,7 @@ async fn a_lease_naming_a_recreated_plan_counts_as_deleted() {
 #[tokio::test]
 async fn a_lease_left_by_a_finished_plan_is_taken_over() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         let mut done = with_finalizer(plan_json("done", &IDS[1..2], json!({})));
         done["status"] = json!({ "phase": "Succeeded", "instances": [
             { "instanceId": IDS[1], "phase": "Registered", "attempt": 1 }
@@ -253,9 +245,7 @@ async fn a_lease_left_by_a_finished_plan_is_taken_over() {
 #[tokio::test]
 async fn an_expired_lease_of_a_plan_with_nothing_out_is_taken_over_a_fresh_one_is_not() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         // The holder exists and has nothing out (say its controller stopped right after
         // taking the lease): only the lease's age can free the group.
         server.insert(with_finalizer(plan_json("idle", &IDS[1..2], json!({}))));
@@ -290,9 +280,7 @@ async fn an_expired_lease_of_a_plan_with_nothing_out_is_taken_over_a_fresh_one_i
 #[tokio::test]
 async fn the_lease_of_a_plan_with_an_instance_out_is_never_taken_over_even_expired() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(with_finalizer(plan_json("first", &IDS[..1], json!({}))));
         server.insert(with_finalizer(plan_json("second", &IDS[1..2], json!({}))));
         server.reconcile(&ctx, "first").await.expect("the first plan starts");
@@ -366,9 +354,7 @@ async fn the_lease_outlives_a_controller_restart_and_is_given_back_after_it() {
 #[tokio::test]
 async fn a_plan_waiting_at_a_gate_keeps_the_group_and_the_other_waits_without_a_gate_timer() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         // Three targets, one unregistered behind pitstop's back: taking another out would
         // leave one healthy, fewer than the two the first plan asks for.
         fake.set_registered(ARN, IDS[2], false);
@@ -428,9 +414,7 @@ async fn a_plan_waiting_at_a_gate_keeps_the_group_and_the_other_waits_without_a_
 #[tokio::test]
 async fn a_plan_deleted_with_an_instance_out_puts_it_back_then_gives_the_group_back() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(with_finalizer(plan_json("web", &IDS[..2], json!({}))));
         server.reconcile(&ctx, "web").await.expect("the plan starts");
         assert_eq!(server.lease_holder(&lease()).as_deref(), Some("default/web"));

@@ -22,9 +22,7 @@ use serde_json::json;
 #[tokio::test]
 async fn reconcile_runs_a_plan_of_three_to_succeeded() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(plan_json("web", &IDS, json!({})));
 
         add_finalizer(&mut server, &ctx, &fake, "web").await;
@@ -205,9 +203,7 @@ async fn reconcile_failed_maintenance_registers_the_instance_again_and_stops_the
 #[tokio::test]
 async fn reconcile_delete_mid_run_puts_the_instance_back_before_releasing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(plan_json("web", &IDS, json!({})));
         add_finalizer(&mut server, &ctx, &fake, "web").await;
 
@@ -259,9 +255,7 @@ async fn reconcile_delete_mid_run_puts_the_instance_back_before_releasing() {
 #[tokio::test]
 async fn reconcile_delete_waits_for_the_register_call_through_throttling() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(plan_json("web", &IDS, json!({})));
         add_finalizer(&mut server, &ctx, &fake, "web").await;
         let draining = |server: &ApiServer| {
@@ -305,9 +299,7 @@ async fn reconcile_delete_waits_for_the_register_call_through_throttling() {
 #[tokio::test]
 async fn reconcile_delete_of_a_plan_that_never_started_releases_it_at_once() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(with_finalizer(plan_json("idle", &IDS, json!({}))));
         server.mark_deleted("idle");
 
@@ -374,9 +366,7 @@ fn malformed_plan() -> serde_json::Value {
 #[tokio::test]
 async fn reconcile_malformed_plan_is_reported_and_others_still_run() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(malformed_plan());
         server.insert(plan_json("good", &IDS, json!({})));
 
@@ -460,9 +450,7 @@ async fn reconcile_malformed_plan_does_not_stop_the_controller_stream() {
 #[tokio::test]
 async fn reconcile_invalid_spec_fails_the_plan_without_calling_aws() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         // Well-formed, but the region contradicts the target group's: AWS cannot be asked.
         server.insert(with_finalizer(plan_json(
             "wrong",
@@ -498,9 +486,7 @@ async fn reconcile_invalid_spec_fails_the_plan_without_calling_aws() {
 #[tokio::test]
 async fn reconcile_on_a_stale_object_decides_from_the_status_it_wrote() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
+        let (fake, mut server, ctx) = scenario();
         server.insert(plan_json("web", &IDS, json!({})));
         add_finalizer(&mut server, &ctx, &fake, "web").await;
 

@@ -261,6 +261,14 @@ pub fn context(client: kube::Client, fake: &FakeAws) -> Arc<Context> {
     Arc::new(ctx)
 }
 
+/// The usual start of a scenario: the fake AWS, the mock apiserver and a context over both.
+pub fn scenario() -> (FakeAws, ApiServer, Arc<Context>) {
+    let fake = fake_aws();
+    let (server, client) = ApiServer::start();
+    let ctx = context(client, &fake);
+    (fake, server, ctx)
+}
+
 /// A FakeAws with the three instances registered and healthy.
 pub fn fake_aws() -> FakeAws {
     FakeAws::new(ARN, &IDS, "2026-01-01T00:00:00Z".parse().expect("valid timestamp"))
@@ -636,15 +644,17 @@ impl Run {
     }
 }
 
-/// Reconciles `name` round after round, moving the AWS clock by each round's requeue, until
-/// the plan asks to wait for a change or `stop` says so.
-pub async fn drive(
+/// Reconciles `name` round after round, moving the AWS clock 1 s after a "now" requeue and
+/// by the poll interval after a poll, until `stop` says so or the round asks for anything
+/// else (a wait for a change, or a requeue after some other delay, which the caller checks
+/// and acts on itself). Returns the rounds and the action of the last one.
+pub async fn rounds(
     server: &mut ApiServer,
     ctx: &Arc<Context>,
     fake: &FakeAws,
     name: &str,
     stop: impl Fn(&ApiServer) -> bool,
-) -> Run {
+) -> (Run, Action) {
     let mut run = Run::default();
     for _ in 0..300 {
         let action = server.reconcile(ctx, name).await.expect("the round succeeds");
@@ -659,19 +669,36 @@ pub async fn drive(
             );
         }
         run.rounds.push((action.clone(), calls));
-        if action == Action::await_change() || stop(server) {
-            return run;
+        if stop(server) {
+            return (run, action);
         }
         let step = if action == Action::requeue(NOW_DELAY) {
             Duration::from_secs(1)
         } else if action == Action::requeue(POLL) {
             POLL
         } else {
-            panic!("unexpected requeue {action:?}");
+            return (run, action);
         };
         fake.set_now(fake.now() + step);
     }
     panic!("the plan did not settle in 300 rounds");
+}
+
+/// Like [`rounds`], for a plan that is expected to go on until it waits for a change (or
+/// `stop` says so): any other requeue fails the test.
+pub async fn drive(
+    server: &mut ApiServer,
+    ctx: &Arc<Context>,
+    fake: &FakeAws,
+    name: &str,
+    stop: impl Fn(&ApiServer) -> bool,
+) -> Run {
+    let (run, action) = rounds(server, ctx, fake, name, &stop).await;
+    assert!(
+        action == Action::await_change() || stop(server),
+        "unexpected requeue {action:?}"
+    );
+    run
 }
 
 /// The distinct phases an instance went through, in the order the status showed them.
