@@ -104,6 +104,15 @@ impl ApiServer {
         }
     }
 
+    /// Expects the GET of the lease and answers it: the lease, or 404 when there is none.
+    async fn reply_get(&mut self, lease: Option<&Lease>) {
+        let get = self.expect(Method::GET, LEASE_PATH).await;
+        match lease {
+            Some(lease) => get.reply_lease(StatusCode::OK, lease),
+            None => get.reply_status(404, "NotFound"),
+        }
+    }
+
     async fn expect(&mut self, method: Method, path: &str) -> Received {
         let received = self.next().await;
         assert_eq!(
@@ -185,10 +194,7 @@ async fn acquires_an_absent_lease_by_creating_it() {
     let (client, mut server) = mock_client();
     let elector = elector(client, config(ME));
     let round = exchange(elector.try_acquire_or_renew(), async {
-        server
-            .expect(Method::GET, LEASE_PATH)
-            .await
-            .reply_status(404, "NotFound");
+        server.reply_get(None).await;
         let create = server.expect(Method::POST, LEASES_PATH).await;
         let written = create.lease.clone().unwrap_or_default();
         assert_eq!(written.metadata.name.as_deref(), Some(NAME));
@@ -211,10 +217,7 @@ async fn renews_its_own_lease_with_the_resource_version_it_read() {
     let before = Timestamp::now();
     let current = lease(Some(ME), ago(5), 2, "41");
     let round = exchange(elector.try_acquire_or_renew(), async {
-        server
-            .expect(Method::GET, LEASE_PATH)
-            .await
-            .reply_lease(StatusCode::OK, &current);
+        server.reply_get(Some(&current)).await;
         let replace = server.expect(Method::PUT, LEASE_PATH).await;
         let written = replace.lease.clone().unwrap_or_default();
         assert_eq!(written.metadata.resource_version.as_deref(), Some("41"));
@@ -235,10 +238,7 @@ async fn a_conflict_on_replace_means_someone_else_won() {
     let elector = elector(client, config(ME));
     let round = exchange(elector.try_acquire_or_renew(), async {
         let current = lease(Some(ME), ago(1), 0, "7");
-        server
-            .expect(Method::GET, LEASE_PATH)
-            .await
-            .reply_lease(StatusCode::OK, &current);
+        server.reply_get(Some(&current)).await;
         server
             .expect(Method::PUT, LEASE_PATH)
             .await
@@ -253,10 +253,7 @@ async fn a_conflict_on_create_means_someone_else_won() {
     let (client, mut server) = mock_client();
     let elector = elector(client, config(ME));
     let round = exchange(elector.try_acquire_or_renew(), async {
-        server
-            .expect(Method::GET, LEASE_PATH)
-            .await
-            .reply_status(404, "NotFound");
+        server.reply_get(None).await;
         server
             .expect(Method::POST, LEASES_PATH)
             .await
@@ -272,10 +269,7 @@ async fn other_errors_are_errors_not_verdicts() {
     let elector = elector(client, config(ME));
     let round = exchange(elector.try_acquire_or_renew(), async {
         let current = lease(Some(ME), ago(1), 0, "7");
-        server
-            .expect(Method::GET, LEASE_PATH)
-            .await
-            .reply_lease(StatusCode::OK, &current);
+        server.reply_get(Some(&current)).await;
         server
             .expect(Method::PUT, LEASE_PATH)
             .await
@@ -291,10 +285,7 @@ async fn takes_over_an_expired_lease_counting_a_transition() {
     let elector = elector(client, config(ME));
     let round = exchange(elector.try_acquire_or_renew(), async {
         let current = lease(Some(OTHER), ago(60), 4, "99");
-        server
-            .expect(Method::GET, LEASE_PATH)
-            .await
-            .reply_lease(StatusCode::OK, &current);
+        server.reply_get(Some(&current)).await;
         let replace = server.expect(Method::PUT, LEASE_PATH).await;
         let written = replace.lease.clone().unwrap_or_default();
         assert_eq!(written.metadata.resource_version.as_deref(), Some("99"));
@@ -314,10 +305,7 @@ async fn follows_a_live_lease_of_another_without_writing() {
     let elector = elector(client, config(ME));
     let round = exchange(elector.try_acquire_or_renew(), async {
         let current = lease(Some(OTHER), ago(1), 4, "99");
-        server
-            .expect(Method::GET, LEASE_PATH)
-            .await
-            .reply_lease(StatusCode::OK, &current);
+        server.reply_get(Some(&current)).await;
     })
     .await;
     assert!(
@@ -332,10 +320,7 @@ async fn release_writes_an_empty_holder_and_an_expired_lease() {
     let elector = elector(client, config(ME));
     let released = exchange(elector.release(), async {
         let current = lease(Some(ME), ago(1), 3, "12");
-        server
-            .expect(Method::GET, LEASE_PATH)
-            .await
-            .reply_lease(StatusCode::OK, &current);
+        server.reply_get(Some(&current)).await;
         let replace = server.expect(Method::PUT, LEASE_PATH).await;
         let written = replace.lease.clone().unwrap_or_default();
         assert_eq!(written.metadata.resource_version.as_deref(), Some("12"));
@@ -355,10 +340,7 @@ async fn release_leaves_a_lease_of_another_alone() {
     let elector = elector(client, config(ME));
     let released = exchange(elector.release(), async {
         let current = lease(Some(OTHER), ago(1), 3, "12");
-        server
-            .expect(Method::GET, LEASE_PATH)
-            .await
-            .reply_lease(StatusCode::OK, &current);
+        server.reply_get(Some(&current)).await;
     })
     .await;
     assert_eq!(released.ok(), Some(false));
@@ -381,18 +363,12 @@ async fn spawned_elector_leads_renews_and_releases_on_shutdown() {
     let mut leadership = handle.leadership();
     assert!(!handle.is_leader());
 
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_status(404, "NotFound");
+    server.reply_get(None).await;
     let created = server.expect(Method::POST, LEASES_PATH).await.reply_written("1");
     assert!(within("leadership", leadership.acquired()).await);
 
     // The next try renews what we created.
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_lease(StatusCode::OK, &created);
+    server.reply_get(Some(&created)).await;
     let renew = server.expect(Method::PUT, LEASE_PATH).await;
     assert_eq!(
         renew
@@ -425,10 +401,7 @@ async fn a_leader_whose_renewals_hang_steps_down_at_the_renew_deadline() {
     let mut leadership = handle.leadership();
 
     let started = tokio::time::Instant::now();
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_status(404, "NotFound");
+    server.reply_get(None).await;
     server.expect(Method::POST, LEASES_PATH).await.reply_written("1");
     assert!(within("leadership", leadership.acquired()).await);
 
@@ -461,17 +434,11 @@ async fn a_conflict_while_leading_steps_down_at_once() {
     let handle = elector(client, fast_config(ME)).spawn(shutdown.clone());
     let mut leadership = handle.leadership();
 
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_status(404, "NotFound");
+    server.reply_get(None).await;
     let created = server.expect(Method::POST, LEASES_PATH).await.reply_written("1");
     assert!(within("leadership", leadership.acquired()).await);
 
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_lease(StatusCode::OK, &created);
+    server.reply_get(Some(&created)).await;
     server
         .expect(Method::PUT, LEASE_PATH)
         .await
@@ -480,18 +447,9 @@ async fn a_conflict_while_leading_steps_down_at_once() {
 
     // Next tries: the lease now names another replica, so we stay a follower.
     let taken = lease(Some(OTHER), Timestamp::now(), 1, "3");
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_lease(StatusCode::OK, &taken);
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_lease(StatusCode::OK, &taken);
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_lease(StatusCode::OK, &taken);
+    server.reply_get(Some(&taken)).await;
+    server.reply_get(Some(&taken)).await;
+    server.reply_get(Some(&taken)).await;
     assert!(!leadership.is_leader());
     shutdown.cancel();
     drop(server);
@@ -507,14 +465,8 @@ async fn a_follower_takes_over_once_the_lease_is_released() {
     let mut leadership = handle.leadership();
 
     let held = lease(Some(OTHER), Timestamp::now(), 6, "20");
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_lease(StatusCode::OK, &held);
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_lease(StatusCode::OK, &held);
+    server.reply_get(Some(&held)).await;
+    server.reply_get(Some(&held)).await;
     assert!(!leadership.is_leader());
 
     // The other replica shut down cleanly and released.
@@ -522,10 +474,7 @@ async fn a_follower_takes_over_once_the_lease_is_released() {
     if let Some(spec) = released.spec.as_mut() {
         spec.lease_duration_seconds = Some(1);
     }
-    server
-        .expect(Method::GET, LEASE_PATH)
-        .await
-        .reply_lease(StatusCode::OK, &released);
+    server.reply_get(Some(&released)).await;
     let take = server.expect(Method::PUT, LEASE_PATH).await;
     let new = spec(take.lease.as_ref().unwrap_or(&Lease::default()));
     assert_eq!(new.holder_identity.as_deref(), Some(ME));
