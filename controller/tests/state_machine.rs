@@ -127,6 +127,14 @@ fn draining_then_unused(spec: &MaintenancePlanSpec) -> MaintenancePlanStatus {
     d.status
 }
 
+/// Drives instance A out and through its maintenance command `cmd-1`, which SSM then
+/// reports as `end` at second `seconds`.
+fn maintenance_ended(spec: &MaintenancePlanSpec, end: CommandStatus, seconds: i64) -> Decision {
+    let mut status = draining_then_unused(spec);
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    run(spec, Some(&status), &command(Some("cmd-1"), Some(end)), at(seconds))
+}
+
 #[test]
 fn pending_plan_takes_first_instance_out_with_write_ahead() {
     let d = run(&spec(), None, &all_healthy(), at(0));
@@ -289,9 +297,7 @@ fn every_running_status_waits() {
         CommandStatus::Delayed,
         CommandStatus::Cancelling,
     ] {
-        let mut status = draining_then_unused(&spec());
-        record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-        let d = run(&spec(), Some(&status), &command(Some("cmd-1"), Some(s)), at(60));
+        let d = maintenance_ended(&spec(), s, 60);
         assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting, "{s:?}");
         assert_eq!(d.action, None, "{s:?}");
     }
@@ -300,9 +306,7 @@ fn every_running_status_waits() {
 #[test]
 fn every_terminal_failure_fails_the_instance() {
     for s in [CommandStatus::Failed, CommandStatus::TimedOut, CommandStatus::Cancelled] {
-        let mut status = draining_then_unused(&spec());
-        record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-        let d = run(&spec(), Some(&status), &command(Some("cmd-1"), Some(s)), at(60));
+        let d = maintenance_ended(&spec(), s, 60);
         let a = &d.status.instances[0];
         assert_eq!(a.phase, InstancePhase::Failed, "{s:?}");
         assert_eq!(a.failure_reason.as_deref(), Some(reason::MAINTENANCE_FAILED));
@@ -396,14 +400,7 @@ fn verify_runs_before_registration_and_its_failure_fails() {
         .into(),
         timeout_seconds: None,
     });
-    let mut status = draining_then_unused(&s);
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &s,
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Success)),
-        at(60),
-    );
+    let d = maintenance_ended(&s, CommandStatus::Success, 60);
     assert_eq!(wants(&s, Some(&d.status)).command, Some(CommandKind::Verify));
     let d = run(&s, Some(&d.status), &command(None, None), at(61));
     let Some(Action::Send { kind, request }) = &d.action else {
@@ -432,14 +429,7 @@ fn verify_runs_before_registration_and_its_failure_fails() {
 fn leave_out_keeps_a_failed_instance_out_and_stops() {
     let mut s = spec();
     s.on_failure = OnFailure::LeaveOut;
-    let mut status = draining_then_unused(&s);
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &s,
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Failed)),
-        at(60),
-    );
+    let d = maintenance_ended(&s, CommandStatus::Failed, 60);
     assert!(
         d.status.instances[0]
             .message
@@ -457,14 +447,7 @@ fn leave_out_keeps_a_failed_instance_out_and_stops() {
 fn max_failures_lets_the_plan_go_on_and_succeed() {
     let mut s = spec();
     s.max_failures = 1;
-    let mut status = draining_then_unused(&s);
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &s,
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Failed)),
-        at(60),
-    );
+    let d = maintenance_ended(&s, CommandStatus::Failed, 60);
     let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), at(61));
     let d = run(&s, Some(&d.status), &with_a(TargetState::Initial), at(62));
     let mut healthy_but_a_initial = all_healthy();
@@ -897,14 +880,7 @@ fn settle_seconds_waits_after_an_instance_before_the_next() {
 fn max_attempts_retries_while_out_then_fails() {
     let mut s = spec();
     s.max_attempts = 2;
-    let mut status = draining_then_unused(&s);
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &s,
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Failed)),
-        at(60),
-    );
+    let d = maintenance_ended(&s, CommandStatus::Failed, 60);
     let a = &d.status.instances[0];
     assert_eq!(a.phase, InstancePhase::Rebooting, "retried, still out");
     assert_eq!(a.attempt, 2);
@@ -977,14 +953,7 @@ fn a_failed_plan_whose_spec_is_fixed_runs_again_and_keeps_what_is_done() {
 #[test]
 fn a_new_run_never_adopts_the_command_of_an_earlier_run() {
     let s = spec();
-    let mut status = draining_then_unused(&s);
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &s,
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Failed)),
-        at(60),
-    );
+    let d = maintenance_ended(&s, CommandStatus::Failed, 60);
     let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), at(61));
     let d = run(&s, Some(&d.status), &with_a(TargetState::Healthy), at(62));
     let d = run(&s, Some(&d.status), &all_healthy(), at(63));
