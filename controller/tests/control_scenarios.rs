@@ -554,24 +554,27 @@ async fn a_dry_run_with_a_closed_gate_reports_the_block_and_still_writes_nothing
     .expect("test timed out");
 }
 
+/// A plan "web" of two instances with `maxAttempts`, driven until the first instance's
+/// maintenance command is sent: that command will fail, any later one will succeed.
+async fn first_command_fails(max_attempts: u32) -> (FakeAws, ApiServer, std::sync::Arc<pitstop::k8s::Context>) {
+    let (fake, mut server, ctx) = scenario();
+    fake.behave(|b| b.failing_commands = vec![IDS[0].to_owned()]);
+    server.insert(plan_json("web", &IDS[..2], json!({ "maxAttempts": max_attempts })));
+    add_finalizer(&mut server, &ctx, &fake, "web").await;
+    let sent = |server: &ApiServer| {
+        server
+            .status("web")
+            .is_some_and(|s| s.instances[0].maintenance_command_id.is_some())
+    };
+    rounds(&mut server, &ctx, &fake, "web", sent).await;
+    fake.behave(|b| b.failing_commands.clear());
+    (fake, server, ctx)
+}
+
 #[tokio::test]
 async fn a_failed_maintenance_is_tried_again_with_a_new_tag_and_the_plan_succeeds() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        fake.behave(|b| b.failing_commands = vec![IDS[0].to_owned()]);
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
-        server.insert(plan_json("web", &IDS[..2], json!({ "maxAttempts": 2 })));
-        add_finalizer(&mut server, &ctx, &fake, "web").await;
-
-        // The first command goes out (it will fail); later ones will not.
-        let sent = |server: &ApiServer| {
-            server
-                .status("web")
-                .is_some_and(|s| s.instances[0].maintenance_command_id.is_some())
-        };
-        rounds(&mut server, &ctx, &fake, "web", sent).await;
-        fake.behave(|b| b.failing_commands.clear());
+        let (fake, mut server, ctx) = first_command_fails(2).await;
 
         // It fails: a second try is set 10 s out, with the instance still out.
         let (run, action) = rounds(&mut server, &ctx, &fake, "web", |_| false).await;
@@ -643,21 +646,7 @@ async fn a_failed_maintenance_is_tried_again_with_a_new_tag_and_the_plan_succeed
 #[tokio::test]
 async fn with_one_attempt_a_failed_maintenance_fails_the_instance_and_registers_it_again() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let fake = fake_aws();
-        fake.behave(|b| b.failing_commands = vec![IDS[0].to_owned()]);
-        let (mut server, client) = ApiServer::start();
-        let ctx = context(client, &fake);
-        server.insert(plan_json("web", &IDS[..2], json!({ "maxAttempts": 1 })));
-        add_finalizer(&mut server, &ctx, &fake, "web").await;
-
-        let sent = |server: &ApiServer| {
-            server
-                .status("web")
-                .is_some_and(|s| s.instances[0].maintenance_command_id.is_some())
-        };
-        rounds(&mut server, &ctx, &fake, "web", sent).await;
-        // The same one failure as in the retry scenario: later commands would succeed.
-        fake.behave(|b| b.failing_commands.clear());
+        let (fake, mut server, ctx) = first_command_fails(1).await;
         let (run, action) = rounds(&mut server, &ctx, &fake, "web", |_| false).await;
         assert_eq!(action, Action::await_change());
 
