@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use pitstop_support::{assert_all_in_rotation, describe_writes, instance, phases, plan, reboots_since, start_pitstop};
-use sandbox_support::{clients, eventually};
+use sandbox_support::clients;
 
 /// The plan's name.
 const PLAN: &str = "windowed";
@@ -49,9 +49,6 @@ const LEAD_SECONDS: i64 = 5;
 
 /// Minutes from the first window's opening to the second's; each is open for one minute.
 const GAP_MINUTES: i64 = 2;
-
-/// Safety net for waiting on the sandbox, not a timing assertion.
-const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// Safety net against a hang, once the second window is near: not a timing assertion.
 const FINISH_LIMIT: Duration = Duration::from_secs(180);
@@ -309,19 +306,14 @@ async fn a_window_that_closes_mid_plan_finishes_the_instance_out_and_the_next_wi
     let (elb, _ssm) = clients(&sandbox, true).await;
     let clock_at_start = SandboxClock::measure(&sandbox, &elb).await;
 
-    // The sandbox's rotation record restarts from its monitor's last poll of HAProxy, up to 100 ms old: right
-    // after the sandbox starts, that can still show a server coming up (as "DOWN 1/2"). Restart it until its first
-    // entry has every instance in rotation, so that every later entry is a change seen while pitstop ran.
-    eventually(
-        "HAProxy's record to start with every instance in rotation",
-        WAIT_LIMIT,
-        || {
-            sandbox.reset_rotation_history();
-            let baseline = sandbox.rotation_history().into_iter().next();
-            async move { baseline.filter(|s| s.out_of_rotation().is_empty()).map(|_| ()) }
-        },
-    )
-    .await;
+    // The sandbox starts its rotation record from HAProxy's states read once every target was healthy, so every
+    // later entry is a change seen while pitstop ran.
+    let baseline = sandbox
+        .rotation_history()
+        .into_iter()
+        .next()
+        .expect("the record's first entry");
+    assert!(baseline.out_of_rotation().is_empty(), "{baseline:?}");
 
     // The schedule is made from the wall clock now, once the sandbox is up.
     let schedule = schedule_from(Timestamp::now());
