@@ -242,14 +242,89 @@ fn drain_timeout_fails_and_registers_again() {
         "return path registers"
     );
     let d = run(&spec(), Some(&d.status), &with_a(TargetState::Initial), at(93));
+    assert!(
+        d.status.instances[0].out_of_rotation,
+        "out until the health checks decide"
+    );
+    assert_eq!(d.status.phase, PlanPhase::Running);
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Healthy), at(94));
     assert!(!d.status.instances[0].out_of_rotation);
+    assert!(
+        d.status.instances[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("(registered again: healthy)"),
+        "{:?}",
+        d.status.instances[0].message
+    );
     // max_failures 0: the plan fails and B, C stay untouched.
-    let d = run(&spec(), Some(&d.status), &all_healthy(), at(94));
+    let d = run(&spec(), Some(&d.status), &all_healthy(), at(95));
     assert_eq!(d.status.phase, PlanPhase::Failed);
     assert_eq!(d.action, None);
     assert_eq!(d.status.instances[1].phase, InstancePhase::Pending);
     assert_eq!(d.status.instances[2].phase, InstancePhase::Pending);
     assert_eq!(d.requeue, Requeue::Idle);
+}
+
+/// A failed instance registered again is put back once the health checks decide:
+/// `healthy` or `unhealthy`, or still `initial` past the healthy timeout. Until then it
+/// counts as out, so the plan keeps the target group's turn.
+#[test]
+fn a_failed_instance_counts_as_out_until_the_health_checks_decide() {
+    let mut s = spec();
+    s.timeouts.healthy_seconds = Some(60);
+    let failed = |s: &MaintenancePlanSpec| {
+        let d = run(s, None, &all_healthy(), at(0));
+        let d = run(s, Some(&d.status), &with_a(TargetState::Draining), at(91));
+        let d = run(s, Some(&d.status), &with_a(TargetState::Unused), at(92));
+        assert!(matches!(d.action, Some(Action::Register { .. })));
+        assert_eq!(d.status.instances[0].registered_at, Some(at(92)));
+        d.status
+    };
+    let message = |d: &Decision| d.status.instances[0].message.clone().unwrap_or_default();
+
+    let status = failed(&s);
+    let waiting = run(&s, Some(&status), &with_a(TargetState::Initial), at(152));
+    assert!(waiting.status.instances[0].out_of_rotation);
+    assert_eq!(waiting.action, None);
+    assert_eq!(waiting.requeue, Requeue::Poll);
+    assert!(
+        pitstop::machine::holds_turn(&s, &waiting.status, at(152)),
+        "no other plan may take an instance out meanwhile"
+    );
+    let gave_up = run(&s, Some(&waiting.status), &with_a(TargetState::Initial), at(153));
+    assert!(!gave_up.status.instances[0].out_of_rotation);
+    assert!(
+        message(&gave_up).ends_with("(registered again, still initial 60s after registration)"),
+        "{}",
+        message(&gave_up)
+    );
+    assert!(!pitstop::machine::holds_turn(&s, &gave_up.status, at(153)));
+
+    let decided = run(&s, Some(&failed(&s)), &with_a(TargetState::Unhealthy), at(100));
+    assert!(!decided.status.instances[0].out_of_rotation);
+    assert!(
+        message(&decided).ends_with("(registered again: unhealthy)"),
+        "{}",
+        message(&decided)
+    );
+}
+
+/// A target already registered when the return path first looks (by hand, or by an older
+/// pitstop) is waited for from that first sight.
+#[test]
+fn a_failed_instance_found_initial_waits_from_first_sight() {
+    let mut s = spec();
+    s.timeouts.healthy_seconds = Some(60);
+    let d = run(&s, None, &all_healthy(), at(0));
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Draining), at(91));
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Initial), at(92));
+    assert_eq!(d.status.instances[0].registered_at, Some(at(92)));
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Initial), at(152));
+    assert!(d.status.instances[0].out_of_rotation);
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Initial), at(153));
+    assert!(!d.status.instances[0].out_of_rotation);
 }
 
 #[test]
@@ -450,13 +525,8 @@ fn max_failures_lets_the_plan_go_on_and_succeed() {
     let d = maintenance_ended(&s, CommandStatus::Failed, 60);
     let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), at(61));
     let d = run(&s, Some(&d.status), &with_a(TargetState::Initial), at(62));
-    let mut healthy_but_a_initial = all_healthy();
-    healthy_but_a_initial.group = Some(group(&[
-        (A, TargetState::Healthy),
-        (B, TargetState::Healthy),
-        (C, TargetState::Healthy),
-    ]));
-    let d = run(&s, Some(&d.status), &healthy_but_a_initial, at(80));
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Healthy), at(70));
+    let d = run(&s, Some(&d.status), &all_healthy(), at(80));
     assert_eq!(
         d.status.instances[1].phase,
         InstancePhase::Draining,
@@ -705,7 +775,8 @@ fn a_spec_turned_invalid_mid_reboot_cancels_the_command_then_puts_the_instance_b
     let d = run(&broken, Some(&d.status), &with_a(TargetState::Unused), at(21));
     assert!(matches!(d.action, Some(Action::Register { .. })));
     let d = run(&broken, Some(&d.status), &with_a(TargetState::Initial), at(22));
-    let d = run(&broken, Some(&d.status), &Observed::default(), at(23));
+    let d = run(&broken, Some(&d.status), &with_a(TargetState::Healthy), at(23));
+    let d = run(&broken, Some(&d.status), &Observed::default(), at(24));
     assert_eq!(d.status.phase, PlanPhase::Failed);
     assert_eq!(
         wants(&broken, Some(&d.status)),

@@ -100,6 +100,11 @@ async fn a_failing_maintenance_command_fails_the_plan_and_the_instance_goes_back
     );
     assert_eq!(status.instances[1].failure_reason.as_deref(), Some("MaintenanceFailed"));
     assert!(!status.instances[1].out_of_rotation);
+    let message = status.instances[1].message.as_deref().unwrap_or_default();
+    assert!(
+        message.ends_with("(registered again: healthy)"),
+        "the plan ends once the health checks have decided: {message}"
+    );
     let rotation = sandbox.rotation_states().await.expect("haproxy state");
     assert!(
         rotation.values().all(|r| r.in_rotation()),

@@ -80,7 +80,9 @@ pub struct MaintenancePlanSpec {
 
     /// What to do with an instance whose maintenance or verification failed after it was
     /// taken out of rotation: `Register` (default) puts it back and lets the target group's
-    /// health checks decide whether it gets traffic; `LeaveOut` leaves it deregistered for
+    /// health checks decide whether it gets traffic (it counts as out, keeping the target
+    /// group's turn, until they have: `healthy`, `unhealthy`, or still `initial` after
+    /// `timeouts.healthySeconds`); `LeaveOut` leaves it deregistered for
     /// a human to look at, and stops the plan there whatever `maxFailures` says (another
     /// instance taken out would make two out of rotation at once).
     #[serde(default)]
@@ -269,7 +271,8 @@ pub struct Timeouts {
     pub drain_seconds: Option<u32>,
 
     /// How long the instance may take to become `healthy` after RegisterTargets.
-    /// Defaults to 600 s.
+    /// Defaults to 600 s. It also bounds the wait for the health checks' verdict on a
+    /// failed instance registered again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 7200))]
     pub healthy_seconds: Option<u32>,

@@ -148,7 +148,8 @@ pub struct InstanceStatus {
     pub first_attempt: u32,
 
     /// True while pitstop has the instance out of the target group: it deregistered it and
-    /// has not registered it again. A restarted controller uses this to put it back.
+    /// has not registered it again (or, after a failure, registered it again but the
+    /// health checks have not yet decided). A restarted controller uses this to put it back.
     #[serde(default)]
     pub out_of_rotation: bool,
 

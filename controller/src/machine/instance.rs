@@ -169,7 +169,7 @@ pub(super) fn advance(
         port: instance.port,
     };
     if needs_return(plan.spec, instance) {
-        return put_back(instance, state, target);
+        return put_back(plan.spec, instance, state, target, now);
     }
     match instance.phase {
         InstancePhase::Draining => drain(plan.spec, instance, state, target, now),
@@ -210,16 +210,39 @@ pub(super) fn advance(
     }
 }
 
-/// The failure return path: RegisterTargets until the group shows the instance registered.
-fn put_back(instance: &mut InstanceStatus, state: TargetState, target: Target) -> Step {
+/// The failure return path: RegisterTargets, then wait until the target group's health
+/// checks have decided (`healthy` or `unhealthy`), up to the healthy timeout.
+///
+/// The instance counts as out until then: a target in `initial` gets no traffic, and the
+/// target group's turn must not pass to another plan while it is not serving, or two of
+/// the group's instances would be without traffic at once.
+fn put_back(
+    spec: &MaintenancePlanSpec,
+    instance: &mut InstanceStatus,
+    state: TargetState,
+    target: Target,
+    now: Timestamp,
+) -> Step {
     if matches!(state, TargetState::Unused | TargetState::Draining) {
+        instance.registered_at.get_or_insert(now);
         return Step::wait(Some(Action::Register { target }));
     }
+    // Registered by an older pitstop or by hand: the wait counts from the first sight.
+    let since = *instance.registered_at.get_or_insert(now);
+    // While the checks run, the failure message (which says it is being registered again)
+    // stays as it is.
+    let back = match state {
+        TargetState::Initial if elapsed(Some(since), now) <= healthy_limit(spec) => {
+            return Step::wait(None);
+        }
+        TargetState::Initial => format!(
+            "registered again, still initial {}s after registration",
+            healthy_limit(spec).as_secs()
+        ),
+        other => format!("registered again: {other}"),
+    };
     instance.out_of_rotation = false;
-    let message = format!(
-        "{} (registered again: {state})",
-        instance.message.as_deref().unwrap_or("failed")
-    );
+    let message = format!("{} ({back})", instance.message.as_deref().unwrap_or("failed"));
     instance.message = Some(message.clone());
     let mut transition = Transition::instance(
         &instance.instance_id,
@@ -230,6 +253,13 @@ fn put_back(instance: &mut InstanceStatus, state: TargetState, target: Target) -
     );
     transition.warning = false;
     Step::moved(transition, None)
+}
+
+/// How long a registered target may take to become `healthy`.
+fn healthy_limit(spec: &MaintenancePlanSpec) -> Duration {
+    spec.timeouts
+        .healthy_seconds
+        .map_or(DEFAULT_HEALTHY_TIMEOUT, |s| Duration::from_secs(s.into()))
 }
 
 fn drain(
@@ -315,11 +345,7 @@ fn verify_and_register(
         }
         other => {
             instance.out_of_rotation = false;
-            let limit = plan
-                .spec
-                .timeouts
-                .healthy_seconds
-                .map_or(DEFAULT_HEALTHY_TIMEOUT, |s| Duration::from_secs(s.into()));
+            let limit = healthy_limit(plan.spec);
             if elapsed(instance.registered_at, now) > limit {
                 let message = format!("still {other} {}s after registration", limit.as_secs());
                 return Step::moved(fail(plan.spec, instance, reason::HEALTHY_TIMEOUT, message, now), None);
