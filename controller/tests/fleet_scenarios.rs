@@ -5,7 +5,9 @@
 //! Two plans on one group interleave instance by instance and never have two out; a lease
 //! left by a deleted or finished plan is taken over at once, an expired one of a plan with
 //! nothing out too, but never the lease of a plan with an instance out; the lease outlives a
-//! controller restart; a plan waiting at a gate keeps the group; a deleted plan gives it back.
+//! controller restart; a plan waiting at a gate keeps the group, and so does a plan whose
+//! failed instance is registered again but not yet passing health checks; a deleted plan
+//! gives it back.
 
 mod reconcile_support;
 
@@ -166,6 +168,32 @@ async fn two_plans_on_one_target_group_interleave_and_never_have_two_out() {
             Some(""),
             "given back after the last instance"
         );
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A failed instance registered again is `initial` (no traffic) until its health checks
+/// pass; its plan keeps the group until then, so the other plan's instance does not go out
+/// while it is not serving, even when that plan's gates would let it (here they are off).
+#[tokio::test]
+async fn a_failed_instance_keeps_the_group_until_its_health_checks_decide() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        fake.behave(|b| b.failing_commands = vec![IDS[0].to_owned()]);
+        let no_gates = json!({ "preflight": { "requireHealthyTargetGroup": false, "minHealthyTargets": 0 } });
+        server.insert(with_finalizer(plan_json("first", &IDS[..2], json!({}))));
+        server.insert(with_finalizer(plan_json("second", &IDS[2..], no_gates)));
+
+        round_robin(&mut server, &ctx, &fake, &["first", "second"]).await;
+        let first = server.status("first").expect("status");
+        assert_eq!(first.phase, PlanPhase::Failed);
+        assert_eq!(first.instances[0].failure_reason.as_deref(), Some("MaintenanceFailed"));
+        assert_eq!(first.instances[1].phase, InstancePhase::Pending, "untouched");
+        assert_eq!(server.status("second").map(|s| s.phase), Some(PlanPhase::Succeeded));
+        assert_eq!(deregistered(&fake), [IDS[0], IDS[2]]);
+        assert_eq!(fake.max_out_at_once(), 1);
         server.stop(ctx).await;
     })
     .await
