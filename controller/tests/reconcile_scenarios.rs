@@ -500,13 +500,26 @@ async fn reconcile_on_a_stale_object_decides_from_the_status_it_wrote() {
         // is draining, and fail it.
         fake.set_now(fake.now() + Duration::from_secs(1));
         let action = server
-            .reconcile_object(&ctx, before)
+            .reconcile_object(&ctx, before.clone())
             .await
             .expect("round on a stale object");
         assert_eq!(action, Action::requeue(POLL), "still draining");
-        assert_eq!(server.take_calls(), [], "nothing new to write");
+        let calls = server.take_calls();
+        assert!(
+            matches!(calls.as_slice(), [Call::ApplyStatus { .. }]),
+            "only the start of the drain clock is written: {calls:?}"
+        );
         let status = server.status("web").expect("status recorded");
         assert_eq!(status.instances[0].phase, InstancePhase::Draining);
+        assert_eq!(status.instances[0].draining_since, Some(fake.now()));
+
+        fake.set_now(fake.now() + Duration::from_secs(1));
+        let action = server
+            .reconcile_object(&ctx, before)
+            .await
+            .expect("another round on the stale object");
+        assert_eq!(action, Action::requeue(POLL), "still draining");
+        assert_eq!(server.take_calls(), [], "nothing new to write");
         server.stop(ctx).await;
     })
     .await

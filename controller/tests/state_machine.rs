@@ -217,13 +217,57 @@ fn draining_repeats_deregister_while_still_registered() {
     assert_eq!(d.requeue, Requeue::Poll);
 }
 
+/// The drain limit counts from the first sight of the target draining: a DeregisterTargets
+/// call held back (throttled, retried) does not use it up while the target still serves.
+#[test]
+fn a_deregister_that_takes_effect_late_gets_the_whole_drain_limit() {
+    let d = run(&spec(), None, &all_healthy(), at(0));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Healthy), at(100));
+    assert!(matches!(d.action, Some(Action::Deregister { .. })), "asked again");
+    assert_eq!(d.status.instances[0].draining_since, None);
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(101));
+    assert_eq!(d.status.instances[0].draining_since, Some(at(101)));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(191));
+    assert_eq!(
+        d.status.instances[0].phase,
+        InstancePhase::Draining,
+        "90 s since it began"
+    );
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(192));
+    assert_eq!(
+        d.status.instances[0].failure_reason.as_deref(),
+        Some(reason::DRAIN_TIMEOUT)
+    );
+}
+
+/// Draining again after someone registered the instance restarts the drain clock.
+#[test]
+fn draining_again_restarts_the_drain_clock() {
+    let d = run(&spec(), None, &all_healthy(), at(0));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(1));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Unused), at(5));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting);
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Healthy), at(50));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Draining);
+    assert_eq!(d.status.instances[0].draining_since, None);
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(60));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(150));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Draining);
+}
+
 #[test]
 fn draining_waits_then_moves_to_rebooting_when_unused() {
     let d = run(&spec(), None, &all_healthy(), at(0));
-    let waiting = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(5));
+    let seen = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(5));
+    assert_eq!(
+        seen.status.instances[0].draining_since,
+        Some(at(5)),
+        "the drain clock starts"
+    );
+    let waiting = run(&spec(), Some(&seen.status), &with_a(TargetState::Draining), at(6));
     assert_eq!(waiting.action, None);
     assert_eq!(waiting.requeue, Requeue::Poll);
-    assert_eq!(waiting.status, d.status, "nothing to write while waiting");
+    assert_eq!(waiting.status, seen.status, "nothing to write while waiting");
     let status = draining_then_unused(&spec());
     assert_eq!(status.instances[0].maintenance_started_at, Some(at(10)));
 }
@@ -231,7 +275,14 @@ fn draining_waits_then_moves_to_rebooting_when_unused() {
 #[test]
 fn drain_timeout_fails_and_registers_again() {
     let d = run(&spec(), None, &all_healthy(), at(0));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(1));
     let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(91));
+    assert_eq!(
+        d.status.instances[0].phase,
+        InstancePhase::Draining,
+        "the limit is 90 s"
+    );
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Draining), at(92));
     let a = &d.status.instances[0];
     assert_eq!(a.phase, InstancePhase::Failed);
     assert_eq!(a.failure_reason.as_deref(), Some(reason::DRAIN_TIMEOUT));
@@ -276,6 +327,7 @@ fn a_failed_instance_counts_as_out_until_the_health_checks_decide() {
     s.timeouts.healthy_seconds = Some(60);
     let failed = |s: &MaintenancePlanSpec| {
         let d = run(s, None, &all_healthy(), at(0));
+        let d = run(s, Some(&d.status), &with_a(TargetState::Draining), at(0));
         let d = run(s, Some(&d.status), &with_a(TargetState::Draining), at(91));
         let d = run(s, Some(&d.status), &with_a(TargetState::Unused), at(92));
         assert!(matches!(d.action, Some(Action::Register { .. })));
@@ -318,6 +370,7 @@ fn a_failed_instance_found_initial_waits_from_first_sight() {
     let mut s = spec();
     s.timeouts.healthy_seconds = Some(60);
     let d = run(&s, None, &all_healthy(), at(0));
+    let d = run(&s, Some(&d.status), &with_a(TargetState::Draining), at(0));
     let d = run(&s, Some(&d.status), &with_a(TargetState::Draining), at(91));
     let d = run(&s, Some(&d.status), &with_a(TargetState::Initial), at(92));
     assert_eq!(d.status.instances[0].registered_at, Some(at(92)));

@@ -264,8 +264,9 @@ fn default_true() -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Timeouts {
-    /// How long draining may take after DeregisterTargets. Defaults to the target group's
-    /// `deregistration_delay.timeout_seconds` plus 60 s.
+    /// How long draining may take, from the first time the target group shows the instance
+    /// draining (a DeregisterTargets call slowed by throttling does not count). Defaults to
+    /// the target group's `deregistration_delay.timeout_seconds` plus 60 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 7200))]
     pub drain_seconds: Option<u32>,

@@ -162,6 +162,13 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout_seconds: Option<u32>,
 
+    /// When the target group first showed the instance draining, i.e. DeregisterTargets had
+    /// taken effect. The drain limit counts from here, so a DeregisterTargets call held back
+    /// by throttling does not use it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub draining_since: Option<Timestamp>,
+
     /// SSM command ID of the maintenance command, recorded as soon as SendCommand returns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_command_id: Option<String>,

@@ -270,7 +270,8 @@ fn drain(
     now: Timestamp,
 ) -> Step {
     if state.is_registered() {
-        // First round after the write-ahead status, or a crash before the call went out.
+        // First round after the write-ahead status, a crash before the call went out, or
+        // the call failed (throttled, say): the drain clock has not started.
         return Step::wait(Some(Action::Deregister { target }));
     }
     if state == TargetState::Unused {
@@ -283,8 +284,9 @@ fn drain(
         );
         return Step::moved(transition, None);
     }
+    let since = *instance.draining_since.get_or_insert(now);
     let limit = Duration::from_secs(u64::from(instance.drain_timeout_seconds.unwrap_or(0)));
-    if elapsed(instance.phase_since, now) > limit {
+    if elapsed(Some(since), now) > limit {
         let message = format!("still {state} after {}s (drain limit)", limit.as_secs());
         return Step::moved(fail(spec, instance, reason::DRAIN_TIMEOUT, message, now), None);
     }
@@ -295,6 +297,7 @@ fn drain(
 /// instance that may be serving traffic; drain it again first.
 fn redrain(instance: &mut InstanceStatus, state: TargetState, target: Target, now: Timestamp) -> Step {
     let message = format!("the target group shows it {state} again (registered by someone else?); draining again");
+    instance.draining_since = None;
     let transition = enter(instance, InstancePhase::Draining, message, now);
     Step::moved(transition, Some(Action::Deregister { target }))
 }

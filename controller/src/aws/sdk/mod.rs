@@ -48,7 +48,9 @@ pub fn retry_config(max_attempts: u32) -> RetryConfig {
     // only the wait before a retry: adaptive mode's client-side rate limiter (shared per
     // service and region in the process) can still delay the next call after heavy
     // throttling, by tens of seconds at 50 % throttling in the sandbox. That slows a round
-    // down but changes no decision, as every round is repeat-safe.
+    // down; every round is repeat-safe. The drain limit, the tightest, counts from the first
+    // sight of the target draining, so a held DeregisterTargets does not use it up; the
+    // command and healthy limits (minutes) count from the first try of their call.
     RetryConfig::adaptive()
         .with_max_attempts(max_attempts.max(1))
         .with_max_backoff(Duration::from_secs(5))
