@@ -204,7 +204,15 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         next: 0,
     };
     let mut now = start;
-    for round in 0..3000usize {
+    // Long enough for the slowest legal run: every try of every instance using every limit
+    // (drain 60 s, the default maintenance limit 1800 s, the longest backoff 300 s, verify
+    // 120 s, healthy 60 s twice), so a plan still running after it is stuck, not slow.
+    let per_try = 60 + 1800 + 300 + 120 + 2 * 60 + 100;
+    let horizon = start + SignedDuration::from_secs((s.instances as u32 * s.max_attempts * per_try) as i64);
+    for round in 0.. {
+        if now > horizon {
+            break;
+        }
         // Throttling comes in a burst at the start; AWS that throttles forever would be a
         // plan that never ends, which no controller can help.
         if s.throttle_rounds.get(round).copied().unwrap_or(false) {
