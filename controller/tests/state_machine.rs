@@ -130,9 +130,20 @@ fn draining_then_unused(spec: &MaintenancePlanSpec) -> MaintenancePlanStatus {
 /// Drives instance A out and through its maintenance command `cmd-1`, which SSM then
 /// reports as `end` at second `seconds`.
 fn maintenance_ended(spec: &MaintenancePlanSpec, end: CommandStatus, seconds: i64) -> Decision {
-    let mut status = draining_then_unused(spec);
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    run(spec, Some(&status), &command(Some("cmd-1"), Some(end)), at(seconds))
+    command_seen(spec, draining_then_unused(spec), "cmd-1", Some(end), at(seconds))
+}
+
+/// Records A's maintenance command `id` as sent, then runs a round in which SSM reports it
+/// `seen` (`None`: no invocation yet).
+fn command_seen(
+    spec: &MaintenancePlanSpec,
+    mut status: MaintenancePlanStatus,
+    id: &str,
+    seen: Option<CommandStatus>,
+    now: Timestamp,
+) -> Decision {
+    record_sent(&mut status, A, CommandKind::Maintenance, id);
+    run(spec, Some(&status), &command(Some(id), seen), now)
 }
 
 #[test]
@@ -409,9 +420,7 @@ fn a_command_found_by_tag_is_adopted_not_sent_again() {
 
 #[test]
 fn invocation_does_not_exist_right_after_send_is_a_wait() {
-    let mut status = draining_then_unused(&spec());
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(&spec(), Some(&status), &command(Some("cmd-1"), None), at(12));
+    let d = command_seen(&spec(), draining_then_unused(&spec()), "cmd-1", None, at(12));
     assert_eq!(d.action, None);
     assert_eq!(d.requeue, Requeue::Poll);
     assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting);
@@ -445,14 +454,7 @@ fn every_terminal_failure_fails_the_instance() {
 
 #[test]
 fn command_past_its_limit_is_cancelled_and_fails() {
-    let mut status = draining_then_unused(&spec());
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &spec(),
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::InProgress)),
-        at(10 + 1801),
-    );
+    let d = maintenance_ended(&spec(), CommandStatus::InProgress, 10 + 1801);
     assert_eq!(
         d.action,
         Some(Action::Cancel {
@@ -468,14 +470,7 @@ fn command_past_its_limit_is_cancelled_and_fails() {
 
 #[test]
 fn success_registers_waits_for_healthy_then_moves_on() {
-    let mut status = draining_then_unused(&spec());
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &spec(),
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Success)),
-        at(60),
-    );
+    let d = maintenance_ended(&spec(), CommandStatus::Success, 60);
     assert_eq!(d.status.instances[0].phase, InstancePhase::Verifying);
     assert_eq!(d.requeue, Requeue::Now);
     let d = run(&spec(), Some(&d.status), &with_a(TargetState::Unused), at(61));
@@ -499,14 +494,7 @@ fn success_registers_waits_for_healthy_then_moves_on() {
 
 #[test]
 fn healthy_timeout_fails_but_leaves_the_instance_registered() {
-    let mut status = draining_then_unused(&spec());
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &spec(),
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Success)),
-        at(60),
-    );
+    let d = maintenance_ended(&spec(), CommandStatus::Success, 60);
     let d = run(&spec(), Some(&d.status), &with_a(TargetState::Unused), at(61));
     let d = run(&spec(), Some(&d.status), &with_a(TargetState::Unhealthy), at(61 + 601));
     let a = &d.status.instances[0];
@@ -880,14 +868,7 @@ fn gate_timeout_is_configurable() {
 
 /// Drives instance A to Registered at `t`, returning the status.
 fn a_registered(s: &MaintenancePlanSpec, t: i64) -> MaintenancePlanStatus {
-    let mut status = draining_then_unused(s);
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        s,
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Success)),
-        at(t - 3),
-    );
+    let d = maintenance_ended(s, CommandStatus::Success, t - 3);
     let d = run(s, Some(&d.status), &with_a(TargetState::Unused), at(t - 2));
     let d = run(s, Some(&d.status), &with_a(TargetState::Healthy), at(t));
     assert_eq!(d.status.instances[0].phase, InstancePhase::Registered);
@@ -1022,14 +1003,7 @@ fn max_attempts_retries_while_out_then_fails() {
         panic!("expected the second try, got {:?}", d.action);
     };
     assert_eq!(request.comment, format!("pitstop/{UID}/maintenance/2"));
-    let mut status = d.status.clone();
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-2");
-    let d = run(
-        &s,
-        Some(&status),
-        &command(Some("cmd-2"), Some(CommandStatus::Failed)),
-        at(90),
-    );
+    let d = command_seen(&s, d.status.clone(), "cmd-2", Some(CommandStatus::Failed), at(90));
     assert_eq!(d.status.instances[0].phase, InstancePhase::Failed, "out of tries");
     assert_eq!(
         d.status.instances[0].failure_reason.as_deref(),
@@ -1158,14 +1132,7 @@ fn a_window_that_closes_mid_plan_finishes_the_instance_in_flight_and_the_next_wi
     assert_eq!(d.status.window_start, Some(opens));
     // A finishes after the window closed (22:00 + 60 min).
     let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), plus(3000));
-    let mut status = d.status;
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &s,
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Success)),
-        plus(3700),
-    );
+    let d = command_seen(&s, d.status, "cmd-1", Some(CommandStatus::Success), plus(3700));
     assert_eq!(
         d.status.instances[0].phase,
         InstancePhase::Verifying,
@@ -1204,14 +1171,7 @@ fn each_window_runs_every_instance_again_and_keeps_a_history() {
     let plus = |secs: i64| opens + SignedDuration::from_secs(secs);
     let d = run(&s, None, &all_healthy(), plus(0));
     let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), plus(10));
-    let mut status = d.status;
-    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
-    let d = run(
-        &s,
-        Some(&status),
-        &command(Some("cmd-1"), Some(CommandStatus::Success)),
-        plus(60),
-    );
+    let d = command_seen(&s, d.status, "cmd-1", Some(CommandStatus::Success), plus(60));
     let d = run(&s, Some(&d.status), &with_a(TargetState::Unused), plus(61));
     let d = run(&s, Some(&d.status), &with_a(TargetState::Healthy), plus(70));
     let d = run(&s, Some(&d.status), &all_healthy(), plus(71));
