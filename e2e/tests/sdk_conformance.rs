@@ -58,7 +58,7 @@ use aws_sdk_ssm::config::{Credentials, SharedCredentialsProvider};
 use pitstop::aws::sdk::{ApiOperation, OperationCounts, SdkProvider, SdkSettings};
 use pitstop::aws::{
     AgentPing, AwsApis, AwsError, AwsErrorKind, AwsProvider, CommandKind, CommandRequest, CommandStatus, CommandTag,
-    Target, TargetState,
+    Target, TargetGroups, TargetState,
 };
 use pitstop::machine::reboot_command;
 use pitstop_e2e::sandbox::{
@@ -154,6 +154,22 @@ where
         );
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Polls one target's state in the group until it is `end`; returns the states seen (see [`observe_until`]).
+async fn target_states_until(
+    tg_api: &dyn TargetGroups,
+    tg: &str,
+    target: &Target,
+    what: &str,
+    end: TargetState,
+) -> Vec<TargetState> {
+    observe_until(
+        what,
+        || async { tg_api.instance_health(tg, target).await.expect("instance_health").state },
+        |s| *s == end,
+    )
+    .await
 }
 
 /// Checks the provider counted exactly the requests the sandbox answered, operation by operation: every attempt
@@ -268,18 +284,7 @@ async fn target_groups_drain_and_come_back_as_on_aws() {
         .deregister(tg, &leaving)
         .await
         .expect("deregister while draining");
-    let states = observe_until(
-        "the drain to end",
-        || async {
-            tg_api
-                .instance_health(tg, &leaving)
-                .await
-                .expect("instance_health")
-                .state
-        },
-        |s| *s == TargetState::Unused,
-    )
-    .await;
+    let states = target_states_until(tg_api.as_ref(), tg, &leaving, "the drain to end", TargetState::Unused).await;
     assert_eq!(states, [TargetState::Draining, TargetState::Unused]);
 
     // instance_health of an instance that is not registered: a row, `unused`, Target.NotRegistered.
@@ -304,16 +309,12 @@ async fn target_groups_drain_and_come_back_as_on_aws() {
     );
     assert_eq!(first.reason.as_deref(), Some("Elb.InitialHealthChecking"));
     assert!(first.state.is_registered());
-    let states = observe_until(
+    let states = target_states_until(
+        tg_api.as_ref(),
+        tg,
+        &leaving,
         "the registered target to pass its health checks",
-        || async {
-            tg_api
-                .instance_health(tg, &leaving)
-                .await
-                .expect("instance_health")
-                .state
-        },
-        |s| *s == TargetState::Healthy,
+        TargetState::Healthy,
     )
     .await;
     assert_eq!(states, [TargetState::Initial, TargetState::Healthy]);
