@@ -19,7 +19,7 @@ use crate::report::{RunMode, RunReport};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 pub use bands::BandRecorder;
-pub use pitstop_process::{PitstopRun, default_pitstop_binary, read_to_end};
+pub use pitstop_process::{PitstopRun, default_pitstop_binary, pitstop_run_command, read_to_end};
 pub use plan::plan_yaml;
 
 /// One experiment.

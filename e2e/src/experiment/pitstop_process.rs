@@ -1,7 +1,7 @@
 //! Running the real `pitstop run` binary against the sandbox, watching its state file for
 //! the phase bands and its memory high-water mark.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -36,6 +36,31 @@ pub struct PitstopRun {
     pub peak_rss_kib: Option<u64>,
 }
 
+/// `pitstop run` on a plan file against the sandbox's AWS endpoint, with its output piped and
+/// the process killed when the handle is dropped.
+pub fn pitstop_run_command(
+    binary: &Path,
+    plan_file: &Path,
+    state_file: &Path,
+    poll_interval: Duration,
+    sandbox: &Sandbox,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg("run")
+        .arg(plan_file)
+        .arg("--state-file")
+        .arg(state_file)
+        .arg("--poll-interval")
+        .arg(format!("{}ms", poll_interval.as_millis()))
+        .envs(sandbox.aws_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
 /// Runs `pitstop run` on a plan for the whole fleet and waits for it to exit.
 pub(super) async fn run_pitstop(
     sandbox: &Sandbox,
@@ -59,18 +84,7 @@ pub(super) async fn run_pitstop(
         "{} not found: build it first (`cargo build --workspace --bins`) or set {PITSTOP_BINARY_ENV}",
         binary.display()
     );
-    let mut child = tokio::process::Command::new(binary)
-        .arg("run")
-        .arg(&plan_path)
-        .arg("--state-file")
-        .arg(&state_path)
-        .arg("--poll-interval")
-        .arg(format!("{}ms", config.poll_interval.as_millis()))
-        .envs(sandbox.aws_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    let mut child = pitstop_run_command(binary, &plan_path, &state_path, config.poll_interval, sandbox)
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let pid = child.id();

@@ -6,17 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use pitstop::api::{InstancePhase, InstanceStatus, MaintenancePlan, MaintenancePlanStatus};
-use pitstop_e2e::experiment::{default_pitstop_binary, plan_yaml, read_to_end};
+use pitstop_e2e::experiment::{default_pitstop_binary, pitstop_run_command, plan_yaml, read_to_end};
 use pitstop_e2e::sandbox::{CallRecord, Sandbox};
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 /// `pitstop run --poll-interval`: short, so the runs take little more than the fleet needs.
-pub const POLL_INTERVAL: &str = "200ms";
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Upper bound on one `pitstop run` by default; a safety net against a hang, not a timing assertion.
 pub const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -65,18 +64,7 @@ pub fn start_pitstop(sandbox: &Sandbox, yaml: &str, state_file: Option<&Path>) -
     let plan_file = dir.path().join("plans.yaml");
     let state_file = state_file.map_or_else(|| dir.path().join("state.json"), Path::to_path_buf);
     std::fs::write(&plan_file, yaml).expect("write the plan file");
-    let mut child = tokio::process::Command::new(&binary)
-        .arg("run")
-        .arg(&plan_file)
-        .arg("--state-file")
-        .arg(&state_file)
-        .arg("--poll-interval")
-        .arg(POLL_INTERVAL)
-        .envs(sandbox.aws_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    let mut child = pitstop_run_command(&binary, &plan_file, &state_file, POLL_INTERVAL, sandbox)
         .spawn()
         .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
     let stdout = read_to_end(child.stdout.take().expect("stdout piped"));
