@@ -192,6 +192,48 @@ async fn deregister_drains_to_unused_and_register_comes_back_through_initial() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rotation_record_holds_every_state_describe_target_health_reported() {
+    // The background poll is all but off, so only the sandbox's own changes and the describes below read HAProxy:
+    // a test that reads the record right after a client saw `healthy` must find the instance back in rotation.
+    let sandbox = start(fast_config().with_haproxy_poll(Duration::from_secs(3600))).await;
+    let (elb, _) = clients(&sandbox, true).await;
+    let arn = sandbox.target_group_arn().to_owned();
+    let ids = sandbox.instance_ids();
+    let id = ids[0].as_str();
+
+    elb.deregister_targets()
+        .target_group_arn(&arn)
+        .targets(target(id))
+        .send()
+        .await
+        .expect("deregister");
+    eventually("the drain to end", LIMIT, || async {
+        (target_state(&elb, &arn, id).await == "unused").then_some(())
+    })
+    .await;
+    elb.register_targets()
+        .target_group_arn(&arn)
+        .targets(target(id))
+        .send()
+        .await
+        .expect("register");
+    eventually("the target to become healthy", LIMIT, || async {
+        (target_state(&elb, &arn, id).await == "healthy").then_some(())
+    })
+    .await;
+
+    let history = sandbox.rotation_history();
+    let last = history.last().expect("a record");
+    assert!(
+        last.out_of_rotation().is_empty(),
+        "the last recorded state has every instance in rotation, as DescribeTargetHealth said: {history:?}"
+    );
+    let went_out = history.iter().filter(|s| !s.states[id].in_rotation()).count();
+    assert!(went_out > 0, "the time out of rotation is recorded too: {history:?}");
+    sandbox.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_target_group_and_unknown_instances_get_aws_errors() {
     let sandbox = start(fast_config().with_instances(1)).await;
     let (elb, _) = clients(&sandbox, false).await;

@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         haproxy_binary: args.haproxy_binary.unwrap_or_else(default_haproxy_binary),
         work_dir: args.work_dir,
         region: args.region,
+        ..SandboxConfig::default()
     };
 
     // Listen for signals before starting, so a stop during start-up still tears everything down.

@@ -44,6 +44,10 @@ pub struct SandboxConfig {
     pub work_dir: Option<PathBuf>,
     /// AWS region written into the target group ARN and printed for clients.
     pub region: String,
+    /// How often the sandbox reads HAProxy's server states in the background, for target health and the rotation
+    /// record. Every `DescribeTargetHealth` and every change the sandbox makes also reads them, so the record holds
+    /// every state a client acted on, whatever this is.
+    pub haproxy_poll: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -60,6 +64,7 @@ impl Default for SandboxConfig {
             haproxy_binary: default_haproxy_binary(),
             work_dir: None,
             region: "us-east-1".to_owned(),
+            haproxy_poll: Duration::from_millis(100),
         }
     }
 }
@@ -126,6 +131,12 @@ impl SandboxConfig {
         self
     }
 
+    /// Sets how often HAProxy's server states are read in the background.
+    pub fn with_haproxy_poll(mut self, every: Duration) -> Self {
+        self.haproxy_poll = every;
+        self
+    }
+
     /// The deregistration delay as AWS reports it: whole seconds, rounded up.
     pub fn deregistration_delay_seconds(&self) -> u64 {
         let delay = self.deregistration_delay;
@@ -156,6 +167,11 @@ impl SandboxConfig {
             self.unhealthy_threshold
         );
         ensure!(!self.region.is_empty(), "the region must not be empty");
+        ensure!(
+            self.haproxy_poll >= Duration::from_millis(10),
+            "the HAProxy poll interval must be at least 10 ms, not {:?}",
+            self.haproxy_poll
+        );
         check_haproxy_binary(&self.haproxy_binary)?;
         if !self.backend_binary.is_file() {
             bail!(
@@ -226,5 +242,17 @@ mod tests {
     fn thresholds_out_of_range_are_rejected() {
         let cfg = SandboxConfig::default().with_thresholds(0, 2);
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn a_busy_loop_of_haproxy_polls_is_rejected() {
+        let err = SandboxConfig::default()
+            .with_haproxy_poll(Duration::from_millis(1))
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("poll interval must be at least 10 ms"),
+            "{err}"
+        );
     }
 }

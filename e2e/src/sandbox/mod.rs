@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     pub(crate) calls: CallLog,
     pub(crate) rotation: RotationRecorder,
+    /// Held while HAProxy's states are read and recorded, so records are made in the order of the reads.
+    pub(crate) observing: tokio::sync::Mutex<()>,
     pub(crate) tasks: Tasks,
     closed: AtomicBool,
 }
@@ -261,6 +263,7 @@ impl Sandbox {
             faults: Faults::new(ids.iter().cloned()),
             calls: CallLog::default(),
             rotation: RotationRecorder::default(),
+            observing: tokio::sync::Mutex::new(()),
             tasks: Tasks::default(),
             closed: AtomicBool::new(false),
             instances,
@@ -316,7 +319,7 @@ impl Sandbox {
         targets::register(&shared, &all).await?;
         sandbox.wait_until_all_healthy().await?;
         // Read HAProxy now: the monitor's last poll may predate the last check that passed.
-        let current = shared.haproxy.server_states().await?;
+        let current = monitor::observe_now(&shared).await?;
         shared.rotation.reset(shared.started.elapsed(), Some(current));
         Ok(sandbox)
     }
@@ -406,8 +409,9 @@ impl Sandbox {
         self.shared.haproxy.server_states().await
     }
 
-    /// Rotation states each time they changed, as seen by polling HAProxy every 100 ms, since the sandbox became
-    /// ready (or the last [`reset_rotation_history`](Self::reset_rotation_history)).
+    /// Rotation states each time they changed, as read by the background poll, every `DescribeTargetHealth` and
+    /// every registration change, since the sandbox became ready (or the last
+    /// [`reset_rotation_history`](Self::reset_rotation_history)).
     pub fn rotation_history(&self) -> Vec<RotationSnapshot> {
         self.shared.rotation.history()
     }
@@ -417,7 +421,7 @@ impl Sandbox {
         self.shared.rotation.max_out_of_rotation()
     }
 
-    /// Starts the rotation history afresh from the states last polled (at most 100 ms old).
+    /// Starts the rotation history afresh from the states last read (at most one `haproxy_poll` old).
     pub fn reset_rotation_history(&self) {
         self.shared.rotation.reset(self.shared.started.elapsed(), None);
     }

@@ -1,20 +1,20 @@
 //! Background watchers: HAProxy's server states (for target health and the rotation record) and the fault switches.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::Shared;
 use super::lifecycle::remove_sick_file;
+use super::rotation::RotationState;
 
-/// How often HAProxy is polled; well below any health-check interval, so no state change goes unseen.
-const POLL_EVERY: Duration = Duration::from_millis(100);
-
-/// Polls HAProxy: ends targets' `initial` phase when they come up and records rotation changes.
+/// Polls HAProxy every `haproxy_poll` (by default 100 ms, well below any health-check interval): ends targets'
+/// `initial` phase when they come up and records rotation changes.
 ///
-/// Polling catches what HAProxy's checks change; what the sandbox changes itself (registrations) is also recorded
-/// right after the change by [`observe_now`], so even a short maintenance or drain is never missed.
+/// Polling catches what HAProxy's checks change; what the sandbox changes itself (registrations) and what a
+/// `DescribeTargetHealth` reads are also recorded at once by [`observe_now`], so even a short maintenance or drain
+/// is never missed, and a client never acts on a state the record lacks.
 pub(crate) async fn watch_haproxy(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(POLL_EVERY);
+    let mut tick = tokio::time::interval(shared.cfg.haproxy_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -27,12 +27,16 @@ pub(crate) async fn watch_haproxy(shared: Arc<Shared>) {
     }
 }
 
-/// Reads HAProxy's server states once and records them.
-pub(crate) async fn observe_now(shared: &Shared) -> anyhow::Result<()> {
+/// Reads HAProxy's server states once, records them and returns them.
+///
+/// One reader at a time: two interleaved readers could record an older read after a newer one, and the record would
+/// show a server flapping that never did.
+pub(crate) async fn observe_now(shared: &Shared) -> anyhow::Result<BTreeMap<String, RotationState>> {
+    let _turn = shared.observing.lock().await;
     let states = shared.haproxy.server_states().await?;
     shared.target_group.observe(&states);
     shared.rotation.observe(shared.started.elapsed(), &states);
-    Ok(())
+    Ok(states)
 }
 
 /// Heals instances whose `unhealthy_after_boot` switch is turned off: their health check passes again at once.

@@ -211,9 +211,9 @@ fn failure_reason(server: &RotationState) -> (&'static str, String) {
 
 /// Health of every instance, reading HAProxy now.
 pub(crate) async fn describe(shared: &Shared) -> anyhow::Result<BTreeMap<String, TargetHealth>> {
-    let states = shared.haproxy.server_states().await?;
+    // Recorded as well as used, so the rotation record has every state a caller was told about.
+    let states = super::monitor::observe_now(shared).await?;
     let group = &shared.target_group;
-    group.observe(&states);
     let now = Instant::now();
     let unhealthy_after = shared.cfg.health_interval * shared.cfg.unhealthy_threshold;
     Ok(shared
