@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata;
 use pitstop_e2e::sandbox::{AdminState, CallOutcome, OperationalState, http_get};
-use sandbox_support::{clients, eventually, fast_config, start, target, target_state, target_states};
+use sandbox_support::{
+    clients, deregister, fast_config, register, start, target, target_state, target_states, wait_for_target_state,
+};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -87,12 +89,7 @@ async fn deregister_drains_to_unused_and_register_comes_back_through_initial() {
     let ids = sandbox.instance_ids();
     let id = ids[0].as_str();
 
-    elb.deregister_targets()
-        .target_group_arn(&arn)
-        .targets(target(id))
-        .send()
-        .await
-        .expect("deregister");
+    deregister(&elb, &arn, id).await;
     let (state, reason) = target_states(&elb, &arn, &[id])
         .await
         .remove(id)
@@ -106,10 +103,7 @@ async fn deregister_drains_to_unused_and_register_comes_back_through_initial() {
         AdminState::Drain
     );
 
-    eventually("the drain to end", LIMIT, || async {
-        (target_state(&elb, &arn, id).await == "unused").then_some(())
-    })
-    .await;
+    wait_for_target_state(&elb, &arn, id, "unused", "the drain to end", LIMIT).await;
     let (_, reason) = target_states(&elb, &arn, &[id])
         .await
         .remove(id)
@@ -134,12 +128,7 @@ async fn deregister_drains_to_unused_and_register_comes_back_through_initial() {
         assert!(!response.body.contains(id), "{id} got traffic while unused");
     }
 
-    elb.register_targets()
-        .target_group_arn(&arn)
-        .targets(target(id))
-        .send()
-        .await
-        .expect("register");
+    register(&elb, &arn, id).await;
     let (state, reason) = target_states(&elb, &arn, &[id])
         .await
         .remove(id)
@@ -152,10 +141,7 @@ async fn deregister_drains_to_unused_and_register_comes_back_through_initial() {
     assert_eq!(server.admin, AdminState::Ready);
     assert!(!server.in_rotation(), "no traffic before the checks passed: {server:?}");
 
-    eventually("the target to become healthy", LIMIT, || async {
-        (target_state(&elb, &arn, id).await == "healthy").then_some(())
-    })
-    .await;
+    wait_for_target_state(&elb, &arn, id, "healthy", "the target to become healthy", LIMIT).await;
     assert!(sandbox.rotation_states().await.expect("HAProxy state")[id].in_rotation());
 
     // HAProxy's view went ready → drain → maint → ready but down → up, one instance out at most.
@@ -201,26 +187,10 @@ async fn the_rotation_record_holds_every_state_describe_target_health_reported()
     let ids = sandbox.instance_ids();
     let id = ids[0].as_str();
 
-    elb.deregister_targets()
-        .target_group_arn(&arn)
-        .targets(target(id))
-        .send()
-        .await
-        .expect("deregister");
-    eventually("the drain to end", LIMIT, || async {
-        (target_state(&elb, &arn, id).await == "unused").then_some(())
-    })
-    .await;
-    elb.register_targets()
-        .target_group_arn(&arn)
-        .targets(target(id))
-        .send()
-        .await
-        .expect("register");
-    eventually("the target to become healthy", LIMIT, || async {
-        (target_state(&elb, &arn, id).await == "healthy").then_some(())
-    })
-    .await;
+    deregister(&elb, &arn, id).await;
+    wait_for_target_state(&elb, &arn, id, "unused", "the drain to end", LIMIT).await;
+    register(&elb, &arn, id).await;
+    wait_for_target_state(&elb, &arn, id, "healthy", "the target to become healthy", LIMIT).await;
 
     let history = sandbox.rotation_history();
     let last = history.last().expect("a record");
@@ -268,12 +238,7 @@ async fn unknown_target_group_and_unknown_instances_get_aws_errors() {
 
     // Registering a registered target changes nothing, as on AWS.
     let id = &sandbox.instance_ids()[0];
-    elb.register_targets()
-        .target_group_arn(&arn)
-        .targets(target(id))
-        .send()
-        .await
-        .expect("idempotent register");
+    register(&elb, &arn, id).await;
     assert_eq!(target_state(&elb, &arn, id).await, "healthy");
 
     let errors: Vec<String> = sandbox

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_ssm::types::{InstanceInformationFilter, InstanceInformationFilterKey};
 use pitstop_e2e::sandbox::{Sandbox, SandboxInfo};
-use sandbox_support::{clients, eventually, fast_config, start, target};
+use sandbox_support::{clients, deregister, eventually, fast_config, start, target};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -118,12 +118,7 @@ async fn read_only_calls_are_logged_and_write_nothing() {
         "nothing rebooted"
     );
 
-    elb.deregister_targets()
-        .target_group_arn(&arn)
-        .targets(target(&ids[2]))
-        .send()
-        .await
-        .expect("deregister");
+    deregister(&elb, &arn, &ids[2]).await;
     let writes = log.writes();
     assert_eq!(writes.len(), 1);
     assert_eq!(

@@ -15,8 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pitstop_e2e::sandbox::{Sandbox, http_get};
 use sandbox_support::{
-    FLAG_FILE_REBOOT, clients, eventually, fast_config, finished_invocation, send_script, start, target, target_state,
-    target_states,
+    FLAG_FILE_REBOOT, clients, deregister, eventually, fast_config, finished_invocation, register, send_script, start,
+    target_state, target_states, wait_for_target_state,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -82,25 +82,12 @@ async fn reboot_without_draining_fails_requests_and_the_graceful_runbook_does_no
     let stop = Arc::new(AtomicBool::new(false));
     let (tally, load) = traffic(&sandbox, Arc::clone(&stop));
     let id = ids[0].as_str();
-    elb.deregister_targets()
-        .target_group_arn(&arn)
-        .targets(target(id))
-        .send()
-        .await
-        .expect("deregister");
-    eventually("the drain to end", LIMIT, || async {
-        (target_state(&elb, &arn, id).await == "unused").then_some(())
-    })
-    .await;
+    deregister(&elb, &arn, id).await;
+    wait_for_target_state(&elb, &arn, id, "unused", "the drain to end", LIMIT).await;
     let command_id = send_script(&ssm, id, FLAG_FILE_REBOOT, "graceful reboot").await;
     let invocation = finished_invocation(&ssm, &command_id, id).await;
     assert_eq!(invocation.status(), Some(&CommandInvocationStatus::Success));
-    elb.register_targets()
-        .target_group_arn(&arn)
-        .targets(target(id))
-        .send()
-        .await
-        .expect("register");
+    register(&elb, &arn, id).await;
     eventually("every target to be healthy", LIMIT, || async {
         target_states(&elb, &arn, &[])
             .await

@@ -131,6 +131,41 @@ pub async fn target_state(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &st
         .unwrap_or_default()
 }
 
+/// Deregisters `id` through the SDK; the call must be accepted.
+pub async fn deregister(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &str, id: &str) {
+    elb.deregister_targets()
+        .target_group_arn(arn)
+        .targets(target(id))
+        .send()
+        .await
+        .expect("deregister");
+}
+
+/// Registers `id` through the SDK; the call must be accepted.
+pub async fn register(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &str, id: &str) {
+    elb.register_targets()
+        .target_group_arn(arn)
+        .targets(target(id))
+        .send()
+        .await
+        .expect("register");
+}
+
+/// Polls `DescribeTargetHealth` until `id` is in `state`; panics with `what` after `limit`.
+pub async fn wait_for_target_state(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    arn: &str,
+    id: &str,
+    state: &str,
+    what: &str,
+    limit: Duration,
+) {
+    eventually(what, limit, || async {
+        (target_state(elb, arn, id).await == state).then_some(())
+    })
+    .await;
+}
+
 /// The agent's ping status of one instance through the SDK.
 pub async fn ping_status(ssm: &aws_sdk_ssm::Client, id: &str) -> String {
     let filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
