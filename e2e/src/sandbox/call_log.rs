@@ -31,6 +31,12 @@ pub enum CallOutcome {
     },
     /// Answered with a throttling error by the fault switch (not carried out).
     Throttled,
+    /// Carried out, but its answer was lost on the way by the `lose_answers` fault switch (`mode`: `reset`,
+    /// `error500` or `hold`).
+    AnswerLost {
+        /// How the answer was lost.
+        mode: String,
+    },
 }
 
 /// One AWS call.
@@ -57,7 +63,7 @@ pub struct CallRecord {
 impl CallRecord {
     /// Whether the call was a write that the sandbox carried out.
     pub fn is_effective_write(&self) -> bool {
-        self.write && self.outcome == CallOutcome::Ok
+        self.write && matches!(self.outcome, CallOutcome::Ok | CallOutcome::AnswerLost { .. })
     }
 }
 

@@ -3,18 +3,20 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::Shared;
 use super::call_log::{CallOutcome, Service};
-use super::faults::FaultSettings;
+use super::faults::{FaultSettings, LostAnswerMode};
 use super::protocol::{self, ApiError, QueryParams};
+use super::server::ConnectionHandle;
 use super::{elbv2_api, ssm_api, targets};
 
 /// Routes of the endpoint: admin paths first, everything else is an AWS call.
@@ -23,23 +25,30 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/calls", get(get_calls).delete(clear_calls))
         .route("/_sandbox/faults", get(get_faults).post(set_faults))
         .route("/_sandbox/state", get(get_state))
+        .route("/_sandbox/outage", post(start_outage))
         .fallback(aws)
         .with_state(shared)
 }
 
 /// One AWS call: SSM when `X-Amz-Target` is set (JSON 1.1), ELBv2 when the form body has an `Action` (Query).
 /// Signatures are not checked.
-async fn aws(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn aws(
+    State(shared): State<Arc<Shared>>,
+    connection: Option<Extension<ConnectionHandle>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
+    let connection = connection.map(|Extension(handle)| handle);
     if let Some(target) = headers.get("x-amz-target") {
         let target = target.to_str().unwrap_or_default().to_owned();
-        return ssm(&shared, &target, &body, &request_id).await;
+        return ssm(&shared, &target, &body, &request_id, connection.as_ref()).await;
     }
     let params = QueryParams::parse(&body);
     match params.get("Action") {
         Some(action) => {
             let action = action.to_owned();
-            elbv2(&shared, &action, &params, &request_id).await
+            elbv2(&shared, &action, &params, &request_id, connection.as_ref()).await
         }
         None => {
             let err = ApiError::client(
@@ -65,7 +74,57 @@ fn outcome_of<T>(result: &Result<T, ApiError>) -> CallOutcome {
     }
 }
 
-async fn ssm(shared: &Arc<Shared>, target: &str, body: &[u8], request_id: &str) -> Response {
+/// The answer to a call that was carried out, unless the `lose_answers` fault loses it: then the call is logged as
+/// `AnswerLost` and the client gets a reset connection, a 500, or its answer only after the hold.
+async fn answer(
+    shared: &Shared,
+    record: impl FnOnce(CallOutcome),
+    operation: &str,
+    connection: Option<&ConnectionHandle>,
+    respond: impl FnOnce(Result<(), ApiError>) -> Response,
+) -> Response {
+    let Some(loss) = shared.faults.draw_lost_answer(operation) else {
+        record(CallOutcome::Ok);
+        return respond(Ok(()));
+    };
+    let mode = match loss.mode {
+        LostAnswerMode::Reset => "reset",
+        LostAnswerMode::Error500 => "error500",
+        LostAnswerMode::Hold => "hold",
+    };
+    record(CallOutcome::AnswerLost { mode: mode.to_owned() });
+    match loss.mode {
+        LostAnswerMode::Reset => match connection {
+            Some(connection) => {
+                connection.reset();
+                // The connection task drops this handler with the connection.
+                std::future::pending().await
+            }
+            None => {
+                tracing::warn!(
+                    operation,
+                    "no connection to reset (not served by the sandbox's server); answering 500"
+                );
+                respond(Err(ApiError::internal("lost answer (reset)")))
+            }
+        },
+        LostAnswerMode::Error500 => respond(Err(ApiError::internal(
+            "We encountered an internal error. Please try again.",
+        ))),
+        LostAnswerMode::Hold => {
+            tokio::time::sleep(loss.hold).await;
+            respond(Ok(()))
+        }
+    }
+}
+
+async fn ssm(
+    shared: &Arc<Shared>,
+    target: &str,
+    body: &[u8],
+    request_id: &str,
+    connection: Option<&ConnectionHandle>,
+) -> Response {
     let Some(operation) = target.strip_prefix("AmazonSSM.") else {
         let err = ApiError::client("UnknownOperationException", format!("unknown target {target}"));
         shared.calls.record(
@@ -103,16 +162,35 @@ async fn ssm(shared: &Arc<Shared>, target: &str, body: &[u8], request_id: &str) 
         return protocol::json_error(&ApiError::client("ThrottlingException", "Rate exceeded"), request_id);
     }
     let result = ssm_api::execute(shared, operation, body).await;
-    shared
-        .calls
-        .record(Service::Ssm, operation, ids, summary, outcome_of(&result));
     match result {
-        Ok(value) => protocol::json_response(&value, request_id),
-        Err(err) => protocol::json_error(&err, request_id),
+        Ok(value) => {
+            let record = |outcome| shared.calls.record(Service::Ssm, operation, ids, summary, outcome);
+            answer(shared, record, operation, connection, |lost| match lost {
+                Ok(()) => protocol::json_response(&value, request_id),
+                Err(err) => protocol::json_error(&err, request_id),
+            })
+            .await
+        }
+        Err(err) => {
+            shared.calls.record(
+                Service::Ssm,
+                operation,
+                ids,
+                summary,
+                outcome_of::<()>(&Err(err.clone())),
+            );
+            protocol::json_error(&err, request_id)
+        }
     }
 }
 
-async fn elbv2(shared: &Arc<Shared>, action: &str, params: &QueryParams, request_id: &str) -> Response {
+async fn elbv2(
+    shared: &Arc<Shared>,
+    action: &str,
+    params: &QueryParams,
+    request_id: &str,
+    connection: Option<&ConnectionHandle>,
+) -> Response {
     let ids = elbv2_api::call_instance_ids(params);
     let summary = params.summary();
     if shared.faults.should_throttle() {
@@ -122,12 +200,25 @@ async fn elbv2(shared: &Arc<Shared>, action: &str, params: &QueryParams, request
         return protocol::query_error(&ApiError::client("Throttling", "Rate exceeded"), request_id);
     }
     let result = elbv2_api::execute(shared, action, params).await;
-    shared
-        .calls
-        .record(Service::Elbv2, action, ids, summary, outcome_of(&result));
     match result {
-        Ok(inner) => protocol::query_response(action, &inner, request_id),
-        Err(err) => protocol::query_error(&err, request_id),
+        Ok(inner) => {
+            let record = |outcome| shared.calls.record(Service::Elbv2, action, ids, summary, outcome);
+            answer(shared, record, action, connection, |lost| match lost {
+                Ok(()) => protocol::query_response(action, &inner, request_id),
+                Err(err) => protocol::query_error(&err, request_id),
+            })
+            .await
+        }
+        Err(err) => {
+            shared.calls.record(
+                Service::Elbv2,
+                action,
+                ids,
+                summary,
+                outcome_of::<()>(&Err(err.clone())),
+            );
+            protocol::query_error(&err, request_id)
+        }
     }
 }
 
@@ -154,6 +245,32 @@ async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
         Ok(()) => Json(shared.faults.settings()).into_response(),
         Err(err) => (StatusCode::BAD_REQUEST, Json(json!({ "error": err.to_string() }))).into_response(),
     }
+}
+
+/// `POST /_sandbox/outage?seconds=N`: closes every connection and refuses new ones for N seconds (at most an
+/// hour); the answer is sent before the outage starts.
+async fn start_outage(State(shared): State<Arc<Shared>>, Query(query): Query<OutageQuery>) -> Response {
+    if !(query.seconds > 0.0 && query.seconds <= 3600.0) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("seconds must be within (0, 3600], not {}", query.seconds) })),
+        )
+            .into_response();
+    }
+    let length = std::time::Duration::from_secs_f64(query.seconds);
+    let switch = shared.outage.clone();
+    // A moment's delay lets this answer leave before the connection it travels on is closed.
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        switch.refuse_connections(length);
+    });
+    Json(json!({ "refusing_connections_seconds": query.seconds })).into_response()
+}
+
+/// The query of `POST /_sandbox/outage`.
+#[derive(Debug, serde::Deserialize)]
+struct OutageQuery {
+    seconds: f64,
 }
 
 /// Per instance: power, boot count, target health and HAProxy's view; plus the worst rotation moment so far.

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -18,6 +19,93 @@ pub struct FaultSettings {
     pub command_failures: BTreeMap<String, i32>,
     /// Share (0.0..=1.0) of AWS calls answered with a throttling error instead of being carried out.
     pub throttle_rate: f64,
+    /// Write operations (`SendCommand`, `DeregisterTargets`...) whose answer is lost after the sandbox carried the
+    /// call out: the work happens, the client never hears of it.
+    pub lose_answers: BTreeMap<String, LostAnswer>,
+}
+
+/// How the answer of a write that was carried out goes missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LostAnswerMode {
+    /// The connection is reset (TCP RST) instead of answering, as a NAT gateway or proxy that dropped it would.
+    Reset,
+    /// AWS's front end answers `500 InternalFailure` although the back end acted.
+    Error500,
+    /// No answer for `hold_ms` (past the client's attempt timeout), then the real one, to whoever still listens.
+    Hold,
+}
+
+/// Default of [`LostAnswer::hold_ms`]: longer than the SDK's default 30 s attempt limit.
+pub const DEFAULT_HOLD_MS: u64 = 45_000;
+
+/// Which calls of one write operation lose their answer, and how. Exactly one of `count` and `rate` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LostAnswer {
+    /// How the answer is lost.
+    pub mode: LostAnswerMode,
+    /// Lose the answers of the next `count` calls; the rule is removed once they are used up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Lose this share (0.0..=1.0) of the calls, until switched off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// With `hold`: how long the answer is held, in milliseconds (default [`DEFAULT_HOLD_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ms: Option<u64>,
+}
+
+impl LostAnswer {
+    /// The answers of the next `count` calls are lost this way.
+    pub fn next(mode: LostAnswerMode, count: u32) -> Self {
+        Self {
+            mode,
+            count: Some(count),
+            rate: None,
+            hold_ms: None,
+        }
+    }
+
+    /// This share of the calls loses its answer this way.
+    pub fn share(mode: LostAnswerMode, rate: f64) -> Self {
+        Self {
+            mode,
+            count: None,
+            rate: Some(rate),
+            hold_ms: None,
+        }
+    }
+
+    /// Holds the answer this long (for [`LostAnswerMode::Hold`]).
+    pub fn holding(mut self, hold: Duration) -> Self {
+        self.hold_ms = Some(u64::try_from(hold.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    fn check(&self, operation: &str) -> Result<(), FaultError> {
+        if !LOSABLE_WRITES.contains(&operation) {
+            return Err(FaultError::NotAWrite(operation.to_owned()));
+        }
+        match (self.count, self.rate) {
+            (Some(_), None) => Ok(()),
+            (None, Some(rate)) if (0.0..=1.0).contains(&rate) => Ok(()),
+            (None, Some(rate)) => Err(FaultError::BadLossRate(rate)),
+            _ => Err(FaultError::CountOrRate(operation.to_owned())),
+        }
+    }
+}
+
+/// The write operations the sandbox carries out, each of which can lose its answer.
+pub const LOSABLE_WRITES: &[&str] = &["DeregisterTargets", "RegisterTargets", "SendCommand", "CancelCommand"];
+
+/// A lost answer drawn for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerLoss {
+    /// How.
+    pub mode: LostAnswerMode,
+    /// For [`LostAnswerMode::Hold`]: how long.
+    pub hold: Duration,
 }
 
 /// A fault switch that cannot be set.
@@ -32,6 +120,15 @@ pub enum FaultError {
     /// Exit code 0 means success and cannot make a command fail.
     #[error("a failing command needs a non-zero exit code")]
     ZeroExitCode,
+    /// Only the writes the sandbox carries out can lose their answer.
+    #[error("{0:?} is not a write the sandbox carries out; answers can be lost for {LOSABLE_WRITES:?}")]
+    NotAWrite(String),
+    /// A lost-answer rule needs exactly one of `count` and `rate`.
+    #[error("the lost-answer rule for {0} needs exactly one of count and rate")]
+    CountOrRate(String),
+    /// The share of lost answers is not a number within 0.0..=1.0.
+    #[error("lost-answer rate {0} is outside 0.0..=1.0")]
+    BadLossRate(f64),
 }
 
 /// Handle on the fault switches of one sandbox; clones share the same switches.
@@ -112,10 +209,62 @@ impl Faults {
         Ok(())
     }
 
+    /// Makes calls of the write `operation` lose their answer after being carried out (`Some`), or answer
+    /// normally (`None`).
+    pub fn set_lost_answer(&self, operation: &str, rule: Option<LostAnswer>) -> Result<(), FaultError> {
+        if let Some(rule) = &rule {
+            rule.check(operation)?;
+        }
+        self.settings.send_modify(|s| match rule {
+            Some(rule) => {
+                s.lose_answers.insert(operation.to_owned(), rule);
+            }
+            None => {
+                s.lose_answers.remove(operation);
+            }
+        });
+        Ok(())
+    }
+
+    /// Draws whether this call of `operation`, just carried out, loses its answer; a `count` rule is used up by it.
+    pub(crate) fn draw_lost_answer(&self, operation: &str) -> Option<AnswerLoss> {
+        let mut drawn = None;
+        self.settings.send_if_modified(|s| {
+            let Some(rule) = s.lose_answers.get_mut(operation) else {
+                return false;
+            };
+            let hold = Duration::from_millis(rule.hold_ms.unwrap_or(DEFAULT_HOLD_MS));
+            let loss = AnswerLoss { mode: rule.mode, hold };
+            match (rule.count.as_mut(), rule.rate) {
+                (Some(count), _) => {
+                    if *count > 0 {
+                        *count -= 1;
+                        drawn = Some(loss);
+                    }
+                    if *count == 0 {
+                        s.lose_answers.remove(operation);
+                    }
+                    true
+                }
+                (None, Some(rate)) => {
+                    if rate > 0.0 && fastrand::f64() < rate {
+                        drawn = Some(loss);
+                    }
+                    false
+                }
+                (None, None) => false,
+            }
+        });
+        drawn
+    }
+
     /// Replaces every switch at once, after checking all of them.
     pub fn replace(&self, settings: FaultSettings) -> Result<(), FaultError> {
         if !(0.0..=1.0).contains(&settings.throttle_rate) {
             return Err(FaultError::BadThrottleRate(settings.throttle_rate));
+        }
+        for (operation, rule) in &settings.lose_answers {
+            rule.check(operation)?;
         }
         let ids = settings
             .never_return
@@ -202,6 +351,56 @@ mod tests {
         assert!((0..100).all(|_| f.should_throttle()));
         f.clear();
         assert_eq!(f.settings(), FaultSettings::default());
+    }
+
+    #[test]
+    fn lost_answers_are_for_writes_only_and_counted_rules_run_out() {
+        let f = faults();
+        assert_eq!(
+            f.set_lost_answer("DescribeTargetHealth", Some(LostAnswer::next(LostAnswerMode::Reset, 1))),
+            Err(FaultError::NotAWrite("DescribeTargetHealth".into()))
+        );
+        let neither = LostAnswer {
+            count: None,
+            ..LostAnswer::next(LostAnswerMode::Error500, 1)
+        };
+        assert_eq!(
+            f.set_lost_answer("SendCommand", Some(neither)),
+            Err(FaultError::CountOrRate("SendCommand".into()))
+        );
+        assert_eq!(
+            f.set_lost_answer("SendCommand", Some(LostAnswer::share(LostAnswerMode::Hold, 1.5))),
+            Err(FaultError::BadLossRate(1.5))
+        );
+        f.set_lost_answer(
+            "SendCommand",
+            Some(LostAnswer::next(LostAnswerMode::Hold, 2).holding(Duration::from_millis(1500))),
+        )
+        .unwrap();
+        let drawn: Vec<_> = (0..4).map(|_| f.draw_lost_answer("SendCommand")).collect();
+        let hold = Some(AnswerLoss {
+            mode: LostAnswerMode::Hold,
+            hold: Duration::from_millis(1500),
+        });
+        assert_eq!(drawn, vec![hold, hold, None, None]);
+        assert!(f.settings().lose_answers.is_empty(), "a used-up rule is removed");
+        assert_eq!(f.draw_lost_answer("RegisterTargets"), None);
+    }
+
+    #[test]
+    fn lost_answer_shares_are_deterministic_at_the_extremes() {
+        let f = faults();
+        f.set_lost_answer("RegisterTargets", Some(LostAnswer::share(LostAnswerMode::Reset, 1.0)))
+            .unwrap();
+        assert!((0..50).all(|_| f.draw_lost_answer("RegisterTargets").is_some()));
+        f.set_lost_answer("RegisterTargets", Some(LostAnswer::share(LostAnswerMode::Reset, 0.0)))
+            .unwrap();
+        assert!((0..50).all(|_| f.draw_lost_answer("RegisterTargets").is_none()));
+        let json = r#"{"lose_answers":{"SendCommand":{"mode":"error500","count":1},"GetCommandInvocation":{"mode":"reset","count":1}}}"#;
+        assert_eq!(
+            f.replace(serde_json::from_str(json).unwrap()),
+            Err(FaultError::NotAWrite("GetCommandInvocation".into()))
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod net;
 mod process;
 mod protocol;
 mod rotation;
+mod server;
 mod ssm_api;
 mod targets;
 
@@ -53,7 +54,7 @@ pub use config::{
     BACKEND_BINARY_ENV, HAPROXY_BINARY_ENV, SandboxConfig, check_haproxy_binary, default_backend_binary,
     default_haproxy_binary,
 };
-pub use faults::{FaultError, FaultSettings, Faults};
+pub use faults::{AnswerLoss, FaultError, FaultSettings, Faults, LOSABLE_WRITES, LostAnswer, LostAnswerMode};
 pub use instance::{Power, instance_id};
 pub use net::{SimpleResponse, http_get, http_request};
 pub use process::tie_to_parent;
@@ -108,6 +109,8 @@ pub(crate) struct Shared {
     pub(crate) commands: CommandStore,
     pub(crate) faults: Faults,
     pub(crate) calls: CallLog,
+    /// Takes the AWS endpoint down for a while (`/_sandbox/outage`, [`Sandbox::refuse_connections`]).
+    pub(crate) outage: server::OutageSwitch,
     pub(crate) rotation: RotationRecorder,
     /// Held while HAProxy's states are read and recorded, so records are made in the order of the reads.
     pub(crate) observing: tokio::sync::Mutex<()>,
@@ -254,7 +257,9 @@ impl Sandbox {
             }
         };
         let aws_addr = listener.local_addr().context("AWS endpoint address")?;
+        let (outage, outages) = server::outage_switch();
         let shared = Arc::new(Shared {
+            outage,
             started: Instant::now(),
             target_group: TargetGroup::new(arn, &ids),
             haproxy: RuntimeApi::new(socket.clone()),
@@ -302,11 +307,8 @@ impl Sandbox {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let app = endpoint::router(Arc::clone(&shared));
         sandbox.server = Some(tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            });
-            if let Err(err) = serve.await {
-                tracing::error!("the sandbox's AWS endpoint stopped: {err}");
+            if let Err(err) = server::serve(listener, app, outages, stop_rx).await {
+                tracing::error!("the sandbox's AWS endpoint stopped: {err:#}");
             }
         }));
         sandbox.server_stop = Some(stop_tx);
@@ -435,6 +437,12 @@ impl Sandbox {
     /// The fault switches.
     pub fn faults(&self) -> &Faults {
         &self.shared.faults
+    }
+
+    /// Takes the AWS endpoint down for `length`: open connections are closed and new ones refused (nothing
+    /// listens on the port), then it comes back on the same address. Returns at once.
+    pub fn refuse_connections(&self, length: Duration) {
+        self.shared.outage.refuse_connections(length);
     }
 
     /// The log of AWS calls.
