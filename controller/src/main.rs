@@ -10,6 +10,9 @@ use pitstop::cli;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    #[command(flatten)]
+    aws: cli::aws_args::AwsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -30,8 +33,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => cli::crd::print_crd(),
-        Command::Controller(args) => run_controller(args),
-        Command::Run(args) => return run_plans(args),
+        Command::Controller(args) => run_controller(args, &cli.aws),
+        Command::Run(args) => return run_plans(args, &cli.aws),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -44,21 +47,17 @@ fn main() -> std::process::ExitCode {
 
 /// `pitstop controller`: logs, a Tokio runtime, and the AWS SDK (credentials and region
 /// settings from the SDK's usual sources; each plan's region from its target group).
-fn run_controller(args: pitstop::k8s::ControllerArgs) -> anyhow::Result<()> {
+fn run_controller(args: pitstop::k8s::ControllerArgs, aws: &cli::aws_args::AwsArgs) -> anyhow::Result<()> {
     cli::logging::init(args.log_format, "info");
-    let aws = std::sync::Arc::new(pitstop::aws::sdk::SdkProvider::new(
-        pitstop::aws::sdk::SdkSettings::default(),
-    ));
+    let aws = std::sync::Arc::new(pitstop::aws::sdk::SdkProvider::new(aws.sdk_settings()));
     tokio::runtime::Runtime::new()?.block_on(pitstop::k8s::run(args, aws))
 }
 
 /// `pitstop run`: warnings and errors only on the log (the progress display is the
 /// interface), the plans' own exit code.
-fn run_plans(args: cli::run::RunArgs) -> std::process::ExitCode {
+fn run_plans(args: cli::run::RunArgs, aws: &cli::aws_args::AwsArgs) -> std::process::ExitCode {
     cli::logging::init(cli::logging::LogFormat::Text, "warn");
-    let aws = std::sync::Arc::new(pitstop::aws::sdk::SdkProvider::new(
-        pitstop::aws::sdk::SdkSettings::default(),
-    ));
+    let aws = std::sync::Arc::new(pitstop::aws::sdk::SdkProvider::new(aws.sdk_settings()));
     let outcome = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(cli::run::run(args, aws)));

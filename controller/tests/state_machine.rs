@@ -6,10 +6,12 @@ use jiff::{SignedDuration, Timestamp};
 use pitstop::api::{
     CommandSpec, InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, PlanPhase, Preflight,
 };
-use pitstop::aws::{AgentPing, CommandKind, CommandStatus, Invocation, Target, TargetHealth, TargetState};
+use pitstop::aws::{
+    AgentPing, AwsError, AwsErrorKind, CommandKind, CommandStatus, Invocation, Target, TargetHealth, TargetState,
+};
 use pitstop::machine::{
-    Action, CommandView, Decision, Observed, PlanView, Requeue, decide, reason, record_action_failed, record_sent,
-    wants,
+    Action, CommandView, Decision, Observed, PlanView, Requeue, SEND_LOOKUP_GRACE, decide, reason,
+    record_action_failed, record_send_not_made, record_sent, wants,
 };
 
 const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
@@ -416,6 +418,96 @@ fn a_command_found_by_tag_is_adopted_not_sent_again() {
     );
     assert_eq!(d.action, None, "never a second SendCommand");
     assert_eq!(d.status.instances[0].maintenance_command_id.as_deref(), Some("cmd-1"));
+}
+
+#[test]
+fn send_is_recorded_before_the_call_and_a_lost_answer_is_looked_for_not_sent_again() {
+    let status = draining_then_unused(&spec());
+    let d = run(&spec(), Some(&status), &command(None, None), at(11));
+    assert!(matches!(d.action, Some(Action::Send { .. })));
+    assert_eq!(
+        d.status.instances[0].send_attempted_at,
+        Some(at(11)),
+        "the attempt is in the status written before SendCommand"
+    );
+    // The answer never came and ListCommands does not show the command yet: look again,
+    // right up to the end of the grace period.
+    for seconds in [12, 40, 11 + SEND_LOOKUP_GRACE.as_secs() as i64] {
+        let wait = run(&spec(), Some(&d.status), &command(None, None), at(seconds));
+        assert_eq!(wait.action, None, "no second SendCommand at {seconds}s");
+        assert_eq!(wait.requeue, Requeue::Poll);
+        assert!(
+            wait.status.instances[0]
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("got no answer")),
+            "{:?}",
+            wait.status.instances[0].message
+        );
+    }
+    // It shows up: adopted, and the attempt is settled.
+    let found = run(
+        &spec(),
+        Some(&d.status),
+        &command(Some("cmd-1"), Some(CommandStatus::InProgress)),
+        at(30),
+    );
+    assert_eq!(found.action, None);
+    assert_eq!(
+        found.status.instances[0].maintenance_command_id.as_deref(),
+        Some("cmd-1")
+    );
+    assert_eq!(found.status.instances[0].send_attempted_at, None);
+}
+
+#[test]
+fn a_send_that_never_reached_aws_is_sent_again_after_the_grace_period() {
+    // The controller died between the write-ahead status and the call: nothing to find.
+    let status = draining_then_unused(&spec());
+    let d = run(&spec(), Some(&status), &command(None, None), at(11));
+    let late = 12 + SEND_LOOKUP_GRACE.as_secs() as i64;
+    let again = run(&spec(), Some(&d.status), &command(None, None), at(late));
+    let Some(Action::Send { request, .. }) = again.action else {
+        panic!("expected SendCommand after the grace period, got {:?}", again.action);
+    };
+    assert_eq!(request.comment, format!("pitstop/{UID}/maintenance/1"), "same tag");
+    assert_eq!(again.status.instances[0].send_attempted_at, Some(at(late)));
+}
+
+#[test]
+fn a_refused_or_unsent_send_clears_the_attempt_and_a_lost_answer_keeps_it() {
+    let status = draining_then_unused(&spec());
+    let d = run(&spec(), Some(&status), &command(None, None), at(11));
+    let action = d.action.clone().expect("SendCommand");
+    let throttled = AwsError::new(
+        "SendCommand",
+        AwsErrorKind::Throttled,
+        Some("ThrottlingException".into()),
+        "Rate exceeded",
+    );
+    let lost = AwsError::new("SendCommand", AwsErrorKind::Transient, None, "connection reset").with_outcome_unknown();
+
+    let mut after_lost = d.status.clone();
+    assert!(!record_send_not_made(&mut after_lost, &action, &lost));
+    assert_eq!(after_lost.instances[0].send_attempted_at, Some(at(11)));
+
+    let mut after_throttle = d.status.clone();
+    assert!(record_send_not_made(&mut after_throttle, &action, &throttled));
+    assert_eq!(after_throttle.instances[0].send_attempted_at, None);
+    let again = run(&spec(), Some(&after_throttle), &command(None, None), at(14));
+    assert!(
+        matches!(again.action, Some(Action::Send { .. })),
+        "a refused SendCommand is sent again at once: {:?}",
+        again.action
+    );
+    // Only SendCommand has an attempt to clear.
+    let deregister = Action::Deregister {
+        target: Target {
+            instance_id: A.into(),
+            port: Some(8080),
+        },
+    };
+    assert!(!record_send_not_made(&mut after_lost, &deregister, &throttled));
 }
 
 #[test]

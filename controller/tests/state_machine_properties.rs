@@ -1,7 +1,8 @@
 //! Safety properties of the whole round (observe → decide → record → act) over random AWS
 //! behaviour, random throttling and random crashes at every point where a controller can
 //! die: before the status write, between the write and the AWS call, and between
-//! SendCommand and the write of its ID.
+//! SendCommand and the write of its ID; and over writes whose answer is lost after AWS
+//! carried them out, with ListCommands lagging behind a fresh command.
 
 use std::time::Duration;
 
@@ -83,6 +84,8 @@ struct Scenario {
     dry_run: bool,
     fates: Vec<WriteFate>,
     throttle_rounds: Vec<bool>,
+    lost_answer_rounds: Vec<bool>,
+    list_lag: u64,
     steps: Vec<u64>,
 }
 
@@ -107,7 +110,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         0u32..3,
         (any::<bool>(), 1u32..=3, prop::bool::weighted(0.1)),
         prop::collection::vec(fate(), 1..80),
-        prop::collection::vec(prop::bool::weighted(0.2), 1..200),
+        (
+            prop::collection::vec(prop::bool::weighted(0.2), 1..200),
+            prop::collection::vec(prop::bool::weighted(0.1), 1..200),
+            0u64..30,
+        ),
         prop::collection::vec(1u64..20, 1..50),
     )
         .prop_map(
@@ -119,7 +126,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 max_failures,
                 (with_verify, max_attempts, dry_run),
                 fates,
-                throttle_rounds,
+                (throttle_rounds, lost_answer_rounds, list_lag),
                 steps,
             )| Scenario {
                 instances,
@@ -137,6 +144,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 dry_run,
                 fates,
                 throttle_rounds,
+                lost_answer_rounds,
+                list_lag,
                 steps,
             },
         )
@@ -196,6 +205,7 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         b.failing_commands = pick(&s.failing, s.instances);
         b.never_healthy = pick(&s.never_healthy, s.instances);
         b.hanging_commands = pick(&s.hanging, s.instances);
+        b.list_lag = Duration::from_secs(s.list_lag);
     });
     let apis = fake.apis();
     let mut store = CrashingStore {
@@ -206,8 +216,9 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
     let mut now = start;
     // Long enough for the slowest legal run: every try of every instance using every limit
     // (drain 60 s, the default maintenance limit 1800 s, the longest backoff 300 s, verify
-    // 120 s, healthy 60 s twice), so a plan still running after it is stuck, not slow.
-    let per_try = 60 + 1800 + 300 + 120 + 2 * 60 + 100;
+    // 120 s, healthy 60 s twice, and the look-up grace of a lost SendCommand answer for both
+    // commands), so a plan still running after it is stuck, not slow.
+    let per_try = 60 + 1800 + 300 + 120 + 2 * 60 + 2 * 90 + 100;
     let horizon = start + SignedDuration::from_secs((s.instances as u32 * s.max_attempts * per_try) as i64);
     for round in 0.. {
         if now > horizon {
@@ -217,6 +228,10 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         // plan that never ends, which no controller can help.
         if s.throttle_rounds.get(round).copied().unwrap_or(false) {
             fake.behave(|b| b.fail_next = Some((1, AwsErrorKind::Throttled)));
+        }
+        // The next write is carried out and its answer lost (a reset, a timeout, a 5xx).
+        if s.lost_answer_rounds.get(round).copied().unwrap_or(false) {
+            fake.behave(|b| b.lose_next_answers = 1);
         }
         fake.set_now(now);
         let recorded = store.durable.clone();
@@ -251,7 +266,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn safety_holds_across_crashes_and_throttling(s in scenario()) {
+    fn safety_holds_across_crashes_throttling_and_lost_answers(s in scenario()) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let (fake, spec, status) = runtime.block_on(simulate(&s));
         let status = status.expect("at least one status write landed");

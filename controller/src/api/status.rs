@@ -178,6 +178,15 @@ pub struct InstanceStatus {
     #[schemars(schema_with = "timestamp_schema")]
     pub maintenance_started_at: Option<Timestamp>,
 
+    /// When SendCommand was last tried for the command the instance waits on (maintenance
+    /// while Rebooting, verification while Verifying), written before the call. While it is
+    /// set and no command ID is known, the command may exist although its answer was lost
+    /// (a timeout, a connection reset): pitstop looks for it by its tag for a grace period
+    /// before it sends again, so an answer that never arrived never runs a document twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub send_attempted_at: Option<Timestamp>,
+
     /// SSM command ID of the verification command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_command_id: Option<String>,

@@ -38,6 +38,11 @@ pub struct FakeBehaviour {
     pub missing_documents: Vec<String>,
     /// Fail the next N calls with this error kind (throttling, transient...).
     pub fail_next: Option<(u32, AwsErrorKind)>,
+    /// Carry out the next N write calls, then fail them as if the answer was lost on the way
+    /// (transient, outcome unknown).
+    pub lose_next_answers: u32,
+    /// How long ListCommands takes to show a new command (AWS's lists are eventually consistent).
+    pub list_lag: Duration,
 }
 
 impl Default for FakeBehaviour {
@@ -53,6 +58,8 @@ impl Default for FakeBehaviour {
             hanging_commands: Vec::new(),
             missing_documents: Vec::new(),
             fail_next: None,
+            lose_next_answers: 0,
+            list_lag: Duration::ZERO,
         }
     }
 }
@@ -243,6 +250,21 @@ impl World {
         Ok(())
     }
 
+    /// After a write was carried out: its answer is lost if the behaviour says so.
+    fn answer(&mut self, operation: &'static str) -> Result<(), AwsError> {
+        if self.behaviour.lose_next_answers == 0 {
+            return Ok(());
+        }
+        self.behaviour.lose_next_answers -= 1;
+        Err(AwsError::new(
+            operation,
+            AwsErrorKind::Transient,
+            None,
+            "answer lost (injected by the fake)",
+        )
+        .with_outcome_unknown())
+    }
+
     fn record_write(&mut self, operation: &'static str, arn: &str, instance_id: &str, comment: Option<String>) {
         let state_before = self.state(arn, instance_id);
         self.writes.push(WriteCall {
@@ -342,7 +364,7 @@ impl TargetGroups for FakeAws {
             group.insert(target.instance_id.clone(), Registration::Draining { since: now });
         }
         world.update_out_count();
-        Ok(())
+        world.answer("DeregisterTargets")
     }
 
     async fn register(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
@@ -359,7 +381,7 @@ impl TargetGroups for FakeAws {
             group.insert(target.instance_id.clone(), Registration::Registered { since: now });
         }
         world.update_out_count();
-        Ok(())
+        world.answer("RegisterTargets")
     }
 }
 
@@ -390,6 +412,7 @@ impl Commands for FakeAws {
             cancelled: false,
         };
         world.commands.push(command);
+        world.answer("SendCommand")?;
         Ok(id)
     }
 
@@ -427,11 +450,12 @@ impl Commands for FakeAws {
     async fn find_by_comment(&self, instance_id: &str, comment: &str) -> Result<Option<FoundCommand>, AwsError> {
         let mut world = self.lock();
         world.call("ListCommands")?;
+        let listed_before = world.now - signed(world.behaviour.list_lag);
         Ok(world
             .commands
             .iter()
             .rev()
-            .find(|c| c.instance_id == instance_id && c.comment == comment)
+            .find(|c| c.instance_id == instance_id && c.comment == comment && c.sent_at <= listed_before)
             .map(|c| FoundCommand {
                 command_id: c.id.clone(),
             }))
@@ -449,7 +473,7 @@ impl Commands for FakeAws {
         {
             command.cancelled = true;
         }
-        Ok(())
+        world.answer("CancelCommand")
     }
 
     async fn agent_ping(&self, _instance_id: &str) -> Result<AgentPing, AwsError> {

@@ -301,17 +301,29 @@ pub struct AwsError {
     pub code: Option<String>,
     /// What went wrong, for humans.
     pub message: String,
+    /// True when the request may have been carried out although the call failed: it was sent
+    /// and no answer said it was refused (a timeout, a connection lost after sending, a 5xx
+    /// from a front end whose back end may have acted). A write that fails this way must not
+    /// be repeated blindly; see [`AwsError::outcome_unknown`].
+    pub outcome_unknown: bool,
 }
 
 impl AwsError {
-    /// Builds an error.
+    /// Builds an error for a request that was not carried out (refused, or never sent).
     pub fn new(operation: &'static str, kind: AwsErrorKind, code: Option<String>, message: impl Into<String>) -> Self {
         Self {
             operation,
             kind,
             code,
             message: message.into(),
+            outcome_unknown: false,
         }
+    }
+
+    /// The same error, marked as one whose request may have taken effect (the answer was lost).
+    pub fn with_outcome_unknown(mut self) -> Self {
+        self.outcome_unknown = true;
+        self
     }
 }
 

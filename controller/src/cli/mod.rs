@@ -1,5 +1,6 @@
 //! The `pitstop` command line.
 
+pub mod aws_args;
 pub mod crd;
 pub mod logging;
 pub mod run;

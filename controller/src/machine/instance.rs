@@ -20,6 +20,11 @@ pub(super) const DEFAULT_MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(180
 pub(super) const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(300);
 /// The wait for `healthy` after registration, by default.
 pub(super) const DEFAULT_HEALTHY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a SendCommand whose answer never arrived is looked for by its tag before it is
+/// sent again. It counts from the attempt, so it covers the call itself (one attempt of at
+/// most [`crate::aws::sdk::MAX_ATTEMPT_TIMEOUT`]) and the lag of ListCommands behind a fresh
+/// command (seconds, in practice).
+pub const SEND_LOOKUP_GRACE: Duration = Duration::from_secs(90);
 /// Added to the group's deregistration delay to get the default drain limit: AWS takes a
 /// little while past the delay to report `unused`.
 pub(super) const DRAIN_MARGIN: Duration = Duration::from_secs(60);
@@ -110,6 +115,7 @@ fn fail_or_retry(
     instance.maintenance_started_at = Some(at);
     instance.verify_command_id = None;
     instance.verify_started_at = None;
+    instance.send_attempted_at = None;
     let message = format!(
         "try {} of {} at {at} after {reason}: {message}",
         tries + 1,
@@ -417,11 +423,29 @@ fn run_command(
     let command_id = match (recorded.as_ref(), view.command_id.as_ref()) {
         (Some(id), _) => id.clone(),
         (None, Some(found)) => {
-            // Sent before a crash, found by its tag: adopt it instead of sending another.
+            // Sent before a crash or with its answer lost, found by its tag: adopt it
+            // instead of sending another.
             *recorded = Some(found.clone());
+            instance.send_attempted_at = None;
             found.clone()
         }
         (None, None) => {
+            if let Some(at) = instance.send_attempted_at
+                && elapsed(Some(at), now) <= SEND_LOOKUP_GRACE
+            {
+                // A SendCommand went out and its answer never came (or the controller
+                // stopped around the call): the command may exist though ListCommands does
+                // not show it yet. Look again before sending a second one.
+                instance.message = Some(format!(
+                    "SendCommand for the {} command got no answer; looking for the command by its tag \
+                     for up to {}s before sending it again",
+                    kind.as_str(),
+                    SEND_LOOKUP_GRACE.as_secs()
+                ));
+                return CommandProgress::Wait(None);
+            }
+            // Write-ahead: the status records the attempt before the call goes out.
+            instance.send_attempted_at = Some(now);
             return CommandProgress::Wait(Some(Action::Send { kind, request }));
         }
     };

@@ -18,8 +18,9 @@ mod turn;
 pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING};
 pub use decide::{PlanView, decide};
 pub use decision::{Action, Decision, Requeue, Transition};
+pub use instance::SEND_LOOKUP_GRACE;
 pub use observed::{CommandView, Observed, Wants, in_flight, wants, wants_at};
-pub use outcome::{record_action_failed, record_sent};
+pub use outcome::{record_action_failed, record_send_not_made, record_sent};
 pub use reboot_script::reboot_command;
 pub use turn::{WAITING_FOR_TURN, holds_turn, needs_turn};
 

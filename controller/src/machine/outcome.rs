@@ -18,7 +18,27 @@ pub fn record_sent(status: &mut MaintenancePlanStatus, instance_id: &str, kind: 
             CommandKind::Verify => &mut instance.verify_command_id,
         };
         *slot = Some(command_id.to_owned());
+        instance.send_attempted_at = None;
     }
+}
+
+/// Records that a SendCommand certainly did not take effect (AWS refused it, or it never
+/// reached AWS), so the next round may send it again at once instead of first looking for
+/// it through [`super::SEND_LOOKUP_GRACE`]. Returns whether the status changed. Any other
+/// action, and a failure whose outcome is unknown, change nothing.
+pub fn record_send_not_made(status: &mut MaintenancePlanStatus, action: &Action, error: &AwsError) -> bool {
+    let Action::Send { request, .. } = action else {
+        return false;
+    };
+    if error.outcome_unknown {
+        return false;
+    }
+    status
+        .instances
+        .iter_mut()
+        .find(|i| i.instance_id == request.instance_id)
+        .and_then(|instance| instance.send_attempted_at.take())
+        .is_some()
 }
 
 /// Records an action AWS refused for good (`Rejected` or `NotFound`): the instance fails,

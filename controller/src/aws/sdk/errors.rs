@@ -95,14 +95,53 @@ where
                 Some(message) => format!("{} (HTTP {status}): {message}", code.unwrap_or("error")),
                 None => format!("{} (HTTP {status})", DisplayErrorContext(error)),
             };
-            AwsError::new(operation, kind, code.map(str::to_owned), message)
+            let error = AwsError::new(operation, kind, code.map(str::to_owned), message);
+            // A 5xx may come from a front end whose back end had already acted; a 4xx
+            // (throttling included) is a refusal of the request.
+            if status >= 500 && kind != AwsErrorKind::Throttled {
+                error.with_outcome_unknown()
+            } else {
+                error
+            }
         }
-        _ => AwsError::new(
-            operation,
-            AwsErrorKind::Transient,
-            None,
-            DisplayErrorContext(error).to_string(),
-        ),
+        _ => {
+            let aws_error = AwsError::new(
+                operation,
+                AwsErrorKind::Transient,
+                None,
+                DisplayErrorContext(error).to_string(),
+            );
+            if never_sent(error) {
+                aws_error
+            } else {
+                aws_error.with_outcome_unknown()
+            }
+        }
+    }
+}
+
+/// Whether a call that got no answer certainly never reached AWS: the request could not be
+/// built, or the connection was refused. Everything else (a timeout, a connection reset or
+/// closed after the request went out, an answer that could not be read) may have been
+/// carried out.
+pub fn never_sent<E>(error: &SdkError<E, HttpResponse>) -> bool
+where
+    E: std::error::Error + 'static,
+{
+    match error {
+        SdkError::ConstructionFailure(_) => true,
+        SdkError::DispatchFailure(failure) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+            let mut refused = false;
+            while let Some(current) = source {
+                if let Some(io) = current.downcast_ref::<std::io::Error>() {
+                    refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+                }
+                source = current.source();
+            }
+            refused && !failure.is_timeout()
+        }
+        _ => false,
     }
 }
 

@@ -39,6 +39,11 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// second; this only catches a connection that hangs.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest attempt limit pitstop accepts: a SendCommand whose answer never came is looked
+/// for by its tag for [`crate::machine::SEND_LOOKUP_GRACE`] from the attempt, which must
+/// outlast the attempt itself.
+pub const MAX_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The retry configuration every pitstop client uses: adaptive mode (client-side rate limiting
 /// once AWS throttles, on top of backoff) with at most `max_attempts` attempts per call (at
 /// least one).

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationError;
 use aws_sdk_ssm::types::{InstanceInformationStringFilter, PingStatus};
@@ -129,6 +130,11 @@ impl Commands for SdkCommands {
             .set_parameters(Some(command_parameters(request)))
             .comment(&request.comment)
             .timeout_seconds(delivery_timeout_secs(request.timeout))
+            .customize()
+            // SendCommand is not idempotent (it has no client token): a retry after a lost
+            // answer would run the document twice. One attempt; on an answer that never came
+            // the state machine looks the command up by its tag before it sends again.
+            .config_override(aws_sdk_ssm::config::Builder::default().retry_config(RetryConfig::disabled()))
             .send()
             .await
             .map_err(|e| from_sdk_error(OP, &e))?;
