@@ -43,6 +43,8 @@ pub struct ExperimentConfig {
     pub extra_spec: String,
     /// Where to write the plan, the state file and the reports.
     pub out_dir: PathBuf,
+    /// Extra environment for `pitstop run` (e.g. `PITSTOP_AWS_ATTEMPT_TIMEOUT`).
+    pub pitstop_env: Vec<(String, String)>,
 }
 
 impl ExperimentConfig {
@@ -58,6 +60,7 @@ impl ExperimentConfig {
             healthy_seconds: 60,
             extra_spec: String::new(),
             out_dir,
+            pitstop_env: Vec::new(),
         }
     }
 

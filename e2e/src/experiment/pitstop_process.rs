@@ -85,6 +85,7 @@ pub(super) async fn run_pitstop(
         binary.display()
     );
     let mut child = pitstop_run_command(binary, &plan_path, &state_path, config.poll_interval, sandbox)
+        .envs(config.pitstop_env.iter().map(|(k, v)| (k, v)))
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let pid = child.id();
