@@ -10,7 +10,7 @@ CARGO   ?= cargo
 ROOT    := $(abspath .)
 export MOTO_SERVER := $(ROOT)/$(VENV)/bin/moto_server
 
-.PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy demo demo-naive bench e2e-kube clean-work
+.PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy demo demo-naive bench chaos e2e-kube clean-work
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,10 @@ demo-naive: haproxy ## The same reboots without draining: the seed's 502s
 bench: haproxy ## pitstop vs naive at 3 instances/200 req/s and 10 instances/1000 req/s
 	$(CARGO) build --quiet --workspace --bins
 	./target/debug/pitstop-bench --out $(WORK)/bench
+
+chaos: haproxy ## kill -9 and lost answers, repeated under load (~4 min; CHAOS_ARGS="--per-scenario 30s")
+	$(CARGO) build --quiet --workspace --bins
+	./target/debug/pitstop-chaos --out $(WORK)/chaos $(CHAOS_ARGS)
 
 e2e-kube: deps ## End to end against a real apiserver (KUBECONFIG, or KUBE_APISERVER + ETCD); skips loudly without
 	$(CARGO) build --quiet --workspace --bins

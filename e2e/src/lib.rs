@@ -2,6 +2,8 @@
 
 /// Finding the workspace's own binaries.
 pub mod binaries;
+/// `make chaos`: kills and lost answers, repeated, and a report of what they did.
+pub mod chaos;
 /// The seed's before/after experiment: the sandbox under load, maintained by pitstop or naively.
 pub mod experiment;
 /// Open-loop HTTP load generator used to measure failed requests during maintenance.
