@@ -88,7 +88,7 @@ async fn apply(
     // Tenancy: nothing is read or changed on AWS for a plan its namespace's policies refuse.
     let recorded = match screen(plan, key, recorded, &mut store, ctx, events, now).await? {
         Screened::Allowed(recorded) => recorded,
-        Screened::Refused(action) => return Ok(action),
+        Screened::Done(action) => return Ok(action),
     };
     let plan_view = PlanView {
         uid,

@@ -11,12 +11,13 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use crate::api::validate::validate;
 use crate::api::{MaintenancePlan, MaintenancePlanSpec, MaintenancePlanStatus, MaintenancePolicy};
 use crate::engine::StatusStore;
-use crate::machine::{self, NOT_ALLOWED};
+use crate::machine::{self, NOT_ALLOWED, Requeue};
 use crate::tenancy::{Allowed, DefaultPolicy, NamespaceView, Refusal, evaluate};
 
 use super::context::Context;
 use super::error::Error;
 use super::events::PlanEvents;
+use super::policy::requeue_action;
 
 /// The policies and namespace labels, as last seen through their watches, and the default
 /// for namespaces no policy selects.
@@ -74,10 +75,11 @@ impl Default for Tenancy {
 
 /// What the policy check lets a round do.
 pub(super) enum Screened {
-    /// Go on with this status (a refusal now lifted, or the recorded one).
+    /// Go on with the round.
     Allowed(Option<MaintenancePlanStatus>),
-    /// Refused: the status says so; come back when the plan or a policy changes.
-    Refused(Action),
+    /// The round is over: the plan was refused (come back when it or a policy changes), or
+    /// a refusal was lifted (come back at once).
+    Done(Action),
 }
 
 /// Reason of the Event for a plan refused before, allowed now.
@@ -113,8 +115,13 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
             };
             let message = format!("now allowed by {}; the plan goes on", allowed.by);
             tracing::info!("{message}");
+            // A round of its own (status, then its event, as in every round); the next
+            // round starts from the lifted status.
+            let lifted = machine::lift_refusal(refused);
+            store.save(&lifted).await.map_err(Error::RecordInvalid)?;
+            ctx.metrics.set_plan_phase(key, Some(lifted.phase));
             events.plan(EventType::Normal, REASON_ALLOWED, &message).await;
-            return Ok(Screened::Allowed(Some(machine::lift_refusal(refused))));
+            return Ok(Screened::Done(requeue_action(Requeue::Now, ctx.poll_interval)));
         }
         Err(refusal) => refusal,
     };
@@ -124,7 +131,7 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
             s.phase.is_finished() && !machine::is_refused(s) && s.observed_generation == plan.metadata.generation
         });
     if finished_for_good {
-        return Ok(Screened::Refused(Action::await_change()));
+        return Ok(Screened::Done(Action::await_change()));
     }
     let (status, transition) = machine::refuse(
         &plan.spec,
@@ -147,5 +154,5 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
         ctx.metrics.observe_transition(&transition, None);
         events.transitions(&[transition], &status).await;
     }
-    Ok(Screened::Refused(Action::await_change()))
+    Ok(Screened::Done(Action::await_change()))
 }
