@@ -29,6 +29,7 @@ CHART_CRD = CHART_DIR / "crds" / "maintenanceplan.yaml"
 ROOT_POLICY_CRD = ROOT / "crds" / "maintenancepolicy.yaml"
 CHART_POLICY_CRD = CHART_DIR / "crds" / "maintenancepolicy.yaml"
 IAM_POLICY = ROOT / "deploy" / "iam-policy.json"
+IAM_POLICY_TAGGED = ROOT / "deploy" / "iam-policy-tagged.json"
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion), which kubernetes-validate ships.
 KUBE_VERSION = "1.33"
@@ -731,6 +732,40 @@ def test_iam_policy():
     for action in TARGET_ACTIONS:
         assert grants[action] == {"arn:aws:elasticloadbalancing:*:ACCOUNT_ID:targetgroup/*/*"}
     assert grants["ssm:SendCommand"] == SEND_RESOURCES
+
+
+MANAGED_TAG = "pitstop.dev/managed"
+
+
+def test_iam_policy_tagged():
+    # The same actions as iam-policy.json; every write reaches only resources tagged
+    # pitstop.dev/managed=true, with the condition keys AWS documents for these actions.
+    plain = json.loads(IAM_POLICY.read_text())
+    tagged = json.loads(IAM_POLICY_TAGGED.read_text())
+    actions = lambda policy: {a for s in policy["Statement"] for a in _as_list(s["Action"])}
+    assert actions(tagged) == actions(plain)
+    reads = {a for a in READ_ACTIONS}
+    scoped: dict[tuple[str, str], dict[str, Any]] = {}
+    for statement in tagged["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action, f"wildcard action {action}"
+            for resource in _as_list(statement["Resource"]):
+                if action in reads:
+                    assert resource == "*" and "Condition" not in statement, statement
+                else:
+                    scoped[(action, resource)] = statement.get("Condition", {})
+    target_group = "arn:aws:elasticloadbalancing:*:ACCOUNT_ID:targetgroup/*/*"
+    for action in TARGET_ACTIONS:
+        assert scoped.pop((action, target_group)) == {
+            "StringEquals": {f"aws:ResourceTag/{MANAGED_TAG}": "true"}}
+    ssm_tag = {"StringEquals": {f"ssm:resourceTag/{MANAGED_TAG}": "true"}}
+    assert scoped.pop(("ssm:SendCommand", "arn:aws:ec2:*:ACCOUNT_ID:instance/*")) == ssm_tag
+    assert scoped.pop(("ssm:SendCommand", "arn:aws:ssm:*:ACCOUNT_ID:document/*")) == ssm_tag
+    # AWS-owned documents carry no tags of yours: named one by one, the reboot and patching.
+    assert scoped == {("ssm:SendCommand", "arn:aws:ssm:*::document/AWS-RunShellScript"): {},
+                      ("ssm:SendCommand", "arn:aws:ssm:*::document/AWS-RunPatchBaseline"): {}}
 
 
 # ----------------------------------------------------------------------------- image
