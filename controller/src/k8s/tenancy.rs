@@ -73,45 +73,37 @@ impl Default for Tenancy {
     }
 }
 
-/// What the policy check lets a round do.
-pub(super) enum Screened {
-    /// Go on with the round.
-    Allowed(Option<MaintenancePlanStatus>),
-    /// The round is over: the plan was refused (come back when it or a policy changes), or
-    /// a refusal was lifted (come back at once).
-    Done(Action),
-}
-
 /// Reason of the Event for a plan refused before, allowed now.
 pub const REASON_ALLOWED: &str = "Allowed";
 
 /// Checks the plan against its namespace's policies before the round reads or changes
-/// anything on AWS. A refused plan is recorded as Failed with reason `NotAllowed` and gets a
-/// Warning; nothing else happens. An instance already out of rotation is not stopped here:
+/// anything on AWS. `None`: go on with the round. `Some(action)`: the round is over, the plan
+/// was refused (come back when it or a policy changes) or a refusal was lifted (come back at
+/// once, from the lifted status). A refused plan is recorded as Failed with reason
+/// `NotAllowed` and gets a Warning; nothing else happens. An instance already out of rotation is not stopped here:
 /// it is finished and put back first (the check is made again once it is back), since
 /// leaving it out would hurt the service the policy protects.
 pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
     plan: &MaintenancePlan,
     key: &str,
-    recorded: Option<MaintenancePlanStatus>,
+    recorded: Option<&MaintenancePlanStatus>,
     store: &mut S,
     ctx: &Context,
     events: &PlanEvents<'_>,
     now: Timestamp,
-) -> Result<Screened, Error> {
+) -> Result<Option<Action>, Error> {
     let busy = recorded
-        .as_ref()
         .and_then(|status| machine::in_flight(&plan.spec, status))
         .is_some();
     // An invalid spec is failed from its spec alone, with no AWS call either.
     if busy || validate(&plan.spec).is_err() {
-        return Ok(Screened::Allowed(recorded));
+        return Ok(None);
     }
     let namespace = plan.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let refusal = match ctx.tenancy.evaluate(&plan.spec, &namespace) {
         Ok(allowed) => {
-            let Some(refused) = recorded.as_ref().filter(|s| machine::is_refused(s)) else {
-                return Ok(Screened::Allowed(recorded));
+            let Some(refused) = recorded.filter(|s| machine::is_refused(s)) else {
+                return Ok(None);
             };
             let message = format!("now allowed by {}; the plan goes on", allowed.by);
             tracing::info!("{message}");
@@ -121,26 +113,20 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
             store.save(&lifted).await.map_err(Error::RecordInvalid)?;
             ctx.metrics.set_plan_phase(key, Some(lifted.phase));
             events.plan(EventType::Normal, REASON_ALLOWED, &message).await;
-            return Ok(Screened::Done(requeue_action(Requeue::Now, ctx.poll_interval)));
+            return Ok(Some(requeue_action(Requeue::Now, ctx.poll_interval)));
         }
         Err(refusal) => refusal,
     };
     // A plan that finished before the policy changed, and will not run again, keeps its record.
     let finished_for_good = plan.spec.schedule.is_none()
-        && recorded.as_ref().is_some_and(|s| {
+        && recorded.is_some_and(|s| {
             s.phase.is_finished() && !machine::is_refused(s) && s.observed_generation == plan.metadata.generation
         });
     if finished_for_good {
-        return Ok(Screened::Done(Action::await_change()));
+        return Ok(Some(Action::await_change()));
     }
-    let (status, transition) = machine::refuse(
-        &plan.spec,
-        recorded.as_ref(),
-        plan.metadata.generation,
-        &refusal.message,
-        now,
-    );
-    if recorded.as_ref() != Some(&status) {
+    let (status, transition) = machine::refuse(&plan.spec, recorded, plan.metadata.generation, &refusal.message, now);
+    if recorded != Some(&status) {
         store.save(&status).await.map_err(Error::RecordInvalid)?;
     }
     // It may have held the target group's turn at a preflight gate.
@@ -154,5 +140,5 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
         ctx.metrics.observe_transition(&transition, None);
         events.transitions(&[transition], &status).await;
     }
-    Ok(Screened::Done(Action::await_change()))
+    Ok(Some(Action::await_change()))
 }
