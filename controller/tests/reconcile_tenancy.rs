@@ -124,6 +124,17 @@ async fn a_plan_outside_its_policy_fails_not_allowed_with_no_aws_call_and_runs_o
         assert_eq!(last.phase, PlanPhase::Succeeded, "{last:#?}");
         assert!(!refused(&last));
         assert_eq!(aws_writes(&fake).len(), 9, "three instances, three writes each");
+
+        // Tightened again after the plan finished: it will not run again, so its record stays.
+        set_policy(&mut policies, policy("team-b", TEAM_B_GROUPS));
+        let calls_before = fake.call_count();
+        assert_eq!(
+            server.reconcile(&ctx, "web").await.expect("idle"),
+            Action::await_change()
+        );
+        assert_eq!(server.take_calls(), []);
+        assert_eq!(server.status("web").map(|s| s.phase), Some(PlanPhase::Succeeded));
+        assert_eq!(fake.call_count(), calls_before);
         server.stop(ctx).await;
     })
     .await

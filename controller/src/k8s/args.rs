@@ -90,6 +90,9 @@ mod tests {
         assert_eq!(parsed.args.namespace.as_deref(), Some("ops"));
         assert_eq!(parsed.args.poll_interval, Duration::from_secs(90));
         assert_eq!(parsed.args.log_format, LogFormat::Json);
+        let open = Harness::try_parse_from(["pitstop", "--default-policy", "unrestricted"]).expect("valid");
+        assert_eq!(open.args.default_policy, DefaultPolicy::Unrestricted);
+        assert!(Harness::try_parse_from(["pitstop", "--default-policy", "open"]).is_err());
         assert!(Harness::try_parse_from(["pitstop", "--poll-interval", "soon"]).is_err());
     }
 }
