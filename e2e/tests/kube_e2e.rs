@@ -620,6 +620,25 @@ async fn a_policy_lets_one_tenants_plan_run_and_refuses_the_others_without_an_aw
             let calls = fleet.sandbox.call_log().records();
             assert!(calls.is_empty(), "the refused plans made AWS calls: {calls:#?}");
 
+            // Labelling tenant B's namespace brings it under the policy: the controller checks
+            // its plan again at once (a namespace watch), and now the policy refuses it.
+            namespaces
+                .patch(&team_b, &PatchParams::default(), &Patch::Merge(&label))
+                .await
+                .expect("label tenant B's namespace");
+            let deadline = kube_support::Deadline::new("tenant B's plan checked against the policy", STEP_LIMIT);
+            loop {
+                let plan = plans_b.get("free-form").await.expect("the plan");
+                let message = plan.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+                if not_allowed(&plan) && message.starts_with(&format!("not allowed by MaintenancePolicy {policy_name}")) {
+                    eprintln!("free-form in B, labelled: {message}");
+                    break;
+                }
+                deadline.tick(&message).await;
+            }
+            let calls = fleet.sandbox.call_log().records();
+            assert!(calls.is_empty(), "the refused plans made AWS calls: {calls:#?}");
+
             // The allowed plan runs to the end.
             let before = fleet.boots();
             fleet.apply_plan("allowed").await;
