@@ -40,8 +40,9 @@ test-chart: venv
 	$(PY) -m pytest -q charts/tests
 
 crds: ## Regenerate the CRD from the Rust types (and the chart's copy)
-	$(CARGO) run --quiet -p pitstop -- crd > crds/maintenanceplan.yaml
-	@if [ -d charts/pitstop/crds ]; then cp crds/maintenanceplan.yaml charts/pitstop/crds/maintenanceplan.yaml; fi
+	$(CARGO) run --quiet -p pitstop -- crd plan > crds/maintenanceplan.yaml
+	$(CARGO) run --quiet -p pitstop -- crd policy > crds/maintenancepolicy.yaml
+	@if [ -d charts/pitstop/crds ]; then cp crds/maintenanceplan.yaml crds/maintenancepolicy.yaml charts/pitstop/crds/; fi
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

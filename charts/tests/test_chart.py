@@ -26,7 +26,10 @@ CHART_DIR = CHARTS / "pitstop"
 ROOT = CHARTS.parent
 ROOT_CRD = ROOT / "crds" / "maintenanceplan.yaml"
 CHART_CRD = CHART_DIR / "crds" / "maintenanceplan.yaml"
+ROOT_POLICY_CRD = ROOT / "crds" / "maintenancepolicy.yaml"
+CHART_POLICY_CRD = CHART_DIR / "crds" / "maintenancepolicy.yaml"
 IAM_POLICY = ROOT / "deploy" / "iam-policy.json"
+IAM_POLICY_TAGGED = ROOT / "deploy" / "iam-policy-tagged.json"
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion), which kubernetes-validate ships.
 KUBE_VERSION = "1.33"
@@ -48,6 +51,12 @@ PLAN_RULES = [
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
+POLICY_READER_RULES = [
+    {"apiGroups": ["pitstop.dev"], "resources": ["maintenancepolicies"],
+     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+]
+TENANCY_CLUSTER_ROLES = ["pitstop-plans-edit", "pitstop-plans-view", "pitstop-policy-reader"]
 LEASE_RULES = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
@@ -103,6 +112,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "podDisruptionBudget": {"enabled": True, "minAvailable": "50%"},
         "metrics": {"service": {"port": 9090}},
         "serviceMonitor": {"enabled": True, "interval": "1m", "labels": {"release": "prom"}},
+        "tenancy": {"defaultPolicy": "unrestricted", "aggregateToDefaultRoles": False},
     },
 }
 
@@ -111,6 +121,7 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "typo-top-level-key": {"replicaCont": 3},
     "typo-nested-key": {"serviceAccount": {"create": True, "anotations": {}}},
     "typo-in-service-monitor": {"serviceMonitor": {"enable": True}},
+    "unknown-default-policy": {"tenancy": {"defaultPolicy": "open"}},
     "replicaCount-as-string": {"replicaCount": "two"},
     "replicaCount-negative": {"replicaCount": -1},
     "logFormat-unknown": {"logFormat": "xml"},
@@ -251,7 +262,11 @@ def test_default_objects(chart):
     objects = render(chart)
     assert kinds(objects) == sorted([
         ("ClusterRole", "pitstop", None),
+        ("ClusterRole", "pitstop-plans-edit", None),
+        ("ClusterRole", "pitstop-plans-view", None),
+        ("ClusterRole", "pitstop-policy-reader", None),
         ("ClusterRoleBinding", "pitstop", None),
+        ("ClusterRoleBinding", "pitstop-policy-reader", None),
         ("Deployment", "pitstop", NAMESPACE),
         ("PodDisruptionBudget", "pitstop", NAMESPACE),
         ("Role", "pitstop-leases", NAMESPACE),
@@ -294,6 +309,7 @@ def test_default_args_and_env(chart):
         "--http-addr=0.0.0.0:8080",
         "--leader-election",
         "--lease-name=pitstop-controller",
+        "--default-policy=restricted",
     ]
     assert c["env"] == [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -328,6 +344,7 @@ def test_every_value_reaches_the_deployment(chart):
         "--http-addr=0.0.0.0:8080",
         "--leader-election",
         "--lease-name=pitstop-controller",
+        "--default-policy=unrestricted",
         f"--namespace={WATCH_NAMESPACE}",
     ]
     env = {e["name"]: e for e in c["env"]}
@@ -413,8 +430,10 @@ def test_rbac_leases_only_in_release_namespace(chart):
 
 def test_rbac_watch_namespace_uses_a_role(chart):
     objects = render(chart, SCENARIOS["watch-namespace"])
-    assert by_kind(objects, "ClusterRole") == []
-    assert by_kind(objects, "ClusterRoleBinding") == []
+    # Cluster-wide only: reading policies and namespaces, and the tenants' aggregated roles.
+    assert sorted(r["metadata"]["name"] for r in by_kind(objects, "ClusterRole")) == TENANCY_CLUSTER_ROLES
+    assert [b["metadata"]["name"] for b in by_kind(objects, "ClusterRoleBinding")] == [
+        "pitstop-policy-reader"]
     role = one(objects, "Role", "pitstop")
     assert role["metadata"]["namespace"] == WATCH_NAMESPACE
     assert role["rules"] == PLAN_RULES
@@ -433,6 +452,42 @@ def test_rbac_watch_namespace_equal_to_release_namespace(chart):
     names = sorted((r["metadata"]["namespace"], r["metadata"]["name"])
                    for r in by_kind(objects, "Role"))
     assert names == [(NAMESPACE, "pitstop"), (NAMESPACE, "pitstop-leases")]
+
+
+def test_rbac_controller_reads_policies_and_namespaces_only(chart):
+    for scenario in ("defaults", "watch-namespace"):
+        objects = render(chart, SCENARIOS[scenario])
+        reader = one(objects, "ClusterRole", "pitstop-policy-reader")
+        assert reader["rules"] == POLICY_READER_RULES
+        binding = one(objects, "ClusterRoleBinding", "pitstop-policy-reader")
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                      "kind": "ClusterRole", "name": "pitstop-policy-reader"}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pitstop",
+                                        "namespace": NAMESPACE}]
+
+
+def test_rbac_tenants_get_plans_through_aggregation_but_never_policies(chart):
+    objects = render(chart)
+    edit = one(objects, "ClusterRole", "pitstop-plans-edit")
+    labels = edit["metadata"]["labels"]
+    assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert edit["rules"] == [{"apiGroups": ["pitstop.dev"], "resources": ["maintenanceplans"],
+                              "verbs": ["get", "list", "watch", "create", "update", "patch",
+                                        "delete", "deletecollection"]}]
+    view = one(objects, "ClusterRole", "pitstop-plans-view")
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert all(v in ("get", "list", "watch") for r in view["rules"] for v in r["verbs"])
+    # No role the chart aggregates into tenants' roles names policies (or plans' status writes).
+    for role in by_kind(objects, "ClusterRole"):
+        aggregated = any(k.startswith("rbac.authorization.k8s.io/aggregate-to-")
+                         for k in role["metadata"]["labels"])
+        if aggregated:
+            resources = {res for r in role["rules"] for res in r["resources"]}
+            assert "maintenancepolicies" not in resources, role
+    off = render(chart, {"tenancy": {"aggregateToDefaultRoles": False}})
+    assert [r["metadata"]["name"] for r in by_kind(off, "ClusterRole")
+            if r["metadata"]["name"] != "pitstop"] == ["pitstop-policy-reader"]
 
 
 def test_no_namespace_arg_when_watching_everything(chart):
@@ -593,16 +648,28 @@ def test_root_crd_exists():
 
 
 def test_chart_crd_is_byte_identical_to_generated_crd():
-    assert ROOT_CRD.is_file(), f"{ROOT_CRD} is missing: generate it with `make crds`"
-    assert CHART_CRD.is_file(), f"{CHART_CRD} is missing: run charts/sync-crd.sh"
-    assert CHART_CRD.read_bytes() == ROOT_CRD.read_bytes(), (
-        "charts/pitstop/crds/maintenanceplan.yaml differs from crds/maintenanceplan.yaml: "
-        "run charts/sync-crd.sh")
+    for root, copy in ((ROOT_CRD, CHART_CRD), (ROOT_POLICY_CRD, CHART_POLICY_CRD)):
+        assert root.is_file(), f"{root} is missing: generate it with `make crds`"
+        assert copy.is_file(), f"{copy} is missing: run charts/sync-crd.sh"
+        assert copy.read_bytes() == root.read_bytes(), (
+            f"charts/pitstop/crds/{copy.name} differs from crds/{root.name}: run charts/sync-crd.sh")
 
 
-def test_helm_carries_exactly_the_crd(chart):
-    crds = chart.crds
-    assert [c["filename"] for c in crds] == ["pitstop/crds/maintenanceplan.yaml"]
+def test_helm_carries_the_policy_crd_cluster_scoped(chart):
+    crds = {c["filename"]: c for c in chart.crds}
+    policy = crds["pitstop/crds/maintenancepolicy.yaml"]
+    assert policy["data"].encode() == ROOT_POLICY_CRD.read_bytes()
+    crd = yaml.safe_load(policy["data"])
+    assert crd["metadata"]["name"] == "maintenancepolicies.pitstop.dev"
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["names"]["kind"] == "MaintenancePolicy"
+    kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+
+
+def test_helm_carries_exactly_the_crds(chart):
+    crds = sorted(chart.crds, key=lambda c: c["filename"])
+    assert [c["filename"] for c in crds] == ["pitstop/crds/maintenanceplan.yaml",
+                                             "pitstop/crds/maintenancepolicy.yaml"]
     assert crds[0]["data"].encode() == ROOT_CRD.read_bytes()
     crd = yaml.safe_load(crds[0]["data"])
     assert crd["metadata"]["name"] == "maintenanceplans.pitstop.dev"
@@ -665,6 +732,40 @@ def test_iam_policy():
     for action in TARGET_ACTIONS:
         assert grants[action] == {"arn:aws:elasticloadbalancing:*:ACCOUNT_ID:targetgroup/*/*"}
     assert grants["ssm:SendCommand"] == SEND_RESOURCES
+
+
+MANAGED_TAG = "pitstop.dev/managed"
+
+
+def test_iam_policy_tagged():
+    # The same actions as iam-policy.json; every write reaches only resources tagged
+    # pitstop.dev/managed=true, with the condition keys AWS documents for these actions.
+    plain = json.loads(IAM_POLICY.read_text())
+    tagged = json.loads(IAM_POLICY_TAGGED.read_text())
+    actions = lambda policy: {a for s in policy["Statement"] for a in _as_list(s["Action"])}
+    assert actions(tagged) == actions(plain)
+    reads = {a for a in READ_ACTIONS}
+    scoped: dict[tuple[str, str], dict[str, Any]] = {}
+    for statement in tagged["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action, f"wildcard action {action}"
+            for resource in _as_list(statement["Resource"]):
+                if action in reads:
+                    assert resource == "*" and "Condition" not in statement, statement
+                else:
+                    scoped[(action, resource)] = statement.get("Condition", {})
+    target_group = "arn:aws:elasticloadbalancing:*:ACCOUNT_ID:targetgroup/*/*"
+    for action in TARGET_ACTIONS:
+        assert scoped.pop((action, target_group)) == {
+            "StringEquals": {f"aws:ResourceTag/{MANAGED_TAG}": "true"}}
+    ssm_tag = {"StringEquals": {f"ssm:resourceTag/{MANAGED_TAG}": "true"}}
+    assert scoped.pop(("ssm:SendCommand", "arn:aws:ec2:*:ACCOUNT_ID:instance/*")) == ssm_tag
+    assert scoped.pop(("ssm:SendCommand", "arn:aws:ssm:*:ACCOUNT_ID:document/*")) == ssm_tag
+    # AWS-owned documents carry no tags of yours: named one by one, the reboot and patching.
+    assert scoped == {("ssm:SendCommand", "arn:aws:ssm:*::document/AWS-RunShellScript"): {},
+                      ("ssm:SendCommand", "arn:aws:ssm:*::document/AWS-RunPatchBaseline"): {}}
 
 
 # ----------------------------------------------------------------------------- image

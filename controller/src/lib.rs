@@ -15,3 +15,4 @@ pub mod leader;
 pub mod machine;
 pub mod runner;
 pub mod telemetry;
+pub mod tenancy;

@@ -17,8 +17,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print the MaintenancePlan CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: MaintenancePlan (default) or MaintenancePolicy.
+    Crd {
+        /// Which CRD.
+        #[arg(value_enum, default_value_t = cli::crd::CrdKind::Plan)]
+        kind: cli::crd::CrdKind,
+    },
     /// Run as a Kubernetes controller over MaintenancePlans.
     Controller(pitstop::k8s::ControllerArgs),
     /// Run the plans in a YAML file now, without Kubernetes, showing progress.
@@ -32,7 +36,7 @@ fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => cli::crd::print_crd(),
+        Command::Crd { kind } => cli::crd::print_crd(kind),
         Command::Controller(args) => run_controller(args, &cli.aws),
         Command::Run(args) => return run_plans(args, &cli.aws),
     };

@@ -20,6 +20,18 @@ fn crd_prints_the_checked_in_crd() {
 }
 
 #[test]
+fn crd_policy_prints_the_checked_in_policy_crd() {
+    let output = pitstop().args(["crd", "policy"]).output().expect("pitstop runs");
+    assert!(output.status.success());
+    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/maintenancepolicy.yaml"))
+        .expect("crds/maintenancepolicy.yaml");
+    assert!(
+        String::from_utf8_lossy(&output.stdout) == checked_in,
+        "pitstop crd policy differs from crds/maintenancepolicy.yaml: run `make crds`"
+    );
+}
+
+#[test]
 fn run_with_a_bad_plan_file_exits_2_with_a_clear_message() {
     let dir = tempdir();
     let path = dir.join("plan.yaml");

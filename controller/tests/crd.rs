@@ -1,8 +1,8 @@
 //! The checked-in CRD is what the code generates, documents every field, and rejects the
 //! bad input a schema can describe.
 
-use pitstop::api::MaintenancePlan;
-use pitstop::crdgen::crd_yaml;
+use pitstop::api::{MaintenancePlan, MaintenancePolicy};
+use pitstop::crdgen::{crd_yaml, policy_crd_yaml};
 use serde_json::{Value, json};
 
 fn workspace_file(path: &str) -> std::path::PathBuf {
@@ -11,9 +11,17 @@ fn workspace_file(path: &str) -> std::path::PathBuf {
 
 #[test]
 fn checked_in_crd_matches_the_code() {
-    let generated = crd_yaml().expect("CRD renders");
-    let path = workspace_file("crds/maintenanceplan.yaml");
-    let checked_in = std::fs::read_to_string(&path).expect("crds/maintenanceplan.yaml exists");
+    assert_checked_in(&crd_yaml().expect("CRD renders"), "crds/maintenanceplan.yaml");
+}
+
+#[test]
+fn checked_in_policy_crd_matches_the_code() {
+    assert_checked_in(&policy_crd_yaml().expect("CRD renders"), "crds/maintenancepolicy.yaml");
+}
+
+fn assert_checked_in(generated: &str, file: &str) {
+    let path = workspace_file(file);
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let first_difference = generated
         .lines()
         .zip(checked_in.lines())
@@ -22,12 +30,17 @@ fn checked_in_crd_matches_the_code() {
         .unwrap_or_else(|| format!("{} vs {} lines", generated.lines().count(), checked_in.lines().count()));
     assert!(
         generated == checked_in,
-        "crds/maintenanceplan.yaml is stale ({first_difference}): run `make crds` and commit the result"
+        "{file} is stale ({first_difference}): run `make crds` and commit the result"
     );
 }
 
 fn schema() -> Value {
     let crd = serde_json::to_value(<MaintenancePlan as kube::CustomResourceExt>::crd()).expect("CRD as JSON");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn policy_schema() -> Value {
+    let crd = serde_json::to_value(<MaintenancePolicy as kube::CustomResourceExt>::crd()).expect("CRD as JSON");
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
@@ -56,6 +69,57 @@ fn every_field_is_documented_for_kubectl_explain() {
     let mut missing = Vec::new();
     undocumented("", &schema(), &mut missing);
     assert!(missing.is_empty(), "fields without a description: {missing:?}");
+}
+
+#[test]
+fn every_policy_field_is_documented_for_kubectl_explain() {
+    let mut missing = Vec::new();
+    undocumented("", &policy_schema(), &mut missing);
+    assert!(missing.is_empty(), "fields without a description: {missing:?}");
+}
+
+#[test]
+fn the_policy_is_cluster_scoped_and_its_schema_rejects_what_it_can_describe() {
+    let crd = serde_json::to_value(<MaintenancePolicy as kube::CustomResourceExt>::crd()).expect("CRD as JSON");
+    assert_eq!(
+        crd["spec"]["scope"], "Cluster",
+        "tenants with namespace rights must not own policies"
+    );
+    assert_eq!(crd["metadata"]["name"], "maintenancepolicies.pitstop.dev");
+    let validator = jsonschema::validator_for(&policy_schema()).expect("the CRD schema compiles as JSON Schema");
+    let policy = |spec: Value| json!({"apiVersion": "pitstop.dev/v1alpha1", "kind": "MaintenancePolicy", "metadata": {"name": "p"}, "spec": spec});
+    let good = policy(json!({
+        "namespaces": {"names": ["team-a"], "selector": {"matchLabels": {"team": "a"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["prod"]}]}},
+        "targetGroups": ["arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/team-a-*/*"],
+        "accounts": ["123456789012"],
+        "documents": [{"name": "AWS-RunPatchBaseline", "version": "3", "parameters": ["Operation"]}]
+    }));
+    assert!(
+        validator.is_valid(&good),
+        "{:?}",
+        validator.iter_errors(&good).map(|e| e.to_string()).collect::<Vec<_>>()
+    );
+    let bad = [
+        (
+            "no target group",
+            json!({"namespaces": {"names": ["a"]}, "targetGroups": []}),
+        ),
+        ("no namespaces", json!({"targetGroups": ["*"]})),
+        (
+            "bad account",
+            json!({"namespaces": {"names": ["a"]}, "targetGroups": ["*"], "accounts": ["12"]}),
+        ),
+        (
+            "bad operator",
+            json!({"namespaces": {"selector": {"matchExpressions": [{"key": "a", "operator": "Like"}]}}, "targetGroups": ["*"]}),
+        ),
+    ];
+    for (what, spec) in bad {
+        assert!(
+            !validator.is_valid(&policy(spec)),
+            "{what} should be rejected by the schema"
+        );
+    }
 }
 
 #[test]

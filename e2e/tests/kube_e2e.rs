@@ -432,8 +432,27 @@ async fn the_objects_the_cluster_tests_apply_are_well_formed() {
         return;
     }
     let docs = kube_support::render_chart_rbac("ns-1").await;
-    let (account, roles, bindings) = kube_support::typed_chart_rbac("ns-1", docs);
+    let kube_support::ChartRbac {
+        account,
+        roles,
+        bindings,
+        cluster_roles,
+        cluster_bindings,
+    } = kube_support::typed_chart_rbac("ns-1", kube_support::Install::Namespaced, docs);
     assert_eq!(account.name_any(), kube_support::RELEASE);
+    let mut cluster_role_names: Vec<String> = cluster_roles.iter().map(|r| r.name_any()).collect();
+    cluster_role_names.sort();
+    assert_eq!(
+        cluster_role_names,
+        kube_support::TENANCY_CLUSTER_ROLES,
+        "only the tenancy roles are cluster-wide"
+    );
+    assert!(
+        cluster_bindings
+            .iter()
+            .all(|b| b.role_ref.name == "pitstop-policy-reader"),
+        "the controller is bound cluster-wide only to read policies and namespaces"
+    );
     let mut role_names: Vec<String> = roles.iter().map(|r| r.name_any()).collect();
     role_names.sort();
     assert_eq!(role_names, ["pitstop", "pitstop-leases"]);
@@ -458,4 +477,252 @@ async fn the_objects_the_cluster_tests_apply_are_well_formed() {
             .any(|r| r.resources.iter().flatten().any(|x| x == "leases")),
         "the controller may take the leader Lease"
     );
+}
+
+/// Whether the plan was refused by policy: Failed, with the `NotAllowed` reason.
+fn not_allowed(plan: &pitstop::api::MaintenancePlan) -> bool {
+    plan.status.as_ref().is_some_and(pitstop::machine::is_refused)
+}
+
+/// Waits until plan `name` of `plans` is refused by policy.
+async fn wait_not_allowed(
+    plans: &kube::Api<pitstop::api::MaintenancePlan>,
+    name: &str,
+) -> pitstop::api::MaintenancePlan {
+    let deadline = kube_support::Deadline::new(format!("plan {name}: NotAllowed"), STEP_LIMIT);
+    loop {
+        let plan = plans
+            .get_opt(name)
+            .await
+            .unwrap_or_else(|err| panic!("cannot read plan {name}: {err}"));
+        if let Some(plan) = plan.as_ref().filter(|p| not_allowed(p)) {
+            return plan.clone();
+        }
+        deadline.tick(&format!("{:#?}", plan.and_then(|p| p.status))).await;
+    }
+}
+
+async fn apply_json<K>(api: &kube::Api<K>, name: &str, object: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    api.patch(
+        name,
+        &kube::api::PatchParams::apply(kube_support::FIELD_MANAGER),
+        &kube::api::Patch::Apply(&object),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("cannot apply {name}: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_lets_one_tenants_plan_run_and_refuses_the_others_without_an_aws_call() {
+    kube_support::run_with(
+        "a_policy_lets_one_tenants_plan_run_and_refuses_the_others_without_an_aws_call",
+        kube_support::Install::ClusterWide,
+        |h: Harness| async move {
+            use k8s_openapi::api::core::v1::Namespace;
+            use kube::api::{Api, Patch, PatchParams, PostParams};
+            use pitstop::api::{MaintenancePlan, MaintenancePolicy};
+            use serde_json::json;
+
+            // Tenant A is the harness namespace, selected by a label; tenant B is another
+            // namespace that no policy selects (the restricted default applies there).
+            let team_a = h.namespace.clone();
+            let namespaces: Api<Namespace> = Api::all(h.client.clone());
+            let label = json!({ "metadata": { "labels": { "pitstop.dev/e2e-tenant": "a" } } });
+            namespaces
+                .patch(&team_a, &PatchParams::default(), &Patch::Merge(&label))
+                .await
+                .expect("label tenant A's namespace");
+            let team_b = format!("{team_a}-b");
+            namespaces
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({
+                        "metadata": { "name": team_b, "labels": { kube_support::NAMESPACE_LABEL: "true" } }
+                    }))
+                    .expect("a Namespace"),
+                )
+                .await
+                .expect("create tenant B's namespace");
+
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            let arn = fleet.sandbox.target_group_arn().to_owned();
+            let ids = fleet.sandbox.instance_ids();
+            // Same account and region, another group: what tenant A must not touch.
+            let (prefix, _) = arn.split_once(":targetgroup/").expect("a target group ARN");
+            let other_arn = format!("{prefix}:targetgroup/team-b-web/0123456789abcdef");
+
+            let policy_name = format!("{team_a}-policy");
+            let policies = h.policies();
+            apply_json::<MaintenancePolicy>(
+                &policies,
+                &policy_name,
+                json!({
+                    "apiVersion": "pitstop.dev/v1alpha1",
+                    "kind": "MaintenancePolicy",
+                    "metadata": { "name": policy_name },
+                    "spec": {
+                        "namespaces": { "selector": { "matchLabels": { "pitstop.dev/e2e-tenant": "a" } } },
+                        "targetGroups": [arn],
+                        "allowGracefulReboot": true,
+                    },
+                }),
+            )
+            .await;
+
+            // The refused plans first, while nothing else runs: any AWS call in the sandbox's
+            // log before the allowed plan starts would be theirs.
+            let plan = |name: &str, target: &str, extra: serde_json::Value| {
+                let mut spec = json!({ "targetGroupArn": target, "instances": ids, "timeouts": { "healthySeconds": 60 } });
+                if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+                    spec.extend(extra.clone());
+                }
+                json!({ "apiVersion": "pitstop.dev/v1alpha1", "kind": "MaintenancePlan", "metadata": { "name": name }, "spec": spec })
+            };
+            let shell = json!({ "verify": { "documentName": "AWS-RunShellScript", "parameters": { "commands": ["id"] } } });
+            let plans_a: Api<MaintenancePlan> = Api::namespaced(h.client.clone(), &team_a);
+            let plans_b: Api<MaintenancePlan> = Api::namespaced(h.client.clone(), &team_b);
+            apply_json(&plans_a, "other-group", plan("other-group", &other_arn, json!({}))).await;
+            apply_json(&plans_a, "free-form", plan("free-form", &arn, shell.clone())).await;
+            apply_json(&plans_b, "free-form", plan("free-form", &arn, shell)).await;
+
+            let other = wait_not_allowed(&plans_a, "other-group").await;
+            let message = other.status.and_then(|s| s.message).unwrap_or_default();
+            eprintln!("other-group: {message}");
+            assert_eq!(
+                message,
+                format!("not allowed by MaintenancePolicy {policy_name} (target group {other_arn} matches none of its targetGroups)")
+            );
+            let free_form = wait_not_allowed(&plans_a, "free-form").await;
+            let message = free_form.status.and_then(|s| s.message).unwrap_or_default();
+            eprintln!("free-form in A: {message}");
+            assert!(
+                message.contains("verify document AWS-RunShellScript is not in its documents"),
+                "{message}"
+            );
+            let default_refusal = wait_not_allowed(&plans_b, "free-form").await;
+            let message = default_refusal.status.and_then(|s| s.message).unwrap_or_default();
+            eprintln!("free-form in B: {message}");
+            assert!(
+                message.starts_with(&format!("not allowed in namespace {team_b}: no MaintenancePolicy selects it")),
+                "{message}"
+            );
+            let warnings = fleet
+                .wait_for_events("other-group", "a NotAllowed warning", |events| {
+                    events
+                        .iter()
+                        .any(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("NotAllowed"))
+                })
+                .await;
+            eprintln!("{:#?}", warnings.iter().map(describe_event).collect::<Vec<_>>());
+            let calls = fleet.sandbox.call_log().records();
+            assert!(calls.is_empty(), "the refused plans made AWS calls: {calls:#?}");
+
+            // Labelling tenant B's namespace brings it under the policy: the controller checks
+            // its plan again at once (a namespace watch), and now the policy refuses it.
+            namespaces
+                .patch(&team_b, &PatchParams::default(), &Patch::Merge(&label))
+                .await
+                .expect("label tenant B's namespace");
+            let deadline = kube_support::Deadline::new("tenant B's plan checked against the policy", STEP_LIMIT);
+            loop {
+                let plan = plans_b.get("free-form").await.expect("the plan");
+                let message = plan.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+                if not_allowed(&plan) && message.starts_with(&format!("not allowed by MaintenancePolicy {policy_name}")) {
+                    eprintln!("free-form in B, labelled: {message}");
+                    break;
+                }
+                deadline.tick(&message).await;
+            }
+            let calls = fleet.sandbox.call_log().records();
+            assert!(calls.is_empty(), "the refused plans made AWS calls: {calls:#?}");
+
+            // The allowed plan runs to the end.
+            let before = fleet.boots();
+            fleet.apply_plan("allowed").await;
+            fleet
+                .wait_for_plan("allowed", "phase Succeeded", PLAN_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+            assert_eq!(reboots(&before, &fleet.boots()), [1, 1, 1]);
+            let calls = fleet.sandbox.call_log().records();
+            eprintln!("AWS calls of the allowed plan: {}", calls.len());
+            assert!(
+                calls.iter().all(|c| !c.summary.contains("team-b-web")),
+                "no call names the refused plan's target group"
+            );
+            // The refused ones are still refused, and never touched AWS.
+            for (plans, name) in [(&plans_a, "other-group"), (&plans_a, "free-form"), (&plans_b, "free-form")] {
+                let plan = plans.get(name).await.expect("the plan");
+                assert!(not_allowed(&plan), "{name}: {:#?}", plan.status);
+            }
+
+            // A tenant with namespace edit rights: plans yes, policies no. The built-in `edit`
+            // role gets the chart's plan rules by aggregation, which kube-controller-manager
+            // does; a bare API server has none, so the aggregated role is bound as well.
+            let rbac: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(h.client.clone(), &team_a);
+            for role in ["edit", "pitstop-plans-edit"] {
+                apply_json(
+                    &rbac,
+                    &format!("tenant-{role}"),
+                    json!({
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "RoleBinding",
+                        "metadata": { "name": format!("tenant-{role}"), "namespace": team_a },
+                        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+                        "subjects": [{ "kind": "ServiceAccount", "name": "tenant", "namespace": team_a }],
+                    }),
+                )
+                .await;
+            }
+            let tenant = h.client_as("tenant").await;
+            let tenant_plans: Api<MaintenancePlan> = Api::namespaced(tenant.clone(), &team_a);
+            let dry_run = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            let probe: MaintenancePlan =
+                serde_json::from_value(plan("tenant-probe", &arn, json!({}))).expect("a plan");
+            let deadline = kube_support::Deadline::new("the tenant's RoleBindings in force", STEP_LIMIT);
+            loop {
+                match tenant_plans.create(&dry_run, &probe).await {
+                    Ok(_) => break,
+                    Err(err) => deadline.tick(&err.to_string()).await,
+                }
+            }
+            let tenant_policies: Api<MaintenancePolicy> = Api::all(tenant);
+            let mine: MaintenancePolicy = serde_json::from_value(json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePolicy",
+                "metadata": { "name": format!("{team_a}-tenant") },
+                "spec": { "namespaces": { "names": [team_a] }, "targetGroups": ["*"], "allowFreeformCommands": true },
+            }))
+            .expect("a policy");
+            let forbidden = |result: Result<MaintenancePolicy, kube::Error>, what: &str| match result {
+                Err(kube::Error::Api(status)) if status.is_forbidden() => eprintln!("tenant {what}: forbidden"),
+                other => panic!("a tenant must not {what}: {other:?}"),
+            };
+            forbidden(tenant_policies.create(&PostParams::default(), &mine).await, "create a policy");
+            let widen = json!({ "spec": { "targetGroups": ["*"], "allowFreeformCommands": true } });
+            forbidden(
+                tenant_policies
+                    .patch(&policy_name, &PatchParams::default(), &Patch::Merge(&widen))
+                    .await,
+                "widen the policy",
+            );
+
+            fleet.shutdown().await;
+            let _ = policies.delete(&policy_name, &kube::api::DeleteParams::default()).await;
+            for plan in plans_b.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+                let name = plan.metadata.name.unwrap_or_default();
+                let patch = json!({ "metadata": { "finalizers": null } });
+                let _ = plans_b.patch_metadata(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+            }
+            let _ = namespaces.delete(&team_b, &kube::api::DeleteParams::background()).await;
+        },
+    )
+    .await;
 }

@@ -1,9 +1,12 @@
-//! The `MaintenancePlan` custom resource: spec, status and their validation.
+//! The custom resources: `MaintenancePlan` (spec, status and their validation) and the
+//! platform team's `MaintenancePolicy`.
 
+pub mod maintenance_policy;
 pub mod schedule;
 pub mod spec;
 pub mod status;
 pub mod validate;
 
+pub use maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
 pub use spec::{CommandSpec, MaintenancePlan, MaintenancePlanSpec, OnFailure, Preflight, Schedule, Timeouts};
 pub use status::{Condition, InstancePhase, InstanceStatus, MaintenancePlanStatus, PlanPhase, RunRecord};

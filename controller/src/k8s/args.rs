@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::cli::logging::LogFormat;
+use crate::tenancy::DefaultPolicy;
 
 /// Arguments of `pitstop controller`: run as a Kubernetes controller over MaintenancePlans.
 #[derive(clap::Args, Clone, Debug)]
@@ -41,6 +42,13 @@ pub struct ControllerArgs {
     /// Who this replica is in the Lease; defaults to the pod name.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// What the plans of a namespace that no MaintenancePolicy selects may do: `restricted`
+    /// (the built-in graceful reboot and AWS-RunPatchBaseline only, no free-form commands)
+    /// or `unrestricted` (any document and parameters: everyone who may create a plan may run
+    /// code as root on every instance the controller's IAM role reaches).
+    #[arg(long, env = "PITSTOP_DEFAULT_POLICY", value_enum, default_value_t = DefaultPolicy::Restricted)]
+    pub default_policy: DefaultPolicy,
 }
 
 #[cfg(test)]
@@ -64,6 +72,7 @@ mod tests {
         assert_eq!(parsed.args.http_addr.port(), 8080);
         assert!(!parsed.args.leader_election);
         assert_eq!(parsed.args.lease_name, "pitstop-controller");
+        assert_eq!(parsed.args.default_policy, DefaultPolicy::Restricted, "safe by default");
     }
 
     #[test]
@@ -81,6 +90,9 @@ mod tests {
         assert_eq!(parsed.args.namespace.as_deref(), Some("ops"));
         assert_eq!(parsed.args.poll_interval, Duration::from_secs(90));
         assert_eq!(parsed.args.log_format, LogFormat::Json);
+        let open = Harness::try_parse_from(["pitstop", "--default-policy", "unrestricted"]).expect("valid");
+        assert_eq!(open.args.default_policy, DefaultPolicy::Unrestricted);
+        assert!(Harness::try_parse_from(["pitstop", "--default-policy", "open"]).is_err());
         assert!(Harness::try_parse_from(["pitstop", "--poll-interval", "soon"]).is_err());
     }
 }

@@ -10,6 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use super::backoff::ErrorBackoff;
 use super::status_cache::StatusCache;
 use super::target_group_lock::TargetGroupLocks;
+use super::tenancy::Tenancy;
 use crate::telemetry::Metrics;
 
 /// The field manager of every status write, and the name events are reported under.
@@ -39,6 +40,8 @@ pub struct Context {
     pub(crate) statuses: StatusCache,
     /// The per-target-group Leases: one instance out of a group at a time, across plans.
     pub locks: TargetGroupLocks,
+    /// The MaintenancePolicies: what each namespace's plans may do (checked before AWS).
+    pub tenancy: Tenancy,
 }
 
 impl Context {
@@ -75,6 +78,7 @@ impl Context {
             metrics: Metrics::default(),
             backoff: ErrorBackoff::default(),
             statuses: StatusCache::default(),
+            tenancy: Tenancy::default(),
         }
     }
 
@@ -98,6 +102,13 @@ impl Context {
     #[must_use]
     pub fn with_lock_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.locks = TargetGroupLocks::new(namespace);
+        self
+    }
+
+    /// Checks plans against these policies (by default: none, and the restricted default).
+    #[must_use]
+    pub fn with_tenancy(mut self, tenancy: Tenancy) -> Self {
+        self.tenancy = tenancy;
         self
     }
 

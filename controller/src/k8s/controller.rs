@@ -11,7 +11,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::{Controller, controller, watcher};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::MaintenancePlan;
+use crate::api::{MaintenancePlan, MaintenancePolicy};
 use crate::aws::AwsProvider;
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::telemetry::{HealthState, Metrics, serve};
@@ -20,6 +20,7 @@ use super::args::ControllerArgs;
 use super::context::Context;
 use super::policy::error_policy;
 use super::reconcile::reconcile;
+use super::tenancy::Tenancy;
 
 /// How often the controller loop proves to `/healthz` that it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -92,8 +93,10 @@ pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Res
     };
     metrics.set_leader(true);
 
-    let mut controller =
-        Controller::new(plans, watcher::Config::default()).graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    let (tenancy, policy_changes) = watch_tenancy(&client, args.default_policy, shutdown.clone()).await?;
+    let mut controller = Controller::new(plans, watcher::Config::default())
+        .reconcile_all_on(policy_changes)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     if let Some((_, _, leadership)) = &election {
         let mut leadership = leadership.clone();
         controller = controller.graceful_shutdown_on(async move { leadership.lost().await });
@@ -106,7 +109,8 @@ pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Res
     let ctx = Arc::new(
         Context::new(client, aws, args.poll_interval)
             .with_lock_namespace(lock_namespace)
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_tenancy(tenancy),
     );
     tracing::info!(
         namespace = args.namespace.as_deref().unwrap_or("*"),
@@ -145,6 +149,77 @@ pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Res
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Starts the reflectors of MaintenancePolicies and namespaces (their labels select
+/// policies), waits until both have listed once, and returns the [`Tenancy`] reading them,
+/// with a stream that ticks whenever a policy or a namespace's labels change (bursts
+/// coalesced), so that every plan is checked again: a plan refused yesterday may be allowed
+/// today, and the other way round.
+async fn watch_tenancy(
+    client: &kube::Client,
+    default: crate::tenancy::DefaultPolicy,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Tenancy, impl futures::Stream<Item = ()> + Send + 'static)> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::runtime::{WatchStreamExt, predicates, reflector};
+
+    let policies: Api<MaintenancePolicy> = Api::all(client.clone());
+    policies
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .context("listing MaintenancePolicies (is their CRD installed — `pitstop crd policy | kubectl apply -f -` — and may this account list them?)")?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .context("listing namespaces (policies select them by label; may this account list them?)")?;
+
+    let (policy_store, policy_writer) = reflector::store();
+    let (namespace_store, namespace_writer) = reflector::store();
+    let (tick, ticks) = tokio::sync::mpsc::channel::<()>(1);
+    let policy_events = watcher(policies, watcher::Config::default())
+        .default_backoff()
+        .reflect(policy_writer)
+        .touched_objects()
+        .map(|_| ());
+    let namespace_events = watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .reflect(namespace_writer)
+        .touched_objects()
+        .predicate_filter(predicates::labels, Default::default())
+        .map(|_| ());
+    let mut changes = futures::stream::select(policy_events, namespace_events).boxed();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                change = changes.next() => match change {
+                    // A full channel already holds a tick that will re-check every plan.
+                    Some(()) => { let _ = tick.try_send(()); }
+                    None => break,
+                },
+                () = shutdown.cancelled() => break,
+            }
+        }
+    });
+    policy_store
+        .wait_until_ready()
+        .await
+        .context("the MaintenancePolicy watch ended before its first list")?;
+    namespace_store
+        .wait_until_ready()
+        .await
+        .context("the namespace watch ended before its first list")?;
+    tracing::info!(
+        policies = policy_store.state().len(),
+        default = ?default,
+        "watching MaintenancePolicies"
+    );
+    let ticks = futures::stream::unfold(
+        ticks,
+        |mut ticks| async move { ticks.recv().await.map(|()| ((), ticks)) },
+    );
+    Ok((Tenancy::new(policy_store, namespace_store, default), ticks))
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

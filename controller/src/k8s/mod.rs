@@ -20,6 +20,7 @@ pub mod reconcile;
 mod status_cache;
 pub mod status_store;
 pub mod target_group_lock;
+pub mod tenancy;
 
 pub use args::ControllerArgs;
 pub use context::{Clock, Context, MANAGER};

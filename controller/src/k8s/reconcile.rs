@@ -24,6 +24,7 @@ use super::finalizer::{FINALIZER, clean_up};
 use super::policy::requeue_action;
 use super::status_store::KubeStatusStore;
 use super::target_group_lock::{Asker, Takeover, Turn};
+use super::tenancy::screen;
 
 /// `namespace/name` of a plan, for logs and the per-plan backoff.
 pub fn plan_key(plan: &DeserializeGuard<MaintenancePlan>) -> String {
@@ -84,6 +85,10 @@ async fn apply(
     }
     let mut store = KubeStatusStore::new(api.clone(), name, uid, read_version, &ctx.statuses);
     let now = ctx.now();
+    // Tenancy: nothing is read or changed on AWS for a plan its namespace's policies refuse.
+    if let Some(action) = screen(plan, key, recorded.as_ref(), &mut store, ctx, events, now).await? {
+        return Ok(action);
+    }
     let plan_view = PlanView {
         uid,
         generation: plan.metadata.generation,

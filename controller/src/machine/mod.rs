@@ -9,6 +9,7 @@ mod decide;
 mod decision;
 mod dry_run;
 mod instance;
+mod not_allowed;
 mod observed;
 mod outcome;
 mod preflight;
@@ -19,6 +20,7 @@ pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, C
 pub use decide::{PlanView, decide};
 pub use decision::{Action, Decision, Requeue, Transition};
 pub use instance::SEND_LOOKUP_GRACE;
+pub use not_allowed::{NOT_ALLOWED, is_refused, lift_refusal, refuse};
 pub use observed::{CommandView, Observed, Wants, in_flight, wants, wants_at};
 pub use outcome::{record_action_failed, record_send_not_made, record_sent};
 pub use reboot_script::reboot_command;

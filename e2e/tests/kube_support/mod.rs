@@ -25,13 +25,13 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, Resource, ResourceExt};
-use pitstop::api::{InstancePhase, MaintenancePlan, PlanPhase};
+use pitstop::api::{InstancePhase, MaintenancePlan, MaintenancePolicy, PlanPhase};
 use pitstop_e2e::experiment::default_pitstop_binary;
 use pitstop_e2e::sandbox::{Sandbox, SandboxConfig, TargetState, check_haproxy_binary, http_get, tie_to_parent};
 use serde::Serialize;
@@ -76,13 +76,32 @@ where
     F: FnOnce(Harness) -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_with(test, Install::Namespaced, scenario).await;
+}
+
+/// Which of the chart's installs a scenario runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// `watchNamespace` = the test namespace: Roles there, the controller `--namespace`d.
+    Namespaced,
+    /// No `watchNamespace`: ClusterRoles, the controller watching every namespace (what a
+    /// platform team runs for several tenants).
+    ClusterWide,
+}
+
+/// [`run`], under the given install.
+pub async fn run_with<F, Fut>(test: &str, install: Install, scenario: F)
+where
+    F: FnOnce(Harness) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let _one = ONE_FLEET_AT_A_TIME.lock().await;
     let Some(cluster) = Cluster::connect(test).await else {
         return;
     };
     let namespace = cluster.create_namespace(test).await;
     let outcome = AssertUnwindSafe(async {
-        let harness = Harness::setup(&cluster, &namespace).await;
+        let harness = Harness::setup(&cluster, &namespace, install).await;
         scenario(harness).await;
     })
     .catch_unwind()
@@ -566,8 +585,11 @@ pub struct Harness {
     pub client: Client,
     /// A client with the ServiceAccount's token: exactly what the controller may do.
     pub sa_client: Client,
-    /// The test namespace (also the release namespace and the watched namespace).
+    /// The test namespace (also the release namespace, and the watched namespace of a
+    /// namespaced install).
     pub namespace: String,
+    /// The chart's install: namespaced or cluster-wide.
+    pub install: Install,
     /// The ServiceAccount's kubeconfig, for the controller processes.
     pub sa_kubeconfig: PathBuf,
     /// Holds the kubeconfig (and the controllers' HOME).
@@ -577,9 +599,10 @@ pub struct Harness {
 impl Harness {
     /// Installs the CRD, applies the chart's ServiceAccount and RBAC to `namespace`, and
     /// writes a kubeconfig with a token of that ServiceAccount.
-    pub async fn setup(cluster: &Cluster, namespace: &str) -> Harness {
-        install_crd(&cluster.client).await;
-        let service_account = apply_chart_rbac(&cluster.client, namespace).await;
+    pub async fn setup(cluster: &Cluster, namespace: &str, install: Install) -> Harness {
+        install_crd(&cluster.client, crd_from_repo()).await;
+        install_crd(&cluster.client, crd_file("maintenancepolicy.yaml")).await;
+        let service_account = apply_chart_rbac(&cluster.client, namespace, install).await;
         let token = service_account_token(&cluster.client, namespace, &service_account).await;
         let dir = tempfile::Builder::new()
             .prefix("pitstop-kube-e2e-")
@@ -590,11 +613,12 @@ impl Harness {
         std::fs::write(&sa_kubeconfig, kubeconfig.to_string()).expect("write the ServiceAccount's kubeconfig");
         let parsed = Kubeconfig::read_from(&sa_kubeconfig).expect("the ServiceAccount's kubeconfig parses");
         let sa_client = client_for(&parsed).await;
-        wait_for_rbac(&sa_client, namespace).await;
+        wait_for_rbac(&sa_client, namespace, install).await;
         Harness {
             client: cluster.client.clone(),
             sa_client,
             namespace: namespace.to_owned(),
+            install,
             sa_kubeconfig,
             dir,
         }
@@ -609,11 +633,42 @@ impl Harness {
     pub fn leases(&self) -> Api<Lease> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
+
+    /// The MaintenancePolicies (cluster-scoped), as the admin sees them.
+    pub fn policies(&self) -> Api<MaintenancePolicy> {
+        Api::all(self.client.clone())
+    }
+
+    /// A client authenticated as ServiceAccount `account` of the test namespace (created
+    /// here, with a token from the TokenRequest API), on the same server.
+    pub async fn client_as(&self, account: &str) -> Client {
+        let service_account: ServiceAccount =
+            serde_json::from_value(json!({ "metadata": { "name": account, "namespace": self.namespace } }))
+                .expect("a ServiceAccount");
+        apply_namespaced(&self.client, &self.namespace, &service_account).await;
+        let token = service_account_token(&self.client, &self.namespace, account).await;
+        let mut config = Kubeconfig::read_from(&self.sa_kubeconfig).expect("the ServiceAccount's kubeconfig parses");
+        for user in &mut config.auth_infos {
+            user.name = account.to_owned();
+            if let Some(auth) = user.auth_info.as_mut() {
+                auth.token = Some(token.clone().into());
+            }
+        }
+        for context in config.contexts.iter_mut().filter_map(|c| c.context.as_mut()) {
+            context.user = Some(account.to_owned());
+        }
+        client_for(&config).await
+    }
 }
 
 /// The CRD as checked in (`crds/maintenanceplan.yaml`).
 pub fn crd_from_repo() -> CustomResourceDefinition {
-    let path = repo_root().join("crds").join("maintenanceplan.yaml");
+    crd_file("maintenanceplan.yaml")
+}
+
+/// A CRD as checked in under `crds/`.
+pub fn crd_file(file: &str) -> CustomResourceDefinition {
+    let path = repo_root().join("crds").join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
     serde_saphyr::from_str(&text).unwrap_or_else(|err| panic!("{} is not a CRD: {err}", path.display()))
 }
@@ -621,8 +676,7 @@ pub fn crd_from_repo() -> CustomResourceDefinition {
 /// Applies the CRD (server-side, taking over its fields) and waits until it is Established.
 /// It is left installed: on a shared cluster it may have been there before, and deleting a
 /// CRD deletes every object of its kind.
-async fn install_crd(client: &Client) {
-    let crd = crd_from_repo();
+async fn install_crd(client: &Client, crd: CustomResourceDefinition) {
     let name = crd.name_any();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
@@ -643,6 +697,11 @@ async fn install_crd(client: &Client) {
 /// The chart's ServiceAccount and RBAC for `namespace`, rendered by the Helm engine through
 /// `e2e/scripts/render-chart.py` (watchNamespace and release namespace both `namespace`).
 pub async fn render_chart_rbac(namespace: &str) -> Vec<serde_json::Value> {
+    render_chart_rbac_for(namespace, Install::Namespaced).await
+}
+
+/// The chart's ServiceAccount and RBAC for release namespace `namespace`, under `install`.
+pub async fn render_chart_rbac_for(namespace: &str, install: Install) -> Vec<serde_json::Value> {
     let python = env_path("PITSTOP_E2E_PYTHON").unwrap_or_else(|| repo_root().join(".venv").join("bin").join("python"));
     assert!(
         python.is_file(),
@@ -657,6 +716,10 @@ pub async fn render_chart_rbac(namespace: &str) -> Vec<serde_json::Value> {
         .arg(namespace)
         .arg("--release")
         .arg(RELEASE)
+        .args(match install {
+            Install::Namespaced => Vec::new(),
+            Install::ClusterWide => vec!["--watch-namespace", ""],
+        })
         .stdin(Stdio::null())
         .output()
         .await
@@ -673,40 +736,91 @@ pub async fn render_chart_rbac(namespace: &str) -> Vec<serde_json::Value> {
     docs.into_iter().filter(|doc| !doc.is_null()).collect()
 }
 
+/// The chart's RBAC, typed.
+pub struct ChartRbac {
+    /// The one ServiceAccount.
+    pub account: ServiceAccount,
+    /// Roles, all in the release (or watched) namespace.
+    pub roles: Vec<Role>,
+    /// RoleBindings, likewise.
+    pub bindings: Vec<RoleBinding>,
+    /// ClusterRoles.
+    pub cluster_roles: Vec<ClusterRole>,
+    /// ClusterRoleBindings.
+    pub cluster_bindings: Vec<ClusterRoleBinding>,
+}
+
+/// ClusterRoles a namespaced install still renders: reading MaintenancePolicies and
+/// namespaces (cluster-scoped by nature), and the tenants' aggregated plan rights.
+pub const TENANCY_CLUSTER_ROLES: [&str; 3] = ["pitstop-plans-edit", "pitstop-plans-view", "pitstop-policy-reader"];
+
 /// The rendered objects, typed: the one ServiceAccount, the Roles and the RoleBindings, all
-/// in `namespace`. Cluster-wide RBAC would mean the chart ignored watchNamespace: a failure.
-pub fn typed_chart_rbac(
-    namespace: &str,
-    docs: Vec<serde_json::Value>,
-) -> (ServiceAccount, Vec<Role>, Vec<RoleBinding>) {
+/// in `namespace`, and the cluster-scoped ones. A namespaced install may only render the
+/// [`TENANCY_CLUSTER_ROLES`] cluster-wide: plan rights there would mean the chart ignored
+/// watchNamespace.
+pub fn typed_chart_rbac(namespace: &str, install: Install, docs: Vec<serde_json::Value>) -> ChartRbac {
     fn typed<K: DeserializeOwned>(doc: serde_json::Value) -> K {
         serde_json::from_value(doc).unwrap_or_else(|err| panic!("a rendered object does not parse: {err}"))
     }
     let mut accounts = Vec::new();
-    let mut roles = Vec::new();
-    let mut bindings = Vec::new();
+    let mut rbac = ChartRbac {
+        account: ServiceAccount::default(),
+        roles: Vec::new(),
+        bindings: Vec::new(),
+        cluster_roles: Vec::new(),
+        cluster_bindings: Vec::new(),
+    };
     for doc in docs {
         let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_owned();
         let doc_namespace = doc.pointer("/metadata/namespace").and_then(|n| n.as_str());
-        assert_eq!(
-            doc_namespace,
-            Some(namespace),
-            "a rendered {kind} is not in the test namespace: {doc}"
-        );
+        if kind.starts_with("Cluster") {
+            assert!(
+                install == Install::ClusterWide || TENANCY_CLUSTER_ROLES.contains(&name.as_str()),
+                "the chart rendered {kind} {name} although watchNamespace is set: {doc}"
+            );
+        } else {
+            assert_eq!(
+                doc_namespace,
+                Some(namespace),
+                "a rendered {kind} is not in the test namespace: {doc}"
+            );
+        }
         match kind.as_str() {
             "ServiceAccount" => accounts.push(typed::<ServiceAccount>(doc)),
-            "Role" => roles.push(typed::<Role>(doc)),
-            "RoleBinding" => bindings.push(typed::<RoleBinding>(doc)),
-            other => panic!("the chart rendered a {other} although watchNamespace is set: {doc}"),
+            "Role" => rbac.roles.push(typed::<Role>(doc)),
+            "RoleBinding" => rbac.bindings.push(typed::<RoleBinding>(doc)),
+            "ClusterRole" => rbac.cluster_roles.push(typed::<ClusterRole>(doc)),
+            "ClusterRoleBinding" => rbac.cluster_bindings.push(typed::<ClusterRoleBinding>(doc)),
+            other => panic!("the chart rendered an unexpected {other}: {doc}"),
         }
     }
     assert_eq!(accounts.len(), 1, "the chart renders one ServiceAccount");
     assert!(
-        !roles.is_empty() && !bindings.is_empty(),
+        !rbac.roles.is_empty() && !rbac.bindings.is_empty(),
         "the chart renders Roles and RoleBindings"
     );
-    let account = accounts.remove(0);
-    (account, roles, bindings)
+    rbac.account = accounts.remove(0);
+    rbac
+}
+
+async fn apply_cluster<K>(client: &Client, object: &K)
+where
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = object.name_any();
+    Api::<K>::all(client.clone())
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|err| panic!("cannot apply {} {name}: {err}", K::kind(&())));
 }
 
 async fn apply_namespaced<K>(client: &Client, namespace: &str, object: &K)
@@ -720,17 +834,25 @@ where
         .unwrap_or_else(|err| panic!("cannot apply {} {name}: {err}", K::kind(&())));
 }
 
-/// Applies the chart's ServiceAccount and RBAC to `namespace`; returns the account's name.
-async fn apply_chart_rbac(client: &Client, namespace: &str) -> String {
-    let (account, roles, bindings) = typed_chart_rbac(namespace, render_chart_rbac(namespace).await);
-    apply_namespaced(client, namespace, &account).await;
-    for role in &roles {
+/// Applies the chart's ServiceAccount and RBAC to `namespace` (and the cluster-scoped part
+/// of it, which the last test to apply it owns: tests run one at a time); returns the
+/// account's name.
+async fn apply_chart_rbac(client: &Client, namespace: &str, install: Install) -> String {
+    let rbac = typed_chart_rbac(namespace, install, render_chart_rbac_for(namespace, install).await);
+    apply_namespaced(client, namespace, &rbac.account).await;
+    for role in &rbac.roles {
         apply_namespaced(client, namespace, role).await;
     }
-    for binding in &bindings {
+    for binding in &rbac.bindings {
         apply_namespaced(client, namespace, binding).await;
     }
-    account.name_any()
+    for role in &rbac.cluster_roles {
+        apply_cluster(client, role).await;
+    }
+    for binding in &rbac.cluster_bindings {
+        apply_cluster(client, binding).await;
+    }
+    rbac.account.name_any()
 }
 
 /// A token for the ServiceAccount from the TokenRequest API, valid for an hour.
@@ -790,24 +912,33 @@ pub fn service_account_kubeconfig(
 /// Waits until the ServiceAccount's token is accepted and its Roles are in force (the
 /// authenticator and the RBAC authorizer work from caches), then checks that it may not read
 /// plans outside the namespace: the controller runs with the namespaced install's rights.
-async fn wait_for_rbac(sa_client: &Client, namespace: &str) {
+async fn wait_for_rbac(sa_client: &Client, namespace: &str, install: Install) {
     let plans: Api<MaintenancePlan> = Api::namespaced(sa_client.clone(), namespace);
     let leases: Api<Lease> = Api::namespaced(sa_client.clone(), namespace);
+    let policies: Api<MaintenancePolicy> = Api::all(sa_client.clone());
+    let namespaces: Api<Namespace> = Api::all(sa_client.clone());
     let started = Instant::now();
     loop {
         let plans_ok = plans.list_metadata(&ListParams::default().limit(1)).await;
         let leases_ok = leases.list_metadata(&ListParams::default().limit(1)).await;
-        match (plans_ok, leases_ok) {
-            (Ok(_), Ok(_)) => break,
-            (plans_result, leases_result) => assert!(
+        let policies_ok = policies.list_metadata(&ListParams::default().limit(1)).await;
+        let namespaces_ok = namespaces.list_metadata(&ListParams::default().limit(1)).await;
+        match (plans_ok, leases_ok, policies_ok, namespaces_ok) {
+            (Ok(_), Ok(_), Ok(_), Ok(_)) => break,
+            (plans_result, leases_result, policies_result, namespaces_result) => assert!(
                 started.elapsed() < STARTUP_LIMIT,
-                "the ServiceAccount cannot list plans and leases in {namespace} after {STARTUP_LIMIT:?}: \
-                 plans: {:?}, leases: {:?}",
+                "the ServiceAccount cannot list plans and leases in {namespace}, policies and namespaces \
+                 after {STARTUP_LIMIT:?}: plans: {:?}, leases: {:?}, policies: {:?}, namespaces: {:?}",
                 plans_result.err(),
-                leases_result.err()
+                leases_result.err(),
+                policies_result.err(),
+                namespaces_result.err()
             ),
         }
         tokio::time::sleep(POLL).await;
+    }
+    if install == Install::ClusterWide {
+        return;
     }
     let everywhere: Api<MaintenancePlan> = Api::all(sa_client.clone());
     match everywhere.list_metadata(&ListParams::default().limit(1)).await {
@@ -841,10 +972,11 @@ impl ControllerProcess {
         );
         let http_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let mut cmd = Command::new(&binary);
-        cmd.arg("controller")
-            .arg("--namespace")
-            .arg(&harness.namespace)
-            .arg("--http-addr")
+        cmd.arg("controller");
+        if harness.install == Install::Namespaced {
+            cmd.arg("--namespace").arg(&harness.namespace);
+        }
+        cmd.arg("--http-addr")
             .arg(http_addr.to_string())
             .arg("--poll-interval")
             .arg("500ms")

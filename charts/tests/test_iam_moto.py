@@ -1,0 +1,161 @@
+"""The IAM policies in deploy/ against moto's IAM simulation (in-process, `mock_aws` with IAM
+authentication enabled: moto's counterpart of a moto_server started with
+INITIAL_NO_AUTH_ACTION_COUNT), for every AWS operation pitstop's SDK wrappers call
+(controller/src/aws/sdk/).
+
+What moto evaluates, and so what this shows:
+- ELBv2, the Action element only: every ELBv2 operation pitstop makes is granted by both
+  policies, and one they do not list (DeleteTargetGroup) is refused;
+- ELBv2 statements scoped by Resource: moto authorizes ELBv2 requests against the resource
+  "*" (only a few services tell it the real ARN), so no statement that names an ARN ever
+  matches. Under moto, Register/DeregisterTargets are therefore refused by both policies as
+  written; the action check runs on a copy whose Resource elements are "*".
+- SSM: moto does not authorize SSM requests at all (a user with no SSM permission may still
+  send commands and create documents there): nothing about the SSM statements can be checked
+  with it. The SSM action names are checked statically in test_chart.py.
+
+What moto cannot evaluate, and is checked nowhere here: the Resource ARNs themselves, and the
+tag conditions of iam-policy-tagged.json (`aws:ResourceTag/pitstop.dev/managed` on target
+groups, `ssm:resourceTag/pitstop.dev/managed` on instances and documents). moto ignores any
+condition operator but StringEquals, and has no resource-tag values to compare with, so a
+condition always passes. Those keys are the ones AWS documents for these actions (Service
+Authorization Reference, Elastic Load Balancing V2 and Systems Manager); only IAM's policy
+simulator or a real account can prove them.
+
+Run: .venv/bin/python -m pytest -q charts/tests   (or `make test-chart`)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.authorization import disable_iam_authentication, enable_iam_authentication
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICIES = {
+    "iam-policy.json": ROOT / "deploy" / "iam-policy.json",
+    "iam-policy-tagged.json": ROOT / "deploy" / "iam-policy-tagged.json",
+}
+REGION = "eu-west-1"
+ARN = f"arn:aws:elasticloadbalancing:{REGION}:{DEFAULT_ACCOUNT_ID}:targetgroup/web/0123456789abcdef"
+INSTANCE = "i-0123456789abcdef0"
+TARGETS = [{"Id": INSTANCE, "Port": 80}]
+COMMAND = "00000000-0000-4000-8000-000000000000"
+
+# Every operation pitstop calls, with harmless arguments: (IAM action, call).
+Call = Callable[[Any, Any], Any]
+PITSTOP_CALLS: dict[str, Call] = {
+    "elasticloadbalancing:DescribeTargetHealth": lambda elb, ssm: elb.describe_target_health(TargetGroupArn=ARN),
+    "elasticloadbalancing:DescribeTargetGroupAttributes":
+        lambda elb, ssm: elb.describe_target_group_attributes(TargetGroupArn=ARN),
+    "elasticloadbalancing:DescribeTargetGroups": lambda elb, ssm: elb.describe_target_groups(TargetGroupArns=[ARN]),
+    "elasticloadbalancing:RegisterTargets": lambda elb, ssm: elb.register_targets(TargetGroupArn=ARN, Targets=TARGETS),
+    "elasticloadbalancing:DeregisterTargets":
+        lambda elb, ssm: elb.deregister_targets(TargetGroupArn=ARN, Targets=TARGETS),
+    "ssm:SendCommand": lambda elb, ssm: ssm.send_command(
+        InstanceIds=[INSTANCE], DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]}),
+    "ssm:GetCommandInvocation": lambda elb, ssm: ssm.get_command_invocation(CommandId=COMMAND, InstanceId=INSTANCE),
+    "ssm:ListCommands": lambda elb, ssm: ssm.list_commands(),
+    "ssm:ListCommandInvocations": lambda elb, ssm: ssm.list_command_invocations(),
+    "ssm:CancelCommand": lambda elb, ssm: ssm.cancel_command(CommandId=COMMAND),
+    "ssm:DescribeInstanceInformation": lambda elb, ssm: ssm.describe_instance_information(),
+    "ssm:DescribeDocument": lambda elb, ssm: ssm.describe_document(Name="AWS-RunShellScript"),
+}
+# Operations pitstop never needs: the policies must not grant them.
+FOREIGN_CALLS: dict[str, Call] = {
+    "elasticloadbalancing:DeleteTargetGroup": lambda elb, ssm: elb.delete_target_group(TargetGroupArn=ARN),
+    "ssm:CreateDocument": lambda elb, ssm: ssm.create_document(
+        Name="x", Content='{"schemaVersion":"2.2","mainSteps":[]}', DocumentType="Command"),
+}
+SCOPED = {"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"}
+
+
+def _elbv2(calls: dict[str, Call]) -> dict[str, Call]:
+    return {a: c for a, c in calls.items() if a.startswith("elasticloadbalancing:")}
+
+
+def _ssm(calls: dict[str, Call]) -> dict[str, Call]:
+    return {a: c for a, c in calls.items() if a.startswith("ssm:")}
+
+
+def _policy(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text().replace("ACCOUNT_ID", DEFAULT_ACCOUNT_ID))
+
+
+def _unscoped(policy: dict[str, Any]) -> dict[str, Any]:
+    relaxed = copy.deepcopy(policy)
+    for statement in relaxed["Statement"]:
+        statement["Resource"] = "*"
+    return relaxed
+
+
+def _allowed(policy: dict[str, Any], calls: dict[str, Call]) -> dict[str, bool]:
+    """Which calls moto lets through for a user holding only `policy`."""
+    with mock_aws():
+        with disable_iam_authentication():
+            iam = boto3.client("iam", region_name=REGION)
+            iam.create_user(UserName="pitstop")
+            iam.put_user_policy(UserName="pitstop", PolicyName="pitstop", PolicyDocument=json.dumps(policy))
+            key = iam.create_access_key(UserName="pitstop")["AccessKey"]
+        session = boto3.Session(aws_access_key_id=key["AccessKeyId"],
+                                aws_secret_access_key=key["SecretAccessKey"], region_name=REGION)
+        elb, ssm = session.client("elbv2"), session.client("ssm")
+        verdicts = {}
+        with enable_iam_authentication():
+            for action, call in calls.items():
+                try:
+                    call(elb, ssm)
+                    verdicts[action] = True
+                except ClientError as error:
+                    code = error.response.get("Error", {}).get("Code", "")
+                    # Anything but a refusal (e.g. TargetGroupNotFound) got past IAM.
+                    verdicts[action] = code not in ("AccessDenied", "AccessDeniedException")
+                except NotImplementedError:
+                    # moto authorizes before it dispatches: an operation it does not
+                    # emulate (ListCommandInvocations) got past IAM.
+                    verdicts[action] = True
+        return verdicts
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_every_elbv2_call_pitstop_makes_is_granted_and_nothing_else(name):
+    policy = _unscoped(_policy(POLICIES[name]))
+    granted = _allowed(policy, _elbv2(PITSTOP_CALLS))
+    assert granted == {action: True for action in _elbv2(PITSTOP_CALLS)}, granted
+    foreign = _allowed(policy, _elbv2(FOREIGN_CALLS))
+    assert foreign == {action: False for action in _elbv2(FOREIGN_CALLS)}, foreign
+
+
+def test_moto_refuses_an_elbv2_call_no_policy_grants():
+    # The check above is not vacuous: with IAM authentication on, a user without the action
+    # is refused.
+    granted = _allowed({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetHealth", "Resource": "*"}]},
+        _elbv2(PITSTOP_CALLS))
+    assert [a for a, v in granted.items() if v] == ["elasticloadbalancing:DescribeTargetHealth"], granted
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_moto_matches_no_scoped_elbv2_statement(name):
+    # moto: ELBv2 requests are authorized against the resource "*", so the statements that
+    # name ARNs (and, in the tagged policy, carry the tag conditions) never apply there.
+    granted = _allowed(_policy(POLICIES[name]), _elbv2(PITSTOP_CALLS))
+    assert {a for a, ok in granted.items() if not ok} == SCOPED, granted
+
+
+def test_moto_does_not_authorize_ssm():
+    # moto: a user with no SSM permission at all gets every SSM call through, so the SSM
+    # statements cannot be checked against it. Should a moto release start to authorize SSM,
+    # this fails, and the checks above can be extended to SSM.
+    nothing = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetHealth", "Resource": "*"}]}
+    granted = _allowed(nothing, _ssm({**PITSTOP_CALLS, **FOREIGN_CALLS}))
+    assert all(granted.values()), granted
