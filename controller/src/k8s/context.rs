@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use kube::runtime::events::{Recorder, Reporter};
 
 use super::backoff::ErrorBackoff;
+use super::recovery::ApiserverRecovery;
 use super::status_cache::StatusCache;
 use super::target_group_lock::TargetGroupLocks;
 use crate::telemetry::Metrics;
@@ -39,6 +40,8 @@ pub struct Context {
     pub(crate) statuses: StatusCache,
     /// The per-target-group Leases: one instance out of a group at a time, across plans.
     pub locks: TargetGroupLocks,
+    /// Notices apiserver outages, so that the plans are reconciled as soon as it is back.
+    pub recovery: ApiserverRecovery,
 }
 
 impl Context {
@@ -67,7 +70,7 @@ impl Context {
     ) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
-            locks: TargetGroupLocks::new(client.default_namespace()),
+            locks: TargetGroupLocks::new(client.default_namespace(), poll_interval),
             client,
             aws,
             poll_interval,
@@ -75,6 +78,7 @@ impl Context {
             metrics: Metrics::default(),
             backoff: ErrorBackoff::default(),
             statuses: StatusCache::default(),
+            recovery: ApiserverRecovery::default(),
         }
     }
 
@@ -97,7 +101,7 @@ impl Context {
     /// client's default namespace).
     #[must_use]
     pub fn with_lock_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.locks = TargetGroupLocks::new(namespace);
+        self.locks = TargetGroupLocks::new(namespace, self.poll_interval);
         self
     }
 
