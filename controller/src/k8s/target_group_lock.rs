@@ -334,7 +334,10 @@ impl TargetGroupLocks {
             {
                 let (next, gone) = self.first_live_waiter(client, &queue, asker.key, now).await?;
                 if let Some(next) = next {
-                    let mut changed = gone.iter().fold(false, |changed, plan| queue.leave(plan) || changed);
+                    let mut changed = false;
+                    for plan in &gone {
+                        changed |= queue.leave(plan);
+                    }
                     changed |= self.queue_up(&mut queue, asker, now);
                     if changed && !self.write_queue(&api, lease.clone(), &queue).await? {
                         continue;
