@@ -512,7 +512,7 @@ async fn an_instance_out_during_an_apiserver_outage_is_back_without_an_extra_bac
             assert_eq!(reboots(&before, &fleet.boots()), [1, 1, 1], "each rebooted once");
 
             let metrics = fleet.controllers[0].metrics().await;
-            let logs = fleet.controllers[0].logs();
+            let logs = without_ansi_colours(&fleet.controllers[0].logs());
             println!(
                 "FIGURES (poll interval 500ms, outage {OUTAGE:?}, Kubernetes {}):",
                 h.client
@@ -550,6 +550,25 @@ async fn an_instance_out_during_an_apiserver_outage_is_back_without_an_extra_bac
         },
     )
     .await;
+}
+
+/// The text of a log without its ANSI colour codes (`ESC [ ... m`).
+fn without_ansi_colours(log: &str) -> String {
+    let mut text = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip up to and including the final letter of the sequence.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            text.push(c);
+        }
+    }
+    text
 }
 
 /// `pitstop_instance_out_of_rotation_seconds` of instance `id` in a metrics page.

@@ -23,7 +23,7 @@ use super::args::ControllerArgs;
 use super::context::Context;
 use super::policy::error_policy;
 use super::reconcile::reconcile;
-use super::recovery::PROBE_EVERY;
+use super::recovery::{PROBE_EVERY, trigger_backoff};
 use super::target_group_lock::{LEASE_LABEL, next_waiter};
 
 /// How often the controller loop proves to `/healthz` that it is alive.
@@ -107,8 +107,9 @@ pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Res
             .with_lock_namespace(lock_namespace.clone())
             .with_metrics(metrics.clone()),
     );
-    let mut controller =
-        Controller::new(plans, watcher::Config::default()).graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    let mut controller = Controller::new(plans, watcher::Config::default())
+        .trigger_backoff(trigger_backoff(args.poll_interval))
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     if let Some((_, _, leadership)) = &election {
         let mut leadership = leadership.clone();
         controller = controller.graceful_shutdown_on(async move { leadership.lost().await });

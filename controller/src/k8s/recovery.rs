@@ -6,12 +6,19 @@
 //! apiserver ([`unreachable`]); a probe then asks the apiserver for its version every
 //! [`PROBE_EVERY`] until it answers, and yields once: the controller reconciles every plan
 //! on it (`Controller::reconcile_all_on`).
+//!
+//! kube-runtime reads all of a controller's triggers (the watches, and this probe) through
+//! one backoff: after a watch error it reads none of them until the backoff has passed. Its
+//! default grows to 30 s, which is what kept the plans waiting after an outage; the
+//! controller uses [`trigger_backoff`] instead, capped at the poll interval.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::Stream;
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
+use kube::runtime::watcher::ExponentialBackoff;
 use tokio::sync::Notify;
 
 use crate::engine::StepError;
@@ -20,6 +27,21 @@ use super::error::Error;
 
 /// How often the probe asks while the apiserver is away.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The backoff of the controller's triggers after a watch error: 0.5 s doubling up to the
+/// poll interval (at least 1 s, at most 30 s), with jitter, reset after two quiet minutes
+/// (as kube-runtime's default). A reconnecting watch lists once per step, which an apiserver
+/// that is back can take; one that is still away costs nothing.
+pub fn trigger_backoff(poll_interval: Duration) -> impl Backoff {
+    let cap = poll_interval.clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let steps = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(cap)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(ExponentialBackoff::from(steps), Duration::from_secs(120))
+}
 
 /// Whether a failed reconcile never got an answer from the apiserver (connection refused or
 /// reset, a timeout): as opposed to an answer that refused the request (`kube::Error::Api`),
@@ -102,6 +124,20 @@ mod tests {
         let refused = kube::Error::Service(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
         assert!(unreachable(&Error::Step(StepError::Store(refused))));
         assert!(!unreachable(&Error::MissingMetadata("uid")));
+    }
+
+    #[test]
+    fn the_trigger_backoff_stays_within_the_poll_interval() {
+        let mut backoff = trigger_backoff(Duration::from_secs(5));
+        let steps: Vec<Duration> = backoff.by_ref().take(20).collect();
+        assert_eq!(steps.len(), 20, "never gives up");
+        // Jitter adds up to one step on top of the delay.
+        assert!(steps.iter().all(|d| *d <= Duration::from_secs(10)), "{steps:?}");
+        let mut short = trigger_backoff(Duration::from_millis(500));
+        assert!(
+            short.by_ref().take(20).all(|d| d <= Duration::from_secs(2)),
+            "at least 1 s cap, jittered"
+        );
     }
 
     #[tokio::test(start_paused = true)]
