@@ -10,7 +10,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +23,7 @@ use super::context::Context;
 use super::policy::error_policy;
 use super::reconcile::reconcile;
 use super::recovery::{PROBE_EVERY, trigger_backoff};
-use super::target_group_lock::{LEASE_LABEL, next_waiter};
+use super::target_group_lock::{LEASE_LABEL, plan_to_wake};
 
 /// How often the controller loop proves to `/healthz` that it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -119,12 +118,7 @@ pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Res
     let leases: Api<Lease> = Api::namespaced(client.clone(), &lock_namespace);
     let stale_after = ctx.locks.waiter_stale_after();
     controller = controller.watches(leases, watcher::Config::default().labels(LEASE_LABEL), move |lease| {
-        next_waiter(&lease, Timestamp::now(), stale_after)
-            .and_then(|plan| {
-                let (namespace, name) = plan.split_once('/')?;
-                Some(ObjectRef::<DeserializeGuard<MaintenancePlan>>::new(name).within(namespace))
-            })
-            .into_iter()
+        plan_to_wake(&lease, Timestamp::now(), stale_after)
     });
     // After an apiserver outage, every plan is reconciled as soon as it answers again.
     let probe_client = client.clone();

@@ -32,6 +32,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::core::DeserializeGuard;
+use kube::runtime::reflector::ObjectRef;
 
 use crate::api::MaintenancePlan;
 use crate::leader::{LeaseDecision, decide, held_until, is_conflict, leading_spec, released_spec};
@@ -212,6 +213,17 @@ pub fn next_waiter(lease: &Lease, now: Timestamp, stale_after: Duration) -> Opti
     waiting_queue(lease)
         .next(now, stale_after)
         .map(|waiter| waiter.plan.clone())
+}
+
+/// [`next_waiter`] as the reference of the plan the controller reconciles at once.
+pub fn plan_to_wake(
+    lease: &Lease,
+    now: Timestamp,
+    stale_after: Duration,
+) -> Option<ObjectRef<DeserializeGuard<MaintenancePlan>>> {
+    let plan = next_waiter(lease, now, stale_after)?;
+    let (namespace, name) = plan.split_once('/')?;
+    Some(ObjectRef::new(name).within(namespace))
 }
 
 /// The target group leases of one controller.
