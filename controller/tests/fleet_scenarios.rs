@@ -500,7 +500,7 @@ fn woken(server: &ApiServer, now: Timestamp, ctx: &Context) -> Option<String> {
 /// round a plan comes back when its action says (500 ms after a `Now`, a poll interval
 /// otherwise), or, with `wake`, as soon as the lease watch names it. The plan that is due
 /// first goes first (the earlier plan on a tie). Checks after every round that the group
-/// never has two out. Returns the plan of every instance deregistered, in order.
+/// never has two out; returns once every plan has finished.
 async fn play_schedule(server: &mut ApiServer, ctx: &Arc<Context>, fake: &FakeAws, names: &[&str], wake: bool) {
     let mut due: Vec<Option<Timestamp>> = vec![Some(fake.now()); names.len()];
     for _ in 0..2000 {
