@@ -7,19 +7,25 @@
 //! nothing out too, but never the lease of a plan with an instance out; the lease outlives a
 //! controller restart; a plan waiting at a gate keeps the group, and so does a plan whose
 //! failed instance is registered again but not yet passing health checks; a deleted plan
-//! gives it back.
+//! gives it back. Turns are fair: the plan that gives the group back does not take it again
+//! while another plan waits (its instances and the waiter's alternate, a,b,a,b, even when
+//! it asks again long before the waiter's next poll), the waiter is the plan the lease
+//! watch wakes, and waiters that are gone or stopped asking do not block.
 
 mod reconcile_support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::controller::Action;
 use pitstop::api::{InstancePhase, MaintenancePlanStatus, PlanPhase};
 use pitstop::aws::TargetState;
 use pitstop::aws::fake::FakeAws;
 use pitstop::k8s::Context;
-use pitstop::k8s::target_group_lock::{TARGET_GROUP_LEASE, lease_name};
+use pitstop::k8s::policy::NOW_DELAY;
+use pitstop::k8s::target_group_lock::{TARGET_GROUP_LEASE, lease_name, next_waiter};
 use pitstop::machine::{CONDITION_PROGRESSING, WAITING_FOR_TURN};
 use reconcile_support::*;
 use serde_json::{Value, json};
@@ -455,6 +461,245 @@ async fn a_plan_deleted_with_an_instance_out_puts_it_back_then_gives_the_group_b
             "put back"
         );
         assert_eq!(server.lease_holder(&lease()).as_deref(), Some(""));
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Four instances, so that two plans of two can show whether they alternate.
+const FOUR: [&str; 4] = [
+    "i-0000000000000000a",
+    "i-0000000000000000b",
+    "i-0000000000000000c",
+    "i-0000000000000000d",
+];
+
+/// When the controller would look at a plan again after this action (None: not until it
+/// changes). The delays come from the engine's requeue; anything else counts as a poll.
+fn delay_of(action: &Action) -> Option<SignedDuration> {
+    if *action == Action::await_change() {
+        return None;
+    }
+    let delay = if *action == Action::requeue(NOW_DELAY) {
+        NOW_DELAY
+    } else {
+        POLL
+    };
+    SignedDuration::try_from(delay).ok()
+}
+
+/// The plan (`default/name`) that the lease watch would wake now, from the stored lease.
+fn woken(server: &ApiServer, now: Timestamp, ctx: &Context) -> Option<String> {
+    let lease: Lease = serde_json::from_value(server.lease(&lease())?).expect("a valid Lease");
+    // The mapper uses the wall clock in the controller; here the scenario's clock.
+    next_waiter(&lease, now, ctx.locks.waiter_stale_after())
+}
+
+/// Plays the controller's schedule on the fake clock: every plan starts at once; after a
+/// round a plan comes back when its action says (500 ms after a `Now`, a poll interval
+/// otherwise), or, with `wake`, as soon as the lease watch names it. The plan that is due
+/// first goes first (the earlier plan on a tie). Checks after every round that the group
+/// never has two out; returns once every plan has finished.
+async fn play_schedule(server: &mut ApiServer, ctx: &Arc<Context>, fake: &FakeAws, names: &[&str], wake: bool) {
+    let mut due: Vec<Option<Timestamp>> = vec![Some(fake.now()); names.len()];
+    for _ in 0..2000 {
+        let Some((index, at)) = due
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.map(|d| (i, d)))
+            .min_by_key(|(i, d)| (*d, *i))
+        else {
+            return;
+        };
+        if at > fake.now() {
+            fake.set_now(at);
+        }
+        let now = fake.now();
+        let action = server.reconcile(ctx, names[index]).await.expect("the round succeeds");
+        let out = FOUR
+            .iter()
+            .filter(|id| fake.state(ARN, id) != TargetState::Healthy)
+            .count();
+        assert!(out <= 1, "{out} instances of the group out at once");
+        due[index] = if finished(server, names[index]) {
+            None
+        } else {
+            delay_of(&action).map(|d| now + d)
+        };
+        if wake && let Some(plan) = woken(server, now, ctx) {
+            let woken_index = names
+                .iter()
+                .position(|name| format!("{NAMESPACE}/{name}") == plan)
+                .expect("a waiter of this scenario");
+            due[woken_index] = Some(now);
+        }
+    }
+    panic!("the plans did not finish in 2000 rounds");
+}
+
+fn four_instance_scenario() -> (FakeAws, ApiServer, Arc<Context>) {
+    let fake = FakeAws::new(ARN, &FOUR, "2026-01-01T00:00:00Z".parse().expect("valid timestamp"));
+    let (server, client) = ApiServer::start();
+    let ctx = context(client, &fake);
+    (fake, server, ctx)
+}
+
+/// The finding of issue 15: the holder gives the group back when its instance is Registered
+/// and asks again 500 ms later for its next, while the waiting plan only looks again at its
+/// poll. Without a queue the holder won every time (a,a,b,b).
+#[tokio::test]
+async fn the_plan_that_gives_the_group_back_goes_behind_the_plan_that_waits() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        for wake in [false, true] {
+            let (fake, mut server, ctx) = four_instance_scenario();
+            server.insert(with_finalizer(plan_json("first", &FOUR[..2], json!({}))));
+            server.insert(with_finalizer(plan_json("second", &FOUR[2..], json!({}))));
+            play_schedule(&mut server, &ctx, &fake, &["first", "second"], wake).await;
+            assert_eq!(server.status("first").map(|s| s.phase), Some(PlanPhase::Succeeded));
+            assert_eq!(server.status("second").map(|s| s.phase), Some(PlanPhase::Succeeded));
+            assert_eq!(
+                deregistered(&fake),
+                [FOUR[0], FOUR[2], FOUR[1], FOUR[3]],
+                "a,b,a,b (lease watch waking the waiter: {wake})"
+            );
+            assert_eq!(fake.max_out_at_once(), 1);
+            let stored = server.lease(&lease()).expect("the lease");
+            assert_eq!(stored["spec"]["holderIdentity"].as_str().unwrap_or_default(), "");
+            assert!(
+                stored["metadata"]["annotations"].get("pitstop.dev/waiting").is_none(),
+                "nobody waits at the end: {stored}"
+            );
+            server.stop(ctx).await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_waiting_plan_is_on_the_lease_and_is_the_one_woken_when_the_group_is_given_back() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = four_instance_scenario();
+        server.insert(with_finalizer(plan_json("first", &FOUR[..2], json!({}))));
+        server.insert(with_finalizer(plan_json("second", &FOUR[2..], json!({}))));
+        server.reconcile(&ctx, "first").await.expect("the first plan starts");
+        server.reconcile(&ctx, "second").await.expect("the second plan waits");
+        let stored = server.lease(&lease()).expect("the lease");
+        let waiting: Value = serde_json::from_str(
+            stored["metadata"]["annotations"]["pitstop.dev/waiting"]
+                .as_str()
+                .expect("the queue annotation"),
+        )
+        .expect("JSON");
+        assert_eq!(waiting[0]["plan"], "default/second", "{waiting}");
+        assert_eq!(waiting[0]["uid"], "uid-second");
+        assert_eq!(
+            woken(&server, fake.now(), &ctx),
+            None,
+            "nobody to wake while the group is held"
+        );
+
+        // The first plan's instance comes back: the group is given back, and the watch wakes
+        // the second plan; the first plan asking again is told to wait for it.
+        for _ in 0..100 {
+            fake.set_now(fake.now() + POLL);
+            // The waiter polls meanwhile, as it does in the controller (keeping its place fresh).
+            server.reconcile(&ctx, "second").await.expect("still waiting");
+            server.reconcile(&ctx, "first").await.expect("round");
+            if server.lease_holder(&lease()).as_deref() == Some("") {
+                break;
+            }
+        }
+        assert_eq!(woken(&server, fake.now(), &ctx).as_deref(), Some("default/second"));
+        server.reconcile(&ctx, "first").await.expect("asks again");
+        let first = server.status("first").expect("status");
+        assert_eq!(
+            first.instances[1].message.as_deref(),
+            Some(format!("{WAITING_FOR_TURN} default/second (next in line)").as_str())
+        );
+        assert_eq!(deregistered(&fake), [FOUR[0]]);
+        server.reconcile(&ctx, "second").await.expect("its turn");
+        assert_eq!(deregistered(&fake), [FOUR[0], FOUR[2]]);
+        assert_eq!(server.lease_holder(&lease()).as_deref(), Some("default/second"));
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A free group's lease naming waiters as the controller left them.
+fn free_lease_with_waiters(waiters: Value, renewed: Timestamp) -> Value {
+    let mut lease = foreign_lease("", "", renewed);
+    lease["metadata"]["annotations"] = json!({ "pitstop.dev/waiting": waiters.to_string() });
+    lease["metadata"]["labels"] = json!({ "app.kubernetes.io/managed-by": "pitstop" });
+    lease
+}
+
+#[tokio::test]
+async fn waiters_that_are_gone_finished_or_stopped_asking_do_not_block() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        let mut done = with_finalizer(plan_json("done", &IDS[1..2], json!({})));
+        done["status"] = json!({ "phase": "Succeeded", "instances": [
+            { "instanceId": IDS[1], "phase": "Registered", "attempt": 1 }
+        ] });
+        server.insert(done);
+        // Exists and idle, but last asked long ago (its controller went away).
+        server.insert(with_finalizer(plan_json("quiet", &IDS[2..], json!({}))));
+        let now = fake.now();
+        let long_ago =
+            now - SignedDuration::try_from(ctx.locks.waiter_stale_after() + Duration::from_secs(1)).expect("small");
+        let stamp = |t: Timestamp| t.to_string();
+        server.insert_lease(free_lease_with_waiters(
+            json!([
+                { "plan": "default/gone", "uid": "uid-gone", "asked": stamp(now) },
+                { "plan": "default/done", "uid": "uid-done", "asked": stamp(now) },
+                { "plan": "default/quiet", "uid": "uid-quiet", "asked": stamp(long_ago) },
+            ]),
+            now,
+        ));
+        server.insert(with_finalizer(plan_json("web", &IDS[..1], json!({}))));
+
+        server.reconcile(&ctx, "web").await.expect("the round succeeds");
+        assert_eq!(deregistered(&fake), [IDS[0]], "nobody live was ahead");
+        let stored = server.lease(&lease()).expect("the lease");
+        assert_eq!(stored["spec"]["holderIdentity"], "default/web");
+        assert!(
+            stored["metadata"]["annotations"].get("pitstop.dev/waiting").is_none(),
+            "the dead waiters were dropped: {stored}"
+        );
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_live_waiter_recorded_before_a_restart_still_goes_first() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        server.insert(with_finalizer(plan_json("second", &IDS[2..], json!({}))));
+        server.insert_lease(free_lease_with_waiters(
+            json!([{ "plan": "default/second", "uid": "uid-second", "asked": fake.now().to_string() }]),
+            fake.now(),
+        ));
+        server.insert(with_finalizer(plan_json("first", &IDS[..1], json!({}))));
+
+        server.reconcile(&ctx, "first").await.expect("the round succeeds");
+        assert_eq!(deregistered(&fake), Vec::<String>::new(), "the waiter goes first");
+        server.reconcile(&ctx, "second").await.expect("its turn");
+        assert_eq!(deregistered(&fake), [IDS[2]]);
+
+        // A plan that stops asking (suspended) leaves the line at once.
+        let suspended = plan_json("first", &IDS[..1], json!({ "suspend": true }));
+        server.insert(with_finalizer(suspended));
+        server.reconcile(&ctx, "first").await.expect("suspended");
+        let stored = server.lease(&lease()).expect("the lease");
+        assert!(
+            stored["metadata"]["annotations"].get("pitstop.dev/waiting").is_none(),
+            "{stored}"
+        );
         server.stop(ctx).await;
     })
     .await

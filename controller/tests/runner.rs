@@ -1,5 +1,5 @@
 //! `pitstop run`'s driver over the in-memory AWS: plans finish, plans on one target group
-//! take turns, an interrupt finishes the instance in flight, and a state file resumes.
+//! take turns instance by instance (a,b,a,b), an interrupt finishes the instance in flight, and a state file resumes.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,12 +85,24 @@ fn options() -> RunOptions {
 }
 
 #[tokio::test]
-async fn two_plans_on_one_group_take_turns_and_both_succeed() {
-    let fake = instant_fake();
+async fn two_plans_on_one_group_take_turns_instance_by_instance_and_both_succeed() {
+    const FOUR: [&str; 4] = [
+        "i-0000000000000000a",
+        "i-0000000000000000b",
+        "i-0000000000000000c",
+        "i-0000000000000000d",
+    ];
+    let fake = FakeAws::new(ARN, &FOUR, jiff::Timestamp::now());
+    fake.behave(|b| {
+        b.drain_time = Duration::ZERO;
+        b.healthy_time = Duration::ZERO;
+        b.command_time = Duration::ZERO;
+        b.invocation_delay = Duration::ZERO;
+    });
     let yaml = format!(
         "{}---\n{}",
-        plan_yaml("first", &IDS[..2]),
-        plan_yaml("second", &IDS[2..])
+        plan_yaml("first", &FOUR[..2]),
+        plan_yaml("second", &FOUR[2..])
     );
     let stores = FileStore::open(None).expect("memory store");
     let recorder = Recorder::default();
@@ -118,11 +130,13 @@ async fn two_plans_on_one_group_take_turns_and_both_succeed() {
     assert_eq!(fake.max_out_at_once(), 1, "one instance of the group out at a time");
     let lines = recorder.lines.lock().expect("lock").join("\n");
     assert!(lines.contains("second queued behind first"), "{lines}");
-    let first_done = lines.find("first plan Running->Succeeded").expect("first finished");
-    let second_started = lines
-        .find("second i-0000000000000000c Pending->Draining")
-        .expect("second started");
-    assert!(first_done < second_started, "{lines}");
+    let deregistered: Vec<String> = fake
+        .writes()
+        .into_iter()
+        .filter(|w| w.operation == "DeregisterTargets")
+        .map(|w| w.instance_id)
+        .collect();
+    assert_eq!(deregistered, [FOUR[0], FOUR[2], FOUR[1], FOUR[3]], "a,b,a,b\n{lines}");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The fleet-safety features of `pitstop run`, end to end: the real `pitstop` binary against
 //! the sandbox (real HAProxy, real backend processes, the AWS-compatible endpoint).
 //!
-//! Two plans sharing a target group never have two instances out at once; a dry run writes
+//! Two plans sharing a target group take turns instance by instance and never have two
+//! instances out at once; a dry run writes
 //! nothing; a failed try is retried while the instance is still out; a closed preflight gate
 //! fails the instance after its timeout without touching anything; a suspended plan starts
 //! nothing. Every check reads what the sandbox saw (HAProxy's states, boot counters, the AWS
@@ -35,18 +36,24 @@ async fn sandbox() -> Sandbox {
         .expect("sandbox starts (haproxy installed? `make haproxy`)")
 }
 
+/// Two plans of two instances each on one group: they take turns instance by instance
+/// (a,b,a,b), as the DeregisterTargets calls the sandbox received show. Before turns were
+/// fair, the plan that gave the group back took it again for its next instance (a,a,b,b).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_plans_on_one_target_group_take_turns_and_both_complete() {
     let _fleet = ONE_FLEET_AT_A_TIME.lock().await;
-    let sandbox = sandbox().await;
+    let sandbox = Sandbox::start(SandboxConfig::default().with_instances(4))
+        .await
+        .expect("sandbox starts (haproxy installed? `make haproxy`)");
     let ids = sandbox.instance_ids();
     let yaml = format!(
         "{}---\n{}",
         plan(&sandbox, "plan-a", &ids[0..2], ""),
-        plan(&sandbox, "plan-b", &ids[2..3], "")
+        plan(&sandbox, "plan-b", &ids[2..4], "")
     );
     let before = sandbox.boot_counts();
     sandbox.reset_rotation_history();
+    sandbox.call_log().clear();
 
     let run = run_pitstop(&sandbox, &yaml).await;
 
@@ -64,7 +71,22 @@ async fn two_plans_on_one_target_group_take_turns_and_both_complete() {
         );
     }
     assert_eq!(phases(run.status("plan-a")).len(), 2);
-    assert_eq!(phases(run.status("plan-b")).len(), 1);
+    assert_eq!(phases(run.status("plan-b")).len(), 2);
+    let writes = sandbox.call_log().writes();
+    let deregistered: Vec<&str> = writes
+        .iter()
+        .filter(|w| w.operation == "DeregisterTargets")
+        .flat_map(|w| w.instance_ids.iter().map(String::as_str))
+        .collect();
+    let plan_of = |id: &str| if ids[0..2].iter().any(|a| a == id) { "a" } else { "b" };
+    let order: Vec<&str> = deregistered.iter().map(|id| plan_of(id)).collect();
+    println!("instances taken out, by plan: {}", order.join(","));
+    assert_eq!(
+        order,
+        ["a", "b", "a", "b"],
+        "the plans alternate: {:?}",
+        describe_writes(&writes)
+    );
     assert!(
         sandbox.rotation_history().len() > 1,
         "HAProxy's states were sampled while instances went out and back"
@@ -77,7 +99,7 @@ async fn two_plans_on_one_target_group_take_turns_and_both_complete() {
     );
     assert_eq!(
         reboots_since(&sandbox, &before).into_values().collect::<Vec<_>>(),
-        [1, 1, 1],
+        [1, 1, 1, 1],
         "each instance rebooted exactly once"
     );
     assert!(

@@ -13,13 +13,13 @@
 mod kube_support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::DeleteParams;
 use pitstop::api::{InstancePhase, PlanPhase};
 use pitstop::k8s::FINALIZER;
-use pitstop::k8s::target_group_lock::lease_name;
+use pitstop::k8s::target_group_lock::{ANNOTATION_WAITING, lease_name};
 use pitstop::machine::{CONDITION_COMPLETE, reason};
 use pitstop_e2e::sandbox::CallOutcome;
 
@@ -375,6 +375,212 @@ async fn a_standby_finishes_the_plan_when_the_leader_is_killed() {
         },
     )
     .await;
+}
+
+/// Two plans of two instances each on one target group, applied together: the controller's
+/// instances alternate between them (a,b,a,b) instead of one plan doing both its instances
+/// first. The plan that gives the group back finds the other waiting on the Lease; the
+/// Lease watch wakes the waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_plans_on_one_target_group_alternate_instance_by_instance() {
+    kube_support::run(
+        "two_plans_on_one_target_group_alternate_instance_by_instance",
+        |h: Harness| async move {
+            let mut fleet = Fleet::start_with_instances(&h, 4, &["controller"], |_| Vec::new()).await;
+            let ids = fleet.sandbox.instance_ids();
+            let before = fleet.boots();
+            fleet.sandbox.call_log().clear();
+            fleet.apply_plan_of("plan-a", &ids[..2]).await;
+            fleet.apply_plan_of("plan-b", &ids[2..]).await;
+            for name in ["plan-a", "plan-b"] {
+                fleet
+                    .wait_for_plan(name, "phase Succeeded", PLAN_LIMIT, |p| {
+                        phase(p) == Some(PlanPhase::Succeeded)
+                    })
+                    .await;
+            }
+
+            let writes = fleet.sandbox.call_log().writes();
+            let order: Vec<&str> = writes
+                .iter()
+                .filter(|w| w.operation == "DeregisterTargets" && w.outcome == CallOutcome::Ok)
+                .flat_map(|w| w.instance_ids.iter())
+                .map(|id| if ids[..2].contains(id) { "a" } else { "b" })
+                .collect();
+            println!("instances taken out, by plan: {}", order.join(","));
+            assert_eq!(order.len(), 4, "four instances taken out: {order:?}");
+            assert!(
+                order.windows(2).all(|pair| pair[0] != pair[1]),
+                "the plans alternate: {order:?}"
+            );
+            assert_eq!(reboots(&before, &fleet.boots()), [1, 1, 1, 1]);
+            assert_eq!(fleet.sandbox.max_out_of_rotation(), 1, "never two out");
+
+            let lease = h
+                .leases()
+                .get(&lease_name(fleet.sandbox.target_group_arn()))
+                .await
+                .expect("the target group's Lease");
+            assert_eq!(lease.spec.unwrap_or_default().holder_identity, None, "given back");
+            let annotations = lease.metadata.annotations.unwrap_or_default();
+            assert!(
+                !annotations.contains_key(ANNOTATION_WAITING),
+                "nobody waits any more: {annotations:?}"
+            );
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
+/// How long the apiserver is stopped in the outage test.
+const OUTAGE: Duration = Duration::from_secs(20);
+
+/// The kube-apiserver is stopped for 20 s while an instance is in maintenance (Rebooting),
+/// then started again on the same etcd data. The controller's status writes fail meanwhile;
+/// with an instance out they are retried within the poll interval (no exponential backoff),
+/// and once the apiserver answers, a probe reconciles the plans at once. Prints how long
+/// after the apiserver's return the status was written and the instance was back, and each
+/// instance's time out of rotation from the controller's metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_out_during_an_apiserver_outage_is_back_without_an_extra_backoff() {
+    kube_support::run(
+        "an_instance_out_during_an_apiserver_outage_is_back_without_an_extra_backoff",
+        |h: Harness| async move {
+            let Some(apiserver) = h.apiserver.clone() else {
+                eprintln!(
+                    "SKIPPED: an_instance_out_during_an_apiserver_outage_is_back_without_an_extra_backoff: \
+                     it stops and starts the API server, so it needs one started here \
+                     (KUBE_APISERVER + ETCD); this test did NOT run"
+                );
+                return;
+            };
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            let ids = fleet.sandbox.instance_ids();
+            let before = fleet.boots();
+            let name = "outage";
+            fleet.apply_plan(name).await;
+
+            let target = ids[1].clone();
+            fleet
+                .wait_for_plan(name, "the second instance Rebooting", PLAN_LIMIT, |p| {
+                    p.status.as_ref().is_some_and(|s| {
+                        s.instances
+                            .iter()
+                            .any(|i| i.instance_id == target && i.phase == InstancePhase::Rebooting)
+                    })
+                })
+                .await;
+            apiserver.stop().await;
+            eprintln!("kube-apiserver stopped while {target} is Rebooting; starting it again in {OUTAGE:?}");
+            tokio::time::sleep(OUTAGE).await;
+            apiserver.start(&fleet.client).await;
+            let back = Instant::now();
+            let version_at_return = fleet.plans.get(name).await.expect("read the plan").resource_version();
+
+            // The status written again, then the instance back.
+            let deadline = kube_support::Deadline::new("the status written after the outage", STEP_LIMIT);
+            let written_after = loop {
+                fleet.assert_running();
+                let plan = fleet.plans.get(name).await.expect("read the plan");
+                if plan.resource_version() != version_at_return {
+                    break back.elapsed();
+                }
+                deadline.tick(&format!("{:#?}", plan.status)).await;
+            };
+            let registered_after = {
+                let deadline = kube_support::Deadline::new(format!("{target} Registered"), PLAN_LIMIT);
+                loop {
+                    fleet.assert_running();
+                    let plan = fleet.plans.get(name).await.expect("read the plan");
+                    let registered = plan.status.as_ref().is_some_and(|s| {
+                        s.instances
+                            .iter()
+                            .any(|i| i.instance_id == target && i.phase == InstancePhase::Registered)
+                    });
+                    if registered {
+                        break back.elapsed();
+                    }
+                    deadline.tick(&format!("{:#?}", plan.status)).await;
+                }
+            };
+            fleet
+                .wait_for_plan(name, "phase Succeeded", PLAN_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+            assert_eq!(reboots(&before, &fleet.boots()), [1, 1, 1], "each rebooted once");
+
+            let metrics = fleet.controllers[0].metrics().await;
+            let logs = without_ansi_colours(&fleet.controllers[0].logs());
+            println!(
+                "FIGURES (poll interval 500ms, outage {OUTAGE:?}, Kubernetes {}):",
+                h.client
+                    .apiserver_version()
+                    .await
+                    .map(|v| v.git_version)
+                    .unwrap_or_default()
+            );
+            println!("  status written {written_after:.2?} after the apiserver was ready again");
+            println!("  {target} Registered {registered_after:.2?} after the apiserver was ready again");
+            for id in &ids {
+                let seconds = out_of_rotation_seconds(&metrics, id);
+                let note = if *id == target { " (out during the outage)" } else { "" };
+                println!("  {id} out of rotation {seconds:.1} s{note}");
+            }
+
+            // What the policy did, from the controller's own log: the apiserver failures while
+            // the instance was out were retried at the poll interval, never on the long backoff,
+            // and the probe reconciled the plans once the apiserver answered.
+            let kube_failures: Vec<&str> = logs
+                .lines()
+                .filter(|l| l.contains("reconcile failed") && l.contains("kind=kube"))
+                .collect();
+            assert!(!kube_failures.is_empty(), "the outage was seen:\n{logs}");
+            assert!(
+                kube_failures.iter().all(|l| l.contains("500ms")),
+                "retried within the poll interval, not on the backoff:\n{}",
+                kube_failures.join("\n")
+            );
+            assert!(
+                logs.contains("the apiserver answers again; reconciling the plans"),
+                "the probe saw the apiserver back:\n{logs}"
+            );
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
+/// The text of a log without its ANSI colour codes (`ESC [ ... m`).
+fn without_ansi_colours(log: &str) -> String {
+    let mut text = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip up to and including the final letter of the sequence.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            text.push(c);
+        }
+    }
+    text
+}
+
+/// `pitstop_instance_out_of_rotation_seconds` of instance `id` in a metrics page.
+fn out_of_rotation_seconds(metrics: &str, id: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("pitstop_instance_out_of_rotation_seconds{") && l.contains(&format!("instance=\"{id}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no pitstop_instance_out_of_rotation_seconds for {id} in:\n{metrics}"))
 }
 
 /// What can be checked without a cluster, so that the parts of the real path that do not

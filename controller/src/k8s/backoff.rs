@@ -1,5 +1,7 @@
 //! Per-plan exponential backoff after failed reconciles: one plan whose AWS calls keep
-//! failing slows down on its own, without slowing the others.
+//! failing slows down on its own, without slowing the others. A plan with an instance out
+//! of rotation whose apiserver calls fail retries on a short leash instead
+//! ([`ErrorBackoff::failed_short`]): the apiserver coming back should not find it asleep.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,6 +12,9 @@ const BASE: Duration = Duration::from_secs(5);
 /// Longest wait: long enough not to hammer a broken API, short enough that a fixed IAM
 /// policy is picked up within minutes.
 const CAP: Duration = Duration::from_secs(300);
+
+/// First wait of the short retry.
+const SHORT_BASE: Duration = Duration::from_secs(1);
 
 /// Consecutive failures per plan (`namespace/name`).
 #[derive(Debug, Default)]
@@ -27,6 +32,16 @@ impl ErrorBackoff {
         delay(*count)
     }
 
+    /// Counts a failure of `plan` and returns a short wait: 1 s, 2 s, 4 s, ... up to `cap`
+    /// (the poll interval), for failures that should not keep an instance out of rotation
+    /// longer than the outage that caused them.
+    pub fn failed_short(&self, plan: &str, cap: Duration) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(plan.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        short_delay(*count, cap)
+    }
+
     /// Forgets the failures of `plan` after a successful reconcile.
     pub fn succeeded(&self, plan: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -38,6 +53,15 @@ impl ErrorBackoff {
 fn delay(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     BASE.saturating_mul(1u32 << doublings).min(CAP)
+}
+
+/// The short wait after `failures` consecutive failures, at most `cap` (never zero).
+fn short_delay(failures: u32, cap: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    SHORT_BASE
+        .saturating_mul(1u32 << doublings)
+        .min(cap)
+        .max(Duration::from_millis(100))
 }
 
 #[cfg(test)]
@@ -57,5 +81,21 @@ mod tests {
     #[test]
     fn never_overflows() {
         assert_eq!(delay(u32::MAX), CAP);
+        assert_eq!(short_delay(u32::MAX, Duration::from_secs(5)), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_short_retry_stays_within_the_cap_and_shares_the_count() {
+        let backoff = ErrorBackoff::default();
+        let cap = Duration::from_secs(5);
+        let waits: Vec<u64> = (0..6).map(|_| backoff.failed_short("ns/a", cap).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 5, 5, 5]);
+        backoff.succeeded("ns/a");
+        assert_eq!(backoff.failed_short("ns/a", cap), SHORT_BASE);
+        assert_eq!(
+            short_delay(1, Duration::ZERO),
+            Duration::from_millis(100),
+            "never a busy loop"
+        );
     }
 }

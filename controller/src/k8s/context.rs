@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use kube::runtime::events::{Recorder, Reporter};
 
 use super::backoff::ErrorBackoff;
+use super::recovery::ApiserverRecovery;
 use super::status_cache::StatusCache;
 use super::target_group_lock::TargetGroupLocks;
 use super::tenancy::Tenancy;
@@ -42,6 +43,8 @@ pub struct Context {
     pub locks: TargetGroupLocks,
     /// The MaintenancePolicies: what each namespace's plans may do (checked before AWS).
     pub tenancy: Tenancy,
+    /// Notices apiserver outages, so that the plans are reconciled as soon as it is back.
+    pub recovery: ApiserverRecovery,
 }
 
 impl Context {
@@ -70,7 +73,7 @@ impl Context {
     ) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
-            locks: TargetGroupLocks::new(client.default_namespace()),
+            locks: TargetGroupLocks::new(client.default_namespace(), poll_interval),
             client,
             aws,
             poll_interval,
@@ -79,6 +82,7 @@ impl Context {
             backoff: ErrorBackoff::default(),
             statuses: StatusCache::default(),
             tenancy: Tenancy::default(),
+            recovery: ApiserverRecovery::default(),
         }
     }
 
@@ -101,7 +105,7 @@ impl Context {
     /// client's default namespace).
     #[must_use]
     pub fn with_lock_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.locks = TargetGroupLocks::new(namespace);
+        self.locks = TargetGroupLocks::new(namespace, self.poll_interval);
         self
     }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::{Controller, controller, watcher};
@@ -20,6 +22,8 @@ use super::args::ControllerArgs;
 use super::context::Context;
 use super::policy::error_policy;
 use super::reconcile::reconcile;
+use super::recovery::{PROBE_EVERY, trigger_backoff};
+use super::target_group_lock::{LEASE_LABEL, plan_to_wake};
 use super::tenancy::Tenancy;
 
 /// How often the controller loop proves to `/healthz` that it is alive.
@@ -94,24 +98,38 @@ pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Res
     metrics.set_leader(true);
 
     let (tenancy, policy_changes) = watch_tenancy(&client, args.default_policy, shutdown.clone()).await?;
-    let mut controller = Controller::new(plans, watcher::Config::default())
-        .reconcile_all_on(policy_changes)
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
-    if let Some((_, _, leadership)) = &election {
-        let mut leadership = leadership.clone();
-        controller = controller.graceful_shutdown_on(async move { leadership.lost().await });
-    }
     // The target group Leases live beside the leader Lease, in the controller's namespace.
     let lock_namespace = args
         .lease_namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let ctx = Arc::new(
-        Context::new(client, aws, args.poll_interval)
-            .with_lock_namespace(lock_namespace)
+        Context::new(client.clone(), aws, args.poll_interval)
+            .with_lock_namespace(lock_namespace.clone())
             .with_metrics(metrics.clone())
             .with_tenancy(tenancy),
     );
+    let mut controller = Controller::new(plans, watcher::Config::default())
+        .trigger_backoff(trigger_backoff(args.poll_interval))
+        .reconcile_all_on(policy_changes)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    if let Some((_, _, leadership)) = &election {
+        let mut leadership = leadership.clone();
+        controller = controller.graceful_shutdown_on(async move { leadership.lost().await });
+    }
+    // A plan waiting for a target group is woken when the group is given back, not at its
+    // next poll: otherwise the plan that gave it back would ask again first.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &lock_namespace);
+    let stale_after = ctx.locks.waiter_stale_after();
+    controller = controller.watches(leases, watcher::Config::default().labels(LEASE_LABEL), move |lease| {
+        plan_to_wake(&lease, Timestamp::now(), stale_after)
+    });
+    // After an apiserver outage, every plan is reconciled as soon as it answers again.
+    let probe_client = client.clone();
+    controller = controller.reconcile_all_on(ctx.recovery.clone().recoveries(PROBE_EVERY, move || {
+        let client = probe_client.clone();
+        async move { client.apiserver_version().await.is_ok() }
+    }));
     tracing::info!(
         namespace = args.namespace.as_deref().unwrap_or("*"),
         poll_interval = %humantime::format_duration(args.poll_interval),

@@ -17,6 +17,7 @@ pub mod events;
 pub mod finalizer;
 pub mod policy;
 pub mod reconcile;
+pub mod recovery;
 mod status_cache;
 pub mod status_store;
 pub mod target_group_lock;

@@ -125,7 +125,11 @@ async fn apply(
     }
 
     let arn = plan.spec.target_group_arn.as_str();
-    let asker = Asker { key, uid };
+    let asker = Asker {
+        key,
+        uid,
+        instance_out: busy,
+    };
     let needs_turn = !busy && machine::needs_turn(&plan.spec, recorded.as_ref(), now);
     let mut turn_held_by = None;
     let mut waiting_event = None;
@@ -160,7 +164,10 @@ async fn apply(
             }
         }
     } else {
-        ctx.locks.forget_waiting(key);
+        ctx.locks
+            .stop_waiting(&ctx.client, arn, key, false)
+            .await
+            .map_err(Error::TargetGroupLock)?;
     }
 
     // A valid spec always names a region (the target group ARN has one).
@@ -228,6 +235,11 @@ fn record(
     now: Timestamp,
 ) {
     ctx.metrics.set_plan_phase(key, Some(after.phase));
+    for instance in &after.instances {
+        let went_out = instance.draining_since.or(instance.phase_since);
+        ctx.metrics
+            .observe_rotation(key, &instance.instance_id, instance.out_of_rotation, went_out, now);
+    }
     for transition in transitions {
         tracing::info!(
             instance = transition.instance_id.as_deref().unwrap_or("plan"),
@@ -264,7 +276,11 @@ async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &Plan
     tracing::info!("plan deleted; released");
     ctx.statuses.forget(uid);
     ctx.metrics.set_plan_phase(key, None);
-    ctx.locks.forget_waiting(key);
+    ctx.metrics.forget_plan_instances(key);
+    ctx.locks
+        .stop_waiting(&ctx.client, &plan.spec.target_group_arn, key, true)
+        .await
+        .map_err(Error::TargetGroupLock)?;
     ctx.locks
         .release(&ctx.client, &plan.spec.target_group_arn, key, true, ctx.now())
         .await

@@ -15,6 +15,14 @@
 //! - a holder plan whose status shows an instance out is never stale, even when its lease
 //!   ran out (the controller was down for a while): taking over would put two out;
 //! - otherwise the lease decides: expired means stale.
+//!
+//! Turns are fair: a plan turned away records on the lease that it waits (the annotation
+//! [`ANNOTATION_WAITING`], a [`TurnQueue`] written with the same optimistic concurrency), and
+//! a plan that finds the group free takes it only when no live waiter is ahead of it. So the
+//! plan that just gave the group back does not win it again for its next instance while
+//! another plan waits. A plan with an instance out is never held back by the queue: it must
+//! hold the lease. The controller watches these leases and wakes the first waiter when the
+//! group is given back ([`next_waiter`]).
 
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
@@ -24,10 +32,11 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::core::DeserializeGuard;
+use kube::runtime::reflector::ObjectRef;
 
 use crate::api::MaintenancePlan;
 use crate::leader::{LeaseDecision, decide, held_until, is_conflict, leading_spec, released_spec};
-use crate::machine::in_flight;
+use crate::machine::{TurnQueue, Waiter, in_flight};
 
 /// How long a target group lease stays valid after the holder's last renewal. Only a holder
 /// that is not seen with an instance out can lose the group by expiry (see the module
@@ -41,6 +50,17 @@ pub const ANNOTATION_TARGET_GROUP: &str = "pitstop.dev/target-group-arn";
 /// is not taken for the holder.
 pub const ANNOTATION_PLAN_UID: &str = "pitstop.dev/plan-uid";
 
+/// Annotation with the plans waiting for the group, first in line first: a JSON list of
+/// [`Waiter`]s (`plan`, `uid`, `asked`).
+pub const ANNOTATION_WAITING: &str = "pitstop.dev/waiting";
+
+/// The label selector of the target group leases (set on every lease pitstop creates).
+pub const LEASE_LABEL: &str = "app.kubernetes.io/managed-by=pitstop";
+
+/// Least time after which a waiter that stopped asking no longer holds the group back
+/// (longer with a long poll interval: a waiter asks at every poll).
+pub const WAITER_STALE_AFTER: Duration = Duration::from_secs(60);
+
 /// The plan asking for a turn.
 #[derive(Clone, Copy, Debug)]
 pub struct Asker<'a> {
@@ -48,6 +68,8 @@ pub struct Asker<'a> {
     pub key: &'a str,
     /// `metadata.uid`.
     pub uid: &'a str,
+    /// The plan has an instance out of the group: it must hold the lease, whoever waits.
+    pub instance_out: bool,
 }
 
 /// The answer to [`TargetGroupLocks::take`].
@@ -145,12 +167,74 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The queue of plans waiting for the group a lease locks. An annotation that cannot be
+/// read (written by hand) counts as an empty queue: waiters add themselves again.
+pub fn waiting_queue(lease: &Lease) -> TurnQueue {
+    let raw = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(ANNOTATION_WAITING));
+    let Some(raw) = raw else {
+        return TurnQueue::default();
+    };
+    match serde_json::from_str::<Vec<Waiter>>(raw) {
+        Ok(waiters) => TurnQueue::new(waiters),
+        Err(error) => {
+            tracing::warn!(lease = lease.metadata.name.as_deref().unwrap_or_default(), %error, "unreadable waiting queue on a target group lease; starting a new one");
+            TurnQueue::default()
+        }
+    }
+}
+
+fn set_waiting_queue(lease: &mut Lease, queue: &TurnQueue) {
+    let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
+    if queue.is_empty() {
+        annotations.remove(ANNOTATION_WAITING);
+        return;
+    }
+    // A list of plain structs always serializes.
+    if let Ok(raw) = serde_json::to_string(queue.waiters()) {
+        annotations.insert(ANNOTATION_WAITING.to_owned(), raw);
+    }
+}
+
+/// The plan to wake (`namespace/name`) when a lease changes: the first live waiter of a
+/// group that nobody holds. None while the group is held, or when nobody waits.
+pub fn next_waiter(lease: &Lease, now: Timestamp, stale_after: Duration) -> Option<String> {
+    let held = lease
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.holder_identity.as_deref())
+        .is_some_and(|holder| !holder.is_empty());
+    if held {
+        return None;
+    }
+    waiting_queue(lease)
+        .next(now, stale_after)
+        .map(|waiter| waiter.plan.clone())
+}
+
+/// [`next_waiter`] as the reference of the plan the controller reconciles at once.
+pub fn plan_to_wake(
+    lease: &Lease,
+    now: Timestamp,
+    stale_after: Duration,
+) -> Option<ObjectRef<DeserializeGuard<MaintenancePlan>>> {
+    let plan = next_waiter(lease, now, stale_after)?;
+    let (namespace, name) = plan.split_once('/')?;
+    Some(ObjectRef::new(name).within(namespace))
+}
+
 /// The target group leases of one controller.
 #[derive(Debug)]
 pub struct TargetGroupLocks {
     namespace: String,
     duration: Duration,
-    /// Plans told they are waiting, so the Event is published once per wait.
+    /// After how long without asking a waiter no longer counts.
+    waiter_stale_after: Duration,
+    /// Plans told they are waiting, so the Event is published once per wait, and so that a
+    /// plan that stops asking leaves the queue.
     waiting: Mutex<HashSet<String>>,
     /// `(lease, plan)` pairs this process took, so rounds without an instance out do not
     /// have to read the lease to know there is nothing to give back.
@@ -158,11 +242,13 @@ pub struct TargetGroupLocks {
 }
 
 impl TargetGroupLocks {
-    /// Leases in `namespace` (the controller's own), of [`TARGET_GROUP_LEASE`].
-    pub fn new(namespace: impl Into<String>) -> Self {
+    /// Leases in `namespace` (the controller's own), of [`TARGET_GROUP_LEASE`], for plans
+    /// that poll every `poll_interval` while they wait.
+    pub fn new(namespace: impl Into<String>, poll_interval: Duration) -> Self {
         Self {
             namespace: namespace.into(),
             duration: TARGET_GROUP_LEASE,
+            waiter_stale_after: WAITER_STALE_AFTER.max(poll_interval.saturating_mul(6)),
             waiting: Mutex::default(),
             held: Mutex::default(),
         }
@@ -171,6 +257,17 @@ impl TargetGroupLocks {
     /// The namespace of the leases.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// After how long without asking a waiter no longer holds the group back.
+    pub fn waiter_stale_after(&self) -> Duration {
+        self.waiter_stale_after
+    }
+
+    /// How old a waiter's time may get before it is written again: a third of the bound, so
+    /// a waiting plan writes the lease every few polls, not at each.
+    fn waiter_refresh_after(&self) -> Duration {
+        self.waiter_stale_after / 3
     }
 
     fn waiting(&self) -> MutexGuard<'_, HashSet<String>> {
@@ -182,8 +279,10 @@ impl TargetGroupLocks {
     }
 
     /// Takes (or renews) the lease of `target_group_arn` for `asker` unless a live plan
-    /// holds it. Writes carry the resourceVersion read, so of two plans racing for a free
-    /// group exactly one wins; the loser reads again and finds the winner.
+    /// holds it, or (for a plan with nothing out) a live plan waits ahead of it; turned
+    /// away, the plan joins the lease's queue. Writes carry the resourceVersion read, so of
+    /// two plans racing for a free group exactly one wins; the loser reads again and finds
+    /// the winner.
     pub async fn take(
         &self,
         client: &kube::Client,
@@ -200,6 +299,7 @@ impl TargetGroupLocks {
             let recorded_uid = current
                 .as_ref()
                 .and_then(|lease| lease.metadata.annotations.as_ref()?.get(ANNOTATION_PLAN_UID).cloned());
+            let mut queue = current.as_ref().map(waiting_queue).unwrap_or_default();
             let other = spec
                 .and_then(|s| s.holder_identity.clone())
                 .filter(|h| !h.is_empty() && h != asker.key);
@@ -210,6 +310,14 @@ impl TargetGroupLocks {
                         .is_none_or(|until| now > until);
                     let state = holder_plan(client, &other, recorded_uid.as_deref()).await?;
                     let Some(why) = judge(state, expired) else {
+                        // Held: wait in line (a plan with an instance out does not queue).
+                        if let Some(lease) = current
+                            && !asker.instance_out
+                            && self.queue_up(&mut queue, asker, now)
+                            && !self.write_queue(&api, lease, &queue).await?
+                        {
+                            continue;
+                        }
                         return Ok(self.turned_away(asker.key, &other));
                     };
                     let transitions = spec.and_then(|s| s.lease_transitions).unwrap_or(0).max(0);
@@ -231,10 +339,33 @@ impl TargetGroupLocks {
                     (decision, None)
                 }
             };
+            // A group up for grabs goes to the first plan in line, not to whoever asks first.
+            if matches!(decision, LeaseDecision::Acquire { .. })
+                && !asker.instance_out
+                && let Some(lease) = current.as_ref()
+            {
+                let (next, gone) = self.first_live_waiter(client, &queue, asker.key, now).await?;
+                if let Some(next) = next {
+                    let mut changed = false;
+                    for plan in &gone {
+                        changed |= queue.leave(plan);
+                    }
+                    changed |= self.queue_up(&mut queue, asker, now);
+                    if changed && !self.write_queue(&api, lease.clone(), &queue).await? {
+                        continue;
+                    }
+                    return Ok(self.turned_away(asker.key, &format!("{next} (next in line)")));
+                }
+                for plan in &gone {
+                    queue.leave(plan);
+                }
+            }
             // Never None: only a Follow writes nothing, and another holder was judged above.
             let Some(spec) = leading_spec(spec, &decision, now, asker.key, self.duration) else {
                 continue;
             };
+            queue.leave(asker.key);
+            queue.drop_stale(now, self.waiter_stale_after);
             let written = match current {
                 None => {
                     api.create(
@@ -247,6 +378,7 @@ impl TargetGroupLocks {
                     let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
                     annotations.insert(ANNOTATION_PLAN_UID.to_owned(), asker.uid.to_owned());
                     annotations.insert(ANNOTATION_TARGET_GROUP.to_owned(), target_group_arn.to_owned());
+                    set_waiting_queue(&mut lease, &queue);
                     lease.spec = Some(spec);
                     api.replace(&name, &PostParams::default(), &lease).await
                 }
@@ -270,6 +402,46 @@ impl TargetGroupLocks {
         Ok(self.turned_away(asker.key, &holder))
     }
 
+    /// The first waiter ahead of `plan` whose plan still exists and has not finished, and
+    /// the waiters ahead of it found gone or finished (to be dropped from the line).
+    async fn first_live_waiter(
+        &self,
+        client: &kube::Client,
+        queue: &TurnQueue,
+        plan: &str,
+        now: Timestamp,
+    ) -> Result<(Option<String>, Vec<String>), kube::Error> {
+        let mut gone = Vec::new();
+        for waiter in queue.ahead_of(plan, now, self.waiter_stale_after) {
+            let uid = Some(waiter.uid.as_str()).filter(|uid| !uid.is_empty());
+            match holder_plan(client, &waiter.plan, uid).await? {
+                HolderPlan::Gone | HolderPlan::Finished => gone.push(waiter.plan.clone()),
+                HolderPlan::InstanceOut | HolderPlan::Idle | HolderPlan::Unknown => {
+                    return Ok((Some(waiter.plan.clone()), gone));
+                }
+            }
+        }
+        Ok((None, gone))
+    }
+
+    /// Puts `asker` in line (or refreshes its place). Returns whether the queue changed.
+    fn queue_up(&self, queue: &mut TurnQueue, asker: Asker<'_>, now: Timestamp) -> bool {
+        let asked = queue.ask(asker.key, asker.uid, now, self.waiter_refresh_after());
+        let dropped = queue.drop_stale(now, self.waiter_stale_after);
+        asked || dropped
+    }
+
+    /// Writes `queue` onto `lease` as read. Returns false on a conflict (read again).
+    async fn write_queue(&self, api: &Api<Lease>, mut lease: Lease, queue: &TurnQueue) -> Result<bool, kube::Error> {
+        let name = lease.metadata.name.clone().unwrap_or_default();
+        set_waiting_queue(&mut lease, queue);
+        match api.replace(&name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(error) if is_conflict(&error) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Gives the lease of `target_group_arn` back if `plan` holds it. Without `check`, only
     /// a lease this process took is looked at; with it, the lease is read in any case (a
     /// plan that had an instance out may hold it from before a restart).
@@ -287,29 +459,59 @@ impl TargetGroupLocks {
             return Ok(false);
         }
         let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
-        let Some(mut lease) = api.get_opt(&name).await? else {
-            return Ok(false);
-        };
-        let holder = lease.spec.as_ref().and_then(|spec| spec.holder_identity.as_deref());
-        if holder != Some(plan) {
-            return Ok(false);
+        // Waiters write the lease too (joining the queue): a conflict is read again, not
+        // taken for a takeover, or the group would stay with a plan that has nothing out.
+        for _ in 0..5 {
+            let Some(mut lease) = api.get_opt(&name).await? else {
+                return Ok(false);
+            };
+            let holder = lease.spec.as_ref().and_then(|spec| spec.holder_identity.as_deref());
+            if holder != Some(plan) {
+                return Ok(false);
+            }
+            lease.spec = Some(released_spec(lease.spec.as_ref(), now));
+            if let Some(annotations) = lease.metadata.annotations.as_mut() {
+                annotations.remove(ANNOTATION_PLAN_UID);
+            }
+            match api.replace(&name, &PostParams::default(), &lease).await {
+                Ok(_) => return Ok(true),
+                Err(error) if is_conflict(&error) => {}
+                Err(error) => return Err(error),
+            }
         }
-        lease.spec = Some(released_spec(lease.spec.as_ref(), now));
-        if let Some(annotations) = lease.metadata.annotations.as_mut() {
-            annotations.remove(ANNOTATION_PLAN_UID);
-        }
-        match api.replace(&name, &PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            // Written in between (a takeover): no longer ours to give back.
-            Err(error) if is_conflict(&error) => Ok(false),
-            Err(error) => Err(error),
-        }
+        // Still ours: the next round gives it back (it reads the lease when told to check).
+        self.held().insert((name, plan.to_owned()));
+        Ok(false)
     }
 
-    /// Forgets that `plan` was waiting (it stopped asking: deleted, suspended, between
-    /// windows, finished), so that a later wait is told again.
-    pub fn forget_waiting(&self, plan: &str) {
-        self.waiting().remove(plan);
+    /// `plan` stopped asking for the group (deleted, suspended, between windows, finished):
+    /// it leaves the lease's queue, so that it does not hold others back, and a later wait
+    /// is told again. Without `check`, only a plan this process saw waiting is looked up;
+    /// with it, the lease is read in any case (a deleted plan may wait from before a restart).
+    pub async fn stop_waiting(
+        &self,
+        client: &kube::Client,
+        target_group_arn: &str,
+        plan: &str,
+        check: bool,
+    ) -> Result<(), kube::Error> {
+        let was_waiting = self.waiting().remove(plan);
+        if !was_waiting && !check {
+            return Ok(());
+        }
+        let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let name = lease_name(target_group_arn);
+        for _ in 0..5 {
+            let Some(lease) = api.get_opt(&name).await? else {
+                return Ok(());
+            };
+            let mut queue = waiting_queue(&lease);
+            if !queue.leave(plan) || self.write_queue(&api, lease, &queue).await? {
+                return Ok(());
+            }
+        }
+        // Left behind after repeated conflicts: it goes stale by itself.
+        Ok(())
     }
 
     fn turned_away(&self, plan: &str, holder: &str) -> Turn {
@@ -411,6 +613,46 @@ mod tests {
         );
         assert_eq!(odd, lease_name("not an arn"), "stable");
         assert_ne!(odd, lease_name("not an arn either"));
+    }
+
+    fn lease_with(holder: &str, waiting: &str) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                annotations: Some(
+                    [(ANNOTATION_WAITING.to_owned(), waiting.to_owned())]
+                        .into_iter()
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_owned()),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn the_first_live_waiter_of_a_free_group_is_woken() {
+        let now: Timestamp = "2026-11-22T22:00:00Z".parse().expect("valid timestamp");
+        let stale = Duration::from_secs(60);
+        let queue = r#"[{"plan":"ns/old","uid":"1","asked":"2026-11-22T21:00:00Z"},
+                        {"plan":"ns/next","uid":"2","asked":"2026-11-22T21:59:50Z"},
+                        {"plan":"ns/last","uid":"3","asked":"2026-11-22T21:59:55Z"}]"#;
+        assert_eq!(
+            next_waiter(&lease_with("", queue), now, stale).as_deref(),
+            Some("ns/next")
+        );
+        assert_eq!(next_waiter(&lease_with("ns/holder", queue), now, stale), None, "held");
+        assert_eq!(next_waiter(&lease_with("", "[]"), now, stale), None);
+        assert_eq!(
+            next_waiter(&lease_with("", "not json"), now, stale),
+            None,
+            "unreadable: nobody"
+        );
+        let mut unannotated = lease_with("", "[]");
+        unannotated.metadata.annotations = None;
+        assert_eq!(next_waiter(&unannotated, now, stale), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod outcome;
 mod preflight;
 mod reboot_script;
 mod turn;
+mod turn_queue;
 
 pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING};
 pub use decide::{PlanView, decide};
@@ -25,6 +26,7 @@ pub use observed::{CommandView, Observed, Wants, in_flight, wants, wants_at};
 pub use outcome::{record_action_failed, record_send_not_made, record_sent};
 pub use reboot_script::reboot_command;
 pub use turn::{WAITING_FOR_TURN, holds_turn, needs_turn};
+pub use turn_queue::{TurnQueue, Waiter};
 
 /// Failure reasons written to `status.instances[].failureReason` and used in events.
 pub mod reason {

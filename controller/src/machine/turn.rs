@@ -5,7 +5,9 @@
 //! that waits at a preflight gate for its next instance keeps it too: otherwise another
 //! plan could take an instance out meanwhile, and the waiting plan's gate would count that
 //! plan's absence against its own timeout. Between instances (settling, outside a window,
-//! suspended, finished) the turn is given back, so plans on one group interleave.
+//! suspended, finished) the turn is given back, and a plan that waits for the group goes
+//! before the plan that gave it back ([`super::TurnQueue`]), so plans on one group take turns
+//! instance by instance.
 
 use jiff::Timestamp;
 

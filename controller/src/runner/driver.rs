@@ -11,8 +11,9 @@ use crate::api::validate::plan_region;
 use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsErrorKind, AwsProvider};
 use crate::engine::{StepReport, step};
-use crate::machine::{PlanView, Requeue, in_flight};
+use crate::machine::{PlanView, Requeue, holds_turn, in_flight, needs_turn};
 
+use super::group_turns::GroupTurn;
 use super::state_file::FileStore;
 
 /// How plans are driven.
@@ -93,8 +94,9 @@ pub struct PlanOutcome {
     pub interrupted: bool,
 }
 
-/// Runs all plans. Plans on the same target group run one after another (one instance
-/// out per group, across plans); plans on different groups run side by side.
+/// Runs all plans side by side. Plans on the same target group take turns instance by
+/// instance (one instance out per group, across plans; a plan that waits goes before the
+/// plan that just gave the group back); plans on different groups do not wait for each other.
 ///
 /// When `interrupt` turns true, no new instance is started: the one in flight is finished
 /// (and so put back) first, then the run returns with `interrupted` set.
@@ -105,43 +107,27 @@ pub async fn run_plans(
     observer: &dyn RunObserver,
     interrupt: watch::Receiver<bool>,
 ) -> Vec<PlanOutcome> {
-    let mut by_group: BTreeMap<String, Vec<PlanRun>> = BTreeMap::new();
-    for plan in plans {
-        by_group
-            .entry(plan.spec.target_group_arn.clone())
-            .or_default()
-            .push(plan);
-    }
-    let lanes = by_group.into_values().map(|lane| {
+    let mut turns: BTreeMap<String, Arc<GroupTurn>> = BTreeMap::new();
+    let drives = plans.into_iter().map(|mut plan| {
+        let turn = turns.entry(plan.spec.target_group_arn.clone()).or_default().clone();
         let aws = aws.clone();
         let interrupt = interrupt.clone();
         async move {
-            let mut outcomes = Vec::new();
-            let mut ahead: Option<String> = None;
-            for mut plan in lane {
-                if let Some(behind) = &ahead {
-                    observer.event(RunEvent::Queued {
-                        plan: &plan.name,
-                        behind,
-                    });
-                }
-                let outcome = drive(aws.as_ref(), &mut plan, options, observer, interrupt.clone()).await;
-                let stop = outcome.interrupted;
-                outcomes.push(outcome);
-                ahead = Some(plan.name.clone());
-                if stop {
-                    break;
-                }
-            }
-            outcomes
+            let outcome = drive(aws.as_ref(), &mut plan, &turn, options, observer, interrupt).await;
+            // However it ended, it no longer holds or waits for the group.
+            turn.release(&plan.name);
+            turn.stop_waiting(&plan.name);
+            outcome
         }
     });
-    futures::future::join_all(lanes).await.into_iter().flatten().collect()
+    let drives: Vec<_> = drives.collect();
+    futures::future::join_all(drives).await
 }
 
 async fn drive(
     aws: &dyn AwsProvider,
     plan: &mut PlanRun,
+    turn: &GroupTurn,
     options: &RunOptions,
     observer: &dyn RunObserver,
     mut interrupt: watch::Receiver<bool>,
@@ -150,7 +136,9 @@ async fn drive(
     let region = plan_region(&plan.spec).unwrap_or_default().to_owned();
     let apis = aws.for_region(&region).await;
     let generation = plan.store.generation_for(&plan.spec);
+    let mut releases = turn.releases();
     let mut errors: u32 = 0;
+    let mut queued = false;
     loop {
         let recorded = plan.store.current();
         let busy = recorded.as_ref().and_then(|s| in_flight(&plan.spec, s)).is_some();
@@ -166,31 +154,48 @@ async fn drive(
             return outcome(plan, recorded, true);
         }
         let now = Timestamp::now();
+        // Releases from here on wake this plan if it is turned away.
+        releases.mark_unchanged();
+        let held_by = if busy || needs_turn(&plan.spec, recorded.as_ref(), now) {
+            turn.take(&plan.name, busy, now).err()
+        } else {
+            turn.stop_waiting(&plan.name);
+            None
+        };
+        match &held_by {
+            Some(behind) if !queued => {
+                queued = true;
+                observer.event(RunEvent::Queued {
+                    plan: &plan.name,
+                    behind,
+                });
+            }
+            Some(_) => {}
+            None => queued = false,
+        }
         let view = PlanView {
             uid: &plan.uid,
             generation: Some(generation),
             spec: &plan.spec,
             status: recorded.as_ref(),
         };
-        let wait = match step(
-            &apis,
-            view,
-            now,
-            // Plans on one target group run one after the other in this lane: the turn is ours.
-            None,
-            &mut plan.store,
-        )
-        .await
-        {
+        let wait = match step(&apis, view, now, held_by.as_deref(), &mut plan.store).await {
             Ok(report) => {
                 errors = 0;
+                if !holds_turn(&plan.spec, &report.status, now) {
+                    turn.release(&plan.name);
+                }
                 observer.event(RunEvent::Step {
                     plan: &plan.name,
                     report: &report,
                     at: now,
                 });
                 match report.requeue {
-                    Requeue::Now => continue,
+                    // Let the other plans of the run have their round first.
+                    Requeue::Now => {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
                     Requeue::Poll => options.poll_interval,
                     // Short sleeps even for a long wait (next week's window): a wall clock
                     // that jumps (a laptop's sleep) is noticed; rounds that wait read nothing.
@@ -216,6 +221,8 @@ async fn drive(
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            // A plan waiting for the group goes as soon as it is given back.
+            Ok(()) = releases.changed(), if held_by.is_some() => {}
             changed = interrupt.changed() => {
                 // The sender is gone: nobody can interrupt any more, so just wait.
                 if changed.is_err() {

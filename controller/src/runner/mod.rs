@@ -2,6 +2,7 @@
 //! optionally, in a state file so an interrupted run resumes where it stopped.
 
 mod driver;
+mod group_turns;
 mod plan_file;
 mod state_file;
 

@@ -8,12 +8,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use jiff::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
 use crate::api::PlanPhase;
 use crate::aws::AwsErrorKind;
@@ -60,6 +62,14 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    plan: String,
+    instance: String,
+}
+
+type SecondsGauge = Gauge<f64, AtomicU64>;
+
 type HistogramFamily = Family<PhaseLabels, Histogram, fn() -> Histogram>;
 
 /// The controller's metrics. Cheap to clone: clones share the same series.
@@ -83,6 +93,12 @@ struct Inner {
     reconciles: Counter,
     reconcile_errors: Family<KindLabels, Counter>,
     leader: Gauge,
+    out_of_rotation: Family<InstanceLabels, SecondsGauge>,
+    out_of_rotation_since: Family<InstanceLabels, SecondsGauge>,
+    out_of_rotation_stretches: Histogram,
+    /// Every instance with out-of-rotation series, by `(plan, instance)`, with when it went
+    /// out while it is out.
+    out_since: Mutex<HashMap<(String, String), Option<Timestamp>>>,
 }
 
 impl Default for Metrics {
@@ -151,6 +167,28 @@ impl Metrics {
             leader.clone(),
         );
 
+        let out_of_rotation = Family::<InstanceLabels, SecondsGauge>::default();
+        registry.register_with_unit(
+            "instance_out_of_rotation",
+            "Time an instance has been out of its target group: while it is out, as of the last round; once back, the whole stretch",
+            Unit::Seconds,
+            out_of_rotation.clone(),
+        );
+        let out_of_rotation_since = Family::<InstanceLabels, SecondsGauge>::default();
+        registry.register_with_unit(
+            "instance_out_of_rotation_since_timestamp",
+            "Unix time an instance now out of its target group went out (no series while it is in): time() minus this is the stretch so far, even while no round runs",
+            Unit::Seconds,
+            out_of_rotation_since.clone(),
+        );
+        let out_of_rotation_stretches = phase_duration_histogram();
+        registry.register_with_unit(
+            "out_of_rotation",
+            "Time instances spent out of their target group, observed when each came back",
+            Unit::Seconds,
+            out_of_rotation_stretches.clone(),
+        );
+
         let metrics = Self {
             inner: Arc::new(Inner {
                 registry,
@@ -165,6 +203,10 @@ impl Metrics {
                 reconciles,
                 reconcile_errors,
                 leader,
+                out_of_rotation,
+                out_of_rotation_since,
+                out_of_rotation_stretches,
+                out_since: Mutex::new(HashMap::new()),
             }),
         };
         metrics.recount_plans(&HashMap::new());
@@ -226,6 +268,63 @@ impl Metrics {
                 })
                 .observe(spent.as_secs_f64());
         }
+    }
+
+    /// Records whether `instance` of plan `plan_key` is out of its target group after a
+    /// round. `went_out` is when the status says it went out, for an instance first seen
+    /// out (after a restart); otherwise an instance newly out went out `now`. Coming back
+    /// records the whole stretch.
+    pub fn observe_rotation(
+        &self,
+        plan_key: &str,
+        instance: &str,
+        out: bool,
+        went_out: Option<Timestamp>,
+        now: Timestamp,
+    ) {
+        let key = (plan_key.to_owned(), instance.to_owned());
+        let labels = InstanceLabels {
+            plan: plan_key.to_owned(),
+            instance: instance.to_owned(),
+        };
+        let mut out_since = self.inner.out_since.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = if out {
+            let entry = out_since.entry(key).or_default();
+            let since = *entry.get_or_insert_with(|| went_out.unwrap_or(now).min(now));
+            self.inner
+                .out_of_rotation_since
+                .get_or_create(&labels)
+                .set(since.as_millisecond() as f64 / 1000.0);
+            since
+        } else {
+            let Some(since) = out_since.get_mut(&key).and_then(Option::take) else {
+                return;
+            };
+            self.inner.out_of_rotation_since.remove(&labels);
+            since
+        };
+        let stretch = now.duration_since(since).as_secs_f64().max(0.0);
+        self.inner.out_of_rotation.get_or_create(&labels).set(stretch);
+        if !out {
+            self.inner.out_of_rotation_stretches.observe(stretch);
+        }
+    }
+
+    /// Forgets the instances of a deleted plan.
+    pub fn forget_plan_instances(&self, plan_key: &str) {
+        let mut out_since = self.inner.out_since.lock().unwrap_or_else(PoisonError::into_inner);
+        out_since.retain(|(plan, instance), _| {
+            if plan != plan_key {
+                return true;
+            }
+            let labels = InstanceLabels {
+                plan: plan.clone(),
+                instance: instance.clone(),
+            };
+            self.inner.out_of_rotation.remove(&labels);
+            self.inner.out_of_rotation_since.remove(&labels);
+            false
+        });
     }
 
     /// Records one AWS API call: `Ok(())` if it succeeded, else how it failed.
@@ -331,6 +430,64 @@ mod tests {
         // prometheus-client leaves a labelled family out until its first series exists.
         assert!(!text.contains("pitstop_instance_transitions"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn time_out_of_rotation_per_instance() {
+        let metrics = Metrics::new();
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("valid timestamp");
+        metrics.observe_rotation("ns/a", "i-1", false, None, at(0));
+        assert!(!metrics.encode().contains("i-1"), "never out: no series");
+        metrics.observe_rotation("ns/a", "i-1", true, None, at(10));
+        metrics.observe_rotation("ns/a", "i-1", true, None, at(14));
+        let series = "{plan=\"ns/a\",instance=\"i-1\"}";
+        assert!(
+            has(
+                &metrics,
+                &format!("pitstop_instance_out_of_rotation_seconds{series} 4.0")
+            ),
+            "{}",
+            metrics.encode()
+        );
+        assert!(
+            has(
+                &metrics,
+                &format!("pitstop_instance_out_of_rotation_since_timestamp_seconds{series} 1800000010.0")
+            ),
+            "{}",
+            metrics.encode()
+        );
+        metrics.observe_rotation("ns/a", "i-1", false, None, at(17));
+        assert!(
+            has(
+                &metrics,
+                &format!("pitstop_instance_out_of_rotation_seconds{series} 7.0")
+            ),
+            "{}",
+            metrics.encode()
+        );
+        assert!(
+            !metrics.encode().contains("since_timestamp_seconds{"),
+            "back in: no since series"
+        );
+        assert!(
+            has(&metrics, "pitstop_out_of_rotation_seconds_count 1"),
+            "{}",
+            metrics.encode()
+        );
+
+        // First seen out after a restart: the status tells since when.
+        metrics.observe_rotation("ns/a", "i-2", true, Some(at(0)), at(30));
+        assert!(
+            has(
+                &metrics,
+                "pitstop_instance_out_of_rotation_seconds{plan=\"ns/a\",instance=\"i-2\"} 30.0"
+            ),
+            "{}",
+            metrics.encode()
+        );
+        metrics.forget_plan_instances("ns/a");
+        assert!(!metrics.encode().contains("plan=\"ns/a\""), "{}", metrics.encode());
     }
 
     #[test]

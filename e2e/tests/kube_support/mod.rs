@@ -291,6 +291,11 @@ impl Cluster {
         self.envtest.is_some()
     }
 
+    /// The API server process, when the test started it (so a test can stop and start it).
+    pub fn local_apiserver(&self) -> Option<LocalApiserver> {
+        self.envtest.as_ref().map(|envtest| envtest.apiserver.clone())
+    }
+
     /// Creates a fresh namespace for one test.
     pub async fn create_namespace(&self, test: &str) -> String {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -402,7 +407,7 @@ fn log_tail(path: &Path, max: usize) -> String {
 /// fresh RSA key for service-account tokens.
 struct Envtest {
     // Children first: fields drop in order, so they are killed before their directory goes.
-    apiserver: Child,
+    apiserver: LocalApiserver,
     etcd: Child,
     url: String,
     token: String,
@@ -473,7 +478,7 @@ impl Envtest {
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
         let args = apiserver_args(port, &client_url, &dir.path().join("certs"), &tokens, &key);
-        let apiserver = spawn_logged(apiserver_binary, &args, &apiserver_log);
+        let apiserver = LocalApiserver::spawn(apiserver_binary, args, apiserver_log);
         Envtest {
             apiserver,
             etcd,
@@ -499,15 +504,80 @@ impl Envtest {
 
     /// Waits until `/readyz` answers 200 (etcd reached, RBAC bootstrapped, CRD support up).
     async fn wait_ready(&mut self, client: &Client) {
-        let log = self.dir.path().join("kube-apiserver.log");
+        if let Ok(Some(status)) = self.etcd.try_wait() {
+            let etcd_log = self.dir.path().join("etcd.log");
+            panic!("etcd exited with {status}:\n{}", log_tail(&etcd_log, 4000));
+        }
+        self.apiserver.wait_ready(client).await;
+    }
+
+    async fn stop(mut self) {
+        self.apiserver.stop().await;
+        let _ = self.etcd.start_kill();
+        let _ = self.etcd.wait().await;
+    }
+}
+
+/// The kube-apiserver process of an envtest-style cluster, which a test can stop and start
+/// again (same flags, same port, same etcd data) to play an apiserver outage. Clones share
+/// the process.
+#[derive(Clone)]
+pub struct LocalApiserver {
+    inner: Arc<LocalApiserverInner>,
+}
+
+struct LocalApiserverInner {
+    binary: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: tokio::sync::Mutex<Option<Child>>,
+}
+
+impl LocalApiserver {
+    fn spawn(binary: &Path, args: Vec<String>, log: PathBuf) -> Self {
+        let child = spawn_logged(binary, &args, &log);
+        Self {
+            inner: Arc::new(LocalApiserverInner {
+                binary: binary.to_owned(),
+                args,
+                log,
+                child: tokio::sync::Mutex::new(Some(child)),
+            }),
+        }
+    }
+
+    /// Stops the apiserver (SIGKILL: it gets no chance to answer anything more). etcd and
+    /// its data stay.
+    pub async fn stop(&self) {
+        if let Some(mut child) = self.inner.child.lock().await.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Starts the apiserver again with the same flags (port, certificates, keys) on the same
+    /// etcd data, and waits until it is ready for `client`. Its log goes on in the same file.
+    pub async fn start(&self, client: &Client) {
+        {
+            let mut child = self.inner.child.lock().await;
+            if child.is_none() {
+                *child = Some(spawn_appending(&self.inner.binary, &self.inner.args, &self.inner.log));
+            }
+        }
+        self.wait_ready(client).await;
+    }
+
+    /// Waits until `/readyz` answers 200, failing with the log if the process exits.
+    pub async fn wait_ready(&self, client: &Client) {
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.apiserver.try_wait() {
-                panic!("kube-apiserver exited with {status}:\n{}", log_tail(&log, 6000));
-            }
-            if let Ok(Some(status)) = self.etcd.try_wait() {
-                let etcd_log = self.dir.path().join("etcd.log");
-                panic!("etcd exited with {status}:\n{}", log_tail(&etcd_log, 4000));
+            if let Some(child) = self.inner.child.lock().await.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "kube-apiserver exited with {status}:\n{}",
+                    log_tail(&self.inner.log, 6000)
+                );
             }
             let request = http::Request::get("/readyz").body(Vec::new()).expect("a request");
             let last = match client.request_text(request).await {
@@ -517,16 +587,9 @@ impl Envtest {
             assert!(
                 started.elapsed() < STARTUP_LIMIT,
                 "kube-apiserver not ready after {STARTUP_LIMIT:?} (last: {last}):\n{}",
-                log_tail(&log, 6000)
+                log_tail(&self.inner.log, 6000)
             );
             tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        for child in [&mut self.apiserver, &mut self.etcd] {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
         }
     }
 }
@@ -569,6 +632,20 @@ pub fn apiserver_args(port: u16, etcd_url: &str, cert_dir: &Path, tokens: &Path,
 /// Starts `binary` with `args`, its output going to `log`, tied to the test.
 fn spawn_logged(binary: &Path, args: &[String], log: &Path) -> Child {
     let out = std::fs::File::create(log).unwrap_or_else(|err| panic!("create {}: {err}", log.display()));
+    spawn_with_output(binary, args, out)
+}
+
+/// Starts `binary` again with `args`, its output appended to `log`.
+fn spawn_appending(binary: &Path, args: &[String], log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .unwrap_or_else(|err| panic!("open {}: {err}", log.display()));
+    spawn_with_output(binary, args, out)
+}
+
+fn spawn_with_output(binary: &Path, args: &[String], out: std::fs::File) -> Child {
     let err = out.try_clone().expect("clone a file handle");
     let mut cmd = Command::new(binary);
     cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
@@ -594,6 +671,9 @@ pub struct Harness {
     pub sa_kubeconfig: PathBuf,
     /// Holds the kubeconfig (and the controllers' HOME).
     pub dir: tempfile::TempDir,
+    /// The API server process, when the test started it: a test may stop and start it to
+    /// play an outage. None on a cluster from a kubeconfig.
+    pub apiserver: Option<LocalApiserver>,
 }
 
 impl Harness {
@@ -621,6 +701,7 @@ impl Harness {
             install,
             sa_kubeconfig,
             dir,
+            apiserver: cluster.local_apiserver(),
         }
     }
 
@@ -1038,6 +1119,15 @@ impl ControllerProcess {
         }
     }
 
+    /// What it serves on `/metrics` now.
+    pub async fn metrics(&self) -> String {
+        let response = http_get(self.http_addr, "/metrics")
+            .await
+            .unwrap_or_else(|err| panic!("cannot read the metrics of controller {}: {err}", self.name));
+        assert_eq!(response.status, 200, "/metrics of controller {}", self.name);
+        response.body
+    }
+
     /// SIGKILL: no chance to give up its Lease or finish a round.
     pub async fn kill(&mut self) {
         self.child.start_kill().expect("SIGKILL the controller");
@@ -1088,8 +1178,18 @@ impl Fleet {
     /// Starts a three-instance sandbox and one controller per name, with `extra(name)` as
     /// additional arguments, and waits until each answers `/readyz`.
     pub async fn start(harness: &Harness, names: &[&str], extra: impl Fn(&str) -> Vec<String>) -> Fleet {
+        Self::start_with_instances(harness, 3, names, extra).await
+    }
+
+    /// [`Fleet::start`] with a sandbox of `instances` instances.
+    pub async fn start_with_instances(
+        harness: &Harness,
+        instances: usize,
+        names: &[&str],
+        extra: impl Fn(&str) -> Vec<String>,
+    ) -> Fleet {
         let config = SandboxConfig::default()
-            .with_instances(3)
+            .with_instances(instances)
             .with_backend_binary(env!("CARGO_BIN_EXE_pitstop-backend"));
         if let Err(err) = check_haproxy_binary(&config.haproxy_binary) {
             panic!("{err} (`make haproxy` installs it)");
@@ -1137,13 +1237,18 @@ impl Fleet {
     /// Applies (server-side, field manager `e2e`) a plan that reboots every instance of the
     /// sandbox, in order, with `timeouts.healthySeconds: 60`.
     pub async fn apply_plan(&self, name: &str) -> MaintenancePlan {
+        self.apply_plan_of(name, &self.sandbox.instance_ids()).await
+    }
+
+    /// [`Fleet::apply_plan`] for some of the sandbox's instances.
+    pub async fn apply_plan_of(&self, name: &str, instances: &[String]) -> MaintenancePlan {
         let plan = json!({
             "apiVersion": "pitstop.dev/v1alpha1",
             "kind": "MaintenancePlan",
             "metadata": { "name": name },
             "spec": {
                 "targetGroupArn": self.sandbox.target_group_arn(),
-                "instances": self.sandbox.instance_ids(),
+                "instances": instances,
                 "timeouts": { "healthySeconds": 60 },
             },
         });

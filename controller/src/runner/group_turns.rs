@@ -1,0 +1,128 @@
+//! The target group turn of `pitstop run`: one instance out of a group at a time across the
+//! plans of one run, with the same fair queue as the controller's Lease
+//! ([`crate::machine::TurnQueue`]), kept in memory.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::machine::TurnQueue;
+
+/// Waiters of one process leave the queue explicitly, so none goes stale by time.
+const NEVER: Duration = Duration::MAX;
+
+/// The turn of one target group among the plans of a run.
+#[derive(Debug)]
+pub struct GroupTurn {
+    state: Mutex<State>,
+    /// Bumped whenever the group is given back, to wake the waiting plans.
+    released: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    holder: Option<String>,
+    queue: TurnQueue,
+}
+
+impl Default for GroupTurn {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            released: watch::Sender::new(0),
+        }
+    }
+}
+
+impl GroupTurn {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the turn for `plan`, or tells who has it (or goes next) and puts `plan` in line.
+    /// A plan with an instance out gets the turn whoever waits (it is its own instance's),
+    /// unless another plan holds it.
+    pub fn take(&self, plan: &str, instance_out: bool, now: Timestamp) -> Result<(), String> {
+        let mut state = self.state();
+        match state.holder.as_deref() {
+            Some(holder) if holder == plan => return Ok(()),
+            Some(holder) => {
+                let holder = holder.to_owned();
+                if !instance_out {
+                    state.queue.ask(plan, "", now, NEVER);
+                }
+                return Err(holder);
+            }
+            None => {}
+        }
+        if !instance_out && let Some(next) = state.queue.ahead_of(plan, now, NEVER).first() {
+            let next = format!("{} (next in line)", next.plan);
+            state.queue.ask(plan, "", now, NEVER);
+            return Err(next);
+        }
+        state.queue.leave(plan);
+        state.holder = Some(plan.to_owned());
+        Ok(())
+    }
+
+    /// Gives the turn back if `plan` has it, and wakes the waiting plans.
+    pub fn release(&self, plan: &str) {
+        let mut state = self.state();
+        if state.holder.as_deref() == Some(plan) {
+            state.holder = None;
+            drop(state);
+            self.released.send_modify(|count| *count = count.wrapping_add(1));
+        }
+    }
+
+    /// `plan` no longer asks for the turn (finished, suspended, between windows).
+    pub fn stop_waiting(&self, plan: &str) {
+        if self.state().queue.leave(plan) {
+            // The next in line may go now.
+            self.released.send_modify(|count| *count = count.wrapping_add(1));
+        }
+    }
+
+    /// A receiver that changes whenever the group is given back.
+    pub fn releases(&self) -> watch::Receiver<u64> {
+        self.released.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_that_gives_the_group_back_goes_behind_the_one_that_waits() {
+        let now = Timestamp::UNIX_EPOCH;
+        let turn = GroupTurn::default();
+        let mut wake = turn.releases();
+        assert_eq!(turn.take("a", false, now), Ok(()));
+        assert_eq!(turn.take("b", false, now), Err("a".to_owned()));
+        turn.release("a");
+        assert!(wake.has_changed().unwrap_or(false), "the waiter is woken");
+        wake.mark_unchanged();
+        assert_eq!(turn.take("a", false, now), Err("b (next in line)".to_owned()));
+        assert_eq!(turn.take("b", false, now), Ok(()));
+        turn.release("b");
+        assert_eq!(turn.take("a", false, now), Ok(()));
+    }
+
+    #[test]
+    fn an_instance_out_keeps_its_turn_and_a_plan_that_stops_asking_leaves_the_line() {
+        let now = Timestamp::UNIX_EPOCH;
+        let turn = GroupTurn::default();
+        assert_eq!(turn.take("b", false, now), Ok(()));
+        turn.release("b");
+        assert_eq!(turn.take("c", false, now), Ok(()));
+        assert_eq!(turn.take("b", false, now), Err("c".to_owned()));
+        turn.release("c");
+        assert_eq!(turn.take("a", true, now), Ok(()), "an instance out is not held back");
+        turn.release("a");
+        turn.stop_waiting("b");
+        assert_eq!(turn.take("c", false, now), Ok(()), "b left the line");
+    }
+}
