@@ -43,6 +43,11 @@ fn at(seconds: i64) -> Timestamp {
     t0() + SignedDuration::from_secs(seconds)
 }
 
+/// The observation of the plan's one target group.
+fn in_group(targets: Vec<TargetHealth>) -> std::collections::BTreeMap<String, Vec<TargetHealth>> {
+    std::collections::BTreeMap::from([(ARN.to_owned(), targets)])
+}
+
 fn group(states: &[(&str, TargetState)]) -> Vec<TargetHealth> {
     states
         .iter()
@@ -61,7 +66,7 @@ fn group(states: &[(&str, TargetState)]) -> Vec<TargetHealth> {
 
 fn all_healthy() -> Observed {
     Observed {
-        group: Some(group(&[
+        groups: in_group(group(&[
             (A, TargetState::Healthy),
             (B, TargetState::Healthy),
             (C, TargetState::Healthy),
@@ -75,7 +80,7 @@ fn all_healthy() -> Observed {
 
 fn with_a(state: TargetState) -> Observed {
     Observed {
-        group: Some(group(&[
+        groups: in_group(group(&[
             (A, state),
             (B, TargetState::Healthy),
             (C, TargetState::Healthy),
@@ -161,6 +166,7 @@ fn pending_plan_takes_first_instance_out_with_write_ahead() {
     assert_eq!(
         d.action,
         Some(Action::Deregister {
+            target_group_arn: ARN.into(),
             target: Target {
                 instance_id: A.into(),
                 port: Some(8080)
@@ -502,6 +508,7 @@ fn a_refused_or_unsent_send_clears_the_attempt_and_a_lost_answer_keeps_it() {
     );
     // Only SendCommand has an attempt to clear.
     let deregister = Action::Deregister {
+        target_group_arn: ARN.into(),
         target: Target {
             instance_id: A.into(),
             port: Some(8080),
@@ -672,14 +679,14 @@ fn preflight_gates_fail_before_touching_anything() {
     let cases: Vec<(Observed, &str)> = vec![
         (
             Observed {
-                group: Some(group(&[(B, TargetState::Healthy), (C, TargetState::Healthy)])),
+                groups: in_group(group(&[(B, TargetState::Healthy), (C, TargetState::Healthy)])),
                 ..all_healthy()
             },
             reason::NOT_IN_TARGET_GROUP,
         ),
         (
             Observed {
-                group: Some(group(&[
+                groups: in_group(group(&[
                     (A, TargetState::Unhealthy),
                     (B, TargetState::Healthy),
                     (C, TargetState::Healthy),
@@ -690,7 +697,7 @@ fn preflight_gates_fail_before_touching_anything() {
         ),
         (
             Observed {
-                group: Some(group(&[
+                groups: in_group(group(&[
                     (A, TargetState::Healthy),
                     (B, TargetState::Initial),
                     (C, TargetState::Healthy),
@@ -708,7 +715,7 @@ fn preflight_gates_fail_before_touching_anything() {
         ),
         (
             Observed {
-                group: Some(group(&[(A, TargetState::Healthy)])),
+                groups: in_group(group(&[(A, TargetState::Healthy)])),
                 ..all_healthy()
             },
             reason::TOO_FEW_HEALTHY_TARGETS,
@@ -745,7 +752,7 @@ fn min_healthy_targets_zero_allows_a_single_target_group() {
     s.instances = vec![A.into()];
     s.preflight.min_healthy_targets = Some(0);
     let observed = Observed {
-        group: Some(group(&[(A, TargetState::Healthy)])),
+        groups: in_group(group(&[(A, TargetState::Healthy)])),
         ..all_healthy()
     };
     let d = run(&s, None, &observed, at(0));
@@ -928,7 +935,7 @@ fn an_invalid_spec_with_nothing_in_flight_reads_nothing() {
 #[test]
 fn a_gate_that_opens_while_waited_for_lets_the_instance_go() {
     let unhealthy_b = Observed {
-        group: Some(group(&[
+        groups: in_group(group(&[
             (A, TargetState::Healthy),
             (B, TargetState::Unhealthy),
             (C, TargetState::Healthy),
@@ -1006,7 +1013,7 @@ fn dry_run_checks_every_instance_and_changes_nothing() {
     let mut s = spec();
     s.dry_run = true;
     let blocked_c = Observed {
-        group: Some(group(&[(A, TargetState::Healthy), (B, TargetState::Healthy)])),
+        groups: in_group(group(&[(A, TargetState::Healthy), (B, TargetState::Healthy)])),
         ..all_healthy()
     };
     let mut status: Option<MaintenancePlanStatus> = None;
@@ -1110,7 +1117,7 @@ fn a_failed_plan_whose_spec_is_fixed_runs_again_and_keeps_what_is_done() {
     let status = a_registered(&s, 70);
     // B fails preflight at once (not in the group), the plan fails.
     let not_b = Observed {
-        group: Some(group(&[(A, TargetState::Healthy), (C, TargetState::Healthy)])),
+        groups: in_group(group(&[(A, TargetState::Healthy), (C, TargetState::Healthy)])),
         ..all_healthy()
     };
     let d = run(&s, Some(&status), &not_b, at(71));

@@ -14,7 +14,13 @@ use pitstop::engine::{StatusStore, step};
 use pitstop::machine::PlanView;
 use proptest::prelude::*;
 
-const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+/// Up to three target groups (HTTP, HTTPS, an NLB's), each on its own port.
+const ARNS: [&str; 3] = [
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef",
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/1123456789abcdef",
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/nlb/2123456789abcdef",
+];
+const PORTS: [i32; 3] = [8080, 8443, 9000];
 const UID: &str = "0f6c7a52-1111-4222-8333-944455556666";
 const IDS: [&str; 5] = [
     "i-00000000000000001",
@@ -87,6 +93,27 @@ struct Scenario {
     lost_answer_rounds: Vec<bool>,
     list_lag: u64,
     steps: Vec<u64>,
+    /// How many target groups the plan names (1: the single `targetGroupArn`).
+    groups: usize,
+    /// Per instance, whether it is registered in each group at the start.
+    membership: Vec<[bool; 3]>,
+}
+
+impl Scenario {
+    fn arns(&self) -> &[&'static str] {
+        &ARNS[..self.groups]
+    }
+
+    /// The groups `id` was registered in at the start, among the plan's.
+    fn groups_of(&self, id: &str) -> Vec<&'static str> {
+        let index = IDS.iter().position(|i| *i == id).unwrap_or(0);
+        self.arns()
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| self.membership[index][*g])
+            .map(|(_, arn)| *arn)
+            .collect()
+    }
 }
 
 fn fate() -> impl Strategy<Value = WriteFate> {
@@ -115,7 +142,18 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             prop::collection::vec(prop::bool::weighted(0.1), 1..200),
             0u64..30,
         ),
-        prop::collection::vec(1u64..20, 1..50),
+        (
+            prop::collection::vec(1u64..20, 1..50),
+            1usize..=3,
+            prop::collection::vec(
+                (
+                    prop::bool::weighted(0.9),
+                    prop::bool::weighted(0.7),
+                    prop::bool::weighted(0.7),
+                ),
+                5,
+            ),
+        ),
     )
         .prop_map(
             |(
@@ -127,7 +165,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 (with_verify, max_attempts, dry_run),
                 fates,
                 (throttle_rounds, lost_answer_rounds, list_lag),
-                steps,
+                (steps, groups, membership),
             )| Scenario {
                 instances,
                 drain_time: drain,
@@ -147,6 +185,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 lost_answer_rounds,
                 list_lag,
                 steps,
+                groups,
+                membership: membership.into_iter().map(|(a, b, c)| [a, b, c]).collect(),
             },
         )
 }
@@ -158,8 +198,14 @@ fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
         parameters: [("commands".to_owned(), vec!["true".to_owned()])].into(),
         timeout_seconds: Some(120),
     };
+    let (single, several) = match s.arns() {
+        [one] => ((*one).to_owned(), Vec::new()),
+        // Listed in another order than the lock order, which must not matter.
+        several => (String::new(), several.iter().rev().map(|a| (*a).to_owned()).collect()),
+    };
     MaintenancePlanSpec {
-        target_group_arn: ARN.into(),
+        target_group_arn: single,
+        target_group_arns: several,
         region: None,
         instances: IDS[..s.instances].iter().map(|s| (*s).to_owned()).collect(),
         maintenance: None,
@@ -196,7 +242,17 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
     let start: Timestamp = "2026-11-23T00:00:00Z".parse().expect("timestamp");
     let spec = spec_for(s);
     let ids: Vec<&str> = IDS[..s.instances].to_vec();
-    let fake = FakeAws::new(ARN, &ids, start);
+    let members = |g: usize| -> Vec<&str> {
+        ids.iter()
+            .enumerate()
+            .filter(|(i, _)| s.membership[*i][g])
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    let fake = FakeAws::new(ARNS[0], &members(0), start);
+    for g in 1..s.groups {
+        fake.add_group(ARNS[g], &members(g), PORTS[g]);
+    }
     fake.behave(|b| {
         b.drain_time = Duration::from_secs(s.drain_time);
         b.healthy_time = Duration::from_secs(s.healthy_time);
@@ -218,7 +274,7 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
     // (drain 60 s, the default maintenance limit 1800 s, the longest backoff 300 s, verify
     // 120 s, healthy 60 s twice, and the look-up grace of a lost SendCommand answer for both
     // commands), so a plan still running after it is stuck, not slow.
-    let per_try = 60 + 1800 + 300 + 120 + 2 * 60 + 2 * 90 + 100;
+    let per_try = 60 + 1800 + 300 + 120 + 2 * 60 + 2 * 90 + 100 + 2 * 20 * 3;
     let horizon = start + SignedDuration::from_secs((s.instances as u32 * s.max_attempts * per_try) as i64);
     for round in 0.. {
         if now > horizon {
@@ -274,12 +330,19 @@ proptest! {
         // The plan ends.
         prop_assert!(status.phase.is_finished(), "plan did not finish: {:?}", status.phase);
 
-        // At most one instance of the plan out of rotation at any time.
-        prop_assert!(fake.max_out_at_once() <= 1, "{} instances were out at once", fake.max_out_at_once());
+        // At most one instance of the plan out of rotation at any time, in every group.
+        prop_assert!(fake.max_out_at_once() <= 1, "{} instances were out of one group at once", fake.max_out_at_once());
 
-        // No maintenance command to an instance that is registered or draining.
+        // No maintenance command to an instance that is registered or draining in any group.
         for write in fake.writes().iter().filter(|w| w.operation == "SendCommand") {
             prop_assert_eq!(write.state_before, pitstop::aws::TargetState::Unused, "command sent to {:?}", write);
+        }
+
+        // Each group's calls carry the instance's own port in that group.
+        for write in fake.writes().iter().filter(|w| w.target_group_arn.is_some()) {
+            let arn = write.target_group_arn.as_deref().unwrap_or_default();
+            prop_assert_eq!(write.port, fake.port(arn), "{:?}", write);
+            prop_assert!(s.arns().contains(&arn), "a call to a group the plan does not name: {:?}", write);
         }
 
         // A dry run writes nothing at all.
@@ -295,15 +358,35 @@ proptest! {
             }
         }
 
-        // Every instance pitstop deregistered is back, unless the plan says LeaveOut for a failed one.
+        // Every instance pitstop deregistered is back in every group it was in, unless the
+        // plan says LeaveOut for a failed one; and the status says out exactly when it is out
+        // of one of them.
         for instance in &status.instances {
-            let state = fake.state(ARN, &instance.instance_id);
+            let groups = s.groups_of(&instance.instance_id);
             let left_out = spec.on_failure == OnFailure::LeaveOut && instance.phase == pitstop::api::InstancePhase::Failed;
+            let mut out_somewhere = false;
+            for arn in &groups {
+                let state = fake.state(arn, &instance.instance_id);
+                out_somewhere |= !state.is_registered();
+                if !left_out {
+                    prop_assert!(state.is_registered(), "{} ended {} in {} ({:?})", instance.instance_id, state, arn, instance);
+                }
+            }
             if !left_out {
-                prop_assert!(state.is_registered(), "{} ended {} ({:?})", instance.instance_id, state, instance);
                 prop_assert!(!instance.out_of_rotation);
             }
-            prop_assert_eq!(instance.out_of_rotation, !state.is_registered(), "status agrees with AWS for {}", instance.instance_id);
+            prop_assert_eq!(instance.out_of_rotation, out_somewhere, "status agrees with AWS for {}", instance.instance_id);
+            // An instance in none of the groups fails before anything is done to it (or is
+            // never reached, when an earlier failure stopped the plan).
+            if groups.is_empty() && !s.dry_run && instance.phase != pitstop::api::InstancePhase::Pending {
+                prop_assert_eq!(instance.failure_reason.as_deref(), Some(pitstop::machine::reason::NOT_IN_TARGET_GROUP));
+            }
+        }
+        for write in fake.writes() {
+            prop_assert!(
+                !s.groups_of(&write.instance_id).is_empty(),
+                "a call for an instance in none of the groups: {:?}", write
+            );
         }
     }
 }

@@ -9,4 +9,6 @@ pub mod validate;
 
 pub use maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
 pub use spec::{CommandSpec, MaintenancePlan, MaintenancePlanSpec, OnFailure, Preflight, Schedule, Timeouts};
-pub use status::{Condition, InstancePhase, InstanceStatus, MaintenancePlanStatus, PlanPhase, RunRecord};
+pub use status::{
+    Condition, InstancePhase, InstanceStatus, MaintenancePlanStatus, PlanPhase, RunRecord, TargetGroupRegistration,
+};

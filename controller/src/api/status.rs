@@ -96,6 +96,17 @@ pub struct RunRecord {
     pub message: Option<String>,
 }
 
+/// One target group an instance is taken out of, and the port it is registered on there.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetGroupRegistration {
+    /// ARN of the target group.
+    pub target_group_arn: String,
+    /// The port the instance was registered on in this group (unset: the group's own port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
 /// Phase of a plan as a whole.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum PlanPhase {
@@ -153,9 +164,19 @@ pub struct InstanceStatus {
     #[serde(default)]
     pub out_of_rotation: bool,
 
-    /// The port the instance was registered on, kept so it is registered again on the same.
+    /// The port the instance was registered on, kept so it is registered again on the same
+    /// (with several target groups: its port in the first group of `targetGroups`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
+
+    /// Every target group pitstop takes (or took) the instance out of this try, with its
+    /// port in each: the groups it was registered in when it started, written before the
+    /// first DeregisterTargets, so a restarted controller puts it back into each of them.
+    /// Empty for an instance started by an older pitstop: then the plan's one target group
+    /// and `port` apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["targetGroupArn"]))]
+    pub target_groups: Vec<TargetGroupRegistration>,
 
     /// The drain limit that applies to this instance, in seconds (from `timeouts.drainSeconds`
     /// or the target group's deregistration delay).

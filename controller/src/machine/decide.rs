@@ -11,7 +11,7 @@ use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, Maintenance
 use super::conditions::summarize;
 use super::decision::{Decision, Requeue, Transition};
 use super::instance::{self, DRAIN_MARGIN, PlanContext, Step};
-use super::observed::{Observed, is_active};
+use super::observed::{Observed, groups_out, is_active};
 use super::turn::WAITING_FOR_TURN;
 use super::{dry_run, preflight, reason};
 
@@ -237,7 +237,7 @@ fn start_next(
             ..Step::default()
         };
     }
-    if observed.group.is_none() {
+    if !observed.has_groups(&spec.target_groups()) {
         return Step {
             requeue: Some(Requeue::Poll),
             ..Step::default()
@@ -284,21 +284,34 @@ fn start_next(
                 transitions: Vec::new(),
             }
         }
-        Ok(port) => {
+        Ok(groups) => {
             next.waiting_since = None;
-            // Write-ahead: the status says Draining and out of rotation before the call is
-            // made, so a crash in between can only lead to deregistering (again) and then
-            // putting the instance back, never to forgetting it.
+            // Write-ahead: the status says Draining and out of rotation, and names every
+            // group the instance leaves, before the first call is made, so a crash in between
+            // can only lead to deregistering (again) and then putting the instance back into
+            // each of them, never to forgetting one.
             // Attempts count across runs of the plan, so every try's command tag is new: a
             // later run must never find (and adopt) the command of an earlier one.
             next.attempt += 1;
             next.first_attempt = next.attempt;
-            next.port = port;
+            next.port = groups.first().and_then(|g| g.port);
+            next.target_groups = groups;
             next.out_of_rotation = true;
             next.drain_timeout_seconds = Some(drain_limit);
             next.phase = InstancePhase::Draining;
             next.phase_since = Some(now);
-            let message = format!("deregistering from the target group (drain limit {drain_limit}s)");
+            let message = match next.target_groups.as_slice() {
+                [_] => format!("deregistering from the target group (drain limit {drain_limit}s)"),
+                several => format!(
+                    "deregistering from {} target groups: {} (drain limit {drain_limit}s)",
+                    several.len(),
+                    several
+                        .iter()
+                        .map(|g| preflight::group_name(&g.target_group_arn))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             next.message = Some(message.clone());
             let transition = Transition::instance(
                 &next.instance_id,
@@ -307,13 +320,18 @@ fn start_next(
                 "Deregistering",
                 message,
             );
-            let target = crate::aws::Target {
-                instance_id: next.instance_id.clone(),
-                port,
-            };
+            // One group per round: the next rounds deregister the others (see `drain`).
+            let first = groups_out(spec, next).into_iter().next();
             Step {
-                action: Some(super::Action::Deregister { target }),
-                requeue: Some(Requeue::Poll),
+                action: first.map(|g| super::Action::Deregister {
+                    target_group_arn: g.target_group_arn,
+                    target: g.target,
+                }),
+                requeue: Some(if next.target_groups.len() > 1 {
+                    Requeue::Now
+                } else {
+                    Requeue::Poll
+                }),
                 transitions: vec![transition],
             }
         }

@@ -22,7 +22,7 @@ pub use decide::{PlanView, decide};
 pub use decision::{Action, Decision, Requeue, Transition};
 pub use instance::SEND_LOOKUP_GRACE;
 pub use not_allowed::{NOT_ALLOWED, is_refused, lift_refusal, refuse};
-pub use observed::{CommandView, Observed, Wants, in_flight, wants, wants_at};
+pub use observed::{CommandView, GroupTarget, Observed, Wants, groups_out, in_flight, wants, wants_at};
 pub use outcome::{record_action_failed, record_send_not_made, record_sent};
 pub use reboot_script::reboot_command;
 pub use turn::{WAITING_FOR_TURN, holds_turn, needs_turn};
@@ -30,7 +30,7 @@ pub use turn_queue::{TurnQueue, Waiter};
 
 /// Failure reasons written to `status.instances[].failureReason` and used in events.
 pub mod reason {
-    /// The instance is not a registered target of the group.
+    /// The instance is not a registered target of the group (of any of the plan's groups).
     pub const NOT_IN_TARGET_GROUP: &str = "NotInTargetGroup";
     /// The instance is registered but not healthy.
     pub const INSTANCE_UNHEALTHY: &str = "InstanceUnhealthy";

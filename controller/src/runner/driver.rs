@@ -13,7 +13,7 @@ use crate::aws::{AwsErrorKind, AwsProvider};
 use crate::engine::{StepReport, step};
 use crate::machine::{PlanView, Requeue, holds_turn, in_flight, needs_turn};
 
-use super::group_turns::GroupTurn;
+use super::group_turns::{GroupTurn, PlanTurns};
 use super::state_file::FileStore;
 
 /// How plans are driven.
@@ -108,8 +108,20 @@ pub async fn run_plans(
     interrupt: watch::Receiver<bool>,
 ) -> Vec<PlanOutcome> {
     let mut turns: BTreeMap<String, Arc<GroupTurn>> = BTreeMap::new();
+    let released = Arc::new(tokio::sync::watch::Sender::new(0));
     let drives = plans.into_iter().map(|mut plan| {
-        let turn = turns.entry(plan.spec.target_group_arn.clone()).or_default().clone();
+        let groups = plan
+            .spec
+            .target_groups_in_lock_order()
+            .into_iter()
+            .map(|arn| {
+                turns
+                    .entry(arn.to_owned())
+                    .or_insert_with(|| Arc::new(GroupTurn::notifying(released.clone())))
+                    .clone()
+            })
+            .collect();
+        let turn = PlanTurns::new(groups, released.clone());
         let aws = aws.clone();
         let interrupt = interrupt.clone();
         async move {
@@ -127,7 +139,7 @@ pub async fn run_plans(
 async fn drive(
     aws: &dyn AwsProvider,
     plan: &mut PlanRun,
-    turn: &GroupTurn,
+    turn: &PlanTurns,
     options: &RunOptions,
     observer: &dyn RunObserver,
     mut interrupt: watch::Receiver<bool>,
