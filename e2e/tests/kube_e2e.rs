@@ -932,3 +932,103 @@ async fn a_policy_lets_one_tenants_plan_run_and_refuses_the_others_without_an_aw
     )
     .await;
 }
+
+/// The target group fields on the real apiserver: exactly one of `targetGroupArn` and
+/// `targetGroupArns` (CEL), at most 10 groups (schema), and neither can be changed nor
+/// swapped for the other once the plan exists (CEL transition rules), while a plan naming
+/// one group the old way stays valid and editable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_takes_exactly_one_of_the_target_group_fields_and_keeps_them_immutable() {
+    kube_support::run("target-group-fields", |harness| async move {
+        let plans = harness.plans();
+        let web = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+        let tls = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
+        let plan = |name: &str, fields: serde_json::Value| {
+            let mut spec = serde_json::json!({ "instances": ["i-0123456789abcdef0"], "suspend": true });
+            if let (Some(spec), Some(fields)) = (spec.as_object_mut(), fields.as_object()) {
+                spec.extend(fields.clone());
+            }
+            serde_json::json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "metadata": { "name": name, "namespace": harness.namespace },
+                "spec": spec,
+            })
+        };
+        let apply = |name: &str, object: serde_json::Value| {
+            let plans = plans.clone();
+            let name = name.to_owned();
+            async move {
+                plans
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::apply(kube_support::FIELD_MANAGER).force(),
+                        &kube::api::Patch::Apply(&object),
+                    )
+                    .await
+                    .map_err(|err| err.to_string())
+            }
+        };
+        let eleven: Vec<String> = (0..11).map(|i| format!("{}{i:x}", &web[..web.len() - 1])).collect();
+        for (what, fields, expected) in [
+            (
+                "both fields",
+                serde_json::json!({ "targetGroupArn": web, "targetGroupArns": [tls] }),
+                "set exactly one of targetGroupArn and targetGroupArns",
+            ),
+            (
+                "neither field",
+                serde_json::json!({}),
+                "set exactly one of targetGroupArn and targetGroupArns",
+            ),
+            (
+                "11 target groups",
+                serde_json::json!({ "targetGroupArns": eleven }),
+                "must have at most 10 items",
+            ),
+        ] {
+            let refused = apply("refused", plan("refused", fields)).await;
+            let message = refused.expect_err(what);
+            println!("{what}: {message}");
+            assert!(message.contains(expected), "{what}: {message}");
+        }
+
+        // Several groups: accepted; the list cannot change, nor become the single field.
+        apply(
+            "several",
+            plan("several", serde_json::json!({ "targetGroupArns": [web, tls] })),
+        )
+        .await
+        .expect("a plan of two target groups");
+        let changed = apply(
+            "several",
+            plan("several", serde_json::json!({ "targetGroupArns": [web] })),
+        )
+        .await
+        .expect_err("the list is immutable");
+        println!("changed list: {changed}");
+        assert!(changed.contains("targetGroupArns is immutable"), "{changed}");
+        let swapped = apply("several", plan("several", serde_json::json!({ "targetGroupArn": web })))
+            .await
+            .expect_err("cannot swap for the single field");
+        println!("swapped: {swapped}");
+        assert!(swapped.contains("targetGroupArns is immutable"), "{swapped}");
+
+        // One group the old way: still valid, still editable elsewhere, not swappable.
+        apply("single", plan("single", serde_json::json!({ "targetGroupArn": web })))
+            .await
+            .expect("a plan of one target group, as before");
+        let mut edited = plan("single", serde_json::json!({ "targetGroupArn": web }));
+        edited["spec"]["maxFailures"] = serde_json::json!(1);
+        apply("single", edited).await.expect("other fields stay editable");
+        let swapped = apply(
+            "single",
+            plan("single", serde_json::json!({ "targetGroupArns": [web] })),
+        )
+        .await
+        .expect_err("cannot swap for the list");
+        println!("swapped single: {swapped}");
+        assert!(swapped.contains("targetGroupArn is immutable"), "{swapped}");
+    })
+    .await;
+}
