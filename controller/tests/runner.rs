@@ -306,3 +306,64 @@ async fn a_changed_plan_file_with_the_same_state_file_starts_a_new_run() {
     assert_eq!(fake.writes().iter().filter(|w| w.operation == "SendCommand").count(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `pitstop run` with plans over several target groups: every instance leaves, and comes
+/// back into, both groups on its port in each; plans listing the shared groups in opposite
+/// orders both finish (turns are taken in one sorted order), one instance out per group.
+#[tokio::test]
+async fn plans_sharing_two_groups_in_opposite_orders_both_finish_one_out_per_group() {
+    const TLS: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
+    let fake = instant_fake();
+    fake.add_group(TLS, &IDS, 8443);
+    let plan = |name: &str, instances: &[&str], groups: [&str; 2]| {
+        format!(
+            "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: {name}\nspec:\n  targetGroupArns: [{}]\n  instances: [{}]\n",
+            groups.join(", "),
+            instances.join(", ")
+        )
+    };
+    let yaml = format!(
+        "{}---\n{}",
+        plan("forward", &IDS[..2], [ARN, TLS]),
+        plan("backward", &IDS[2..], [TLS, ARN])
+    );
+    let stores = FileStore::open(None).expect("memory store");
+    let recorder = Recorder::default();
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&yaml, &stores),
+            &options(),
+            &recorder,
+            interrupt,
+        ),
+    )
+    .await
+    .expect("finishes: no deadlock");
+    for outcome in &outcomes {
+        assert_eq!(
+            outcome.status.as_ref().map(|s| s.phase),
+            Some(PlanPhase::Succeeded),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(fake.max_out_at_once(), 1, "one instance out of each group at a time");
+    for id in IDS {
+        for (arn, port) in [(ARN, 8080), (TLS, 8443)] {
+            let calls: Vec<_> = fake
+                .writes()
+                .into_iter()
+                .filter(|w| w.instance_id == id && w.target_group_arn.as_deref() == Some(arn))
+                .map(|w| (w.operation, w.port))
+                .collect();
+            assert_eq!(
+                calls,
+                [("DeregisterTargets", Some(port)), ("RegisterTargets", Some(port))],
+                "{id} in {arn}"
+            );
+            assert!(fake.state(arn, id).is_registered());
+        }
+    }
+}
