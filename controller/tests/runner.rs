@@ -81,6 +81,7 @@ fn options() -> RunOptions {
     RunOptions {
         poll_interval: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
+        ..RunOptions::default()
     }
 }
 

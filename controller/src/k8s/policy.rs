@@ -34,7 +34,8 @@ pub fn requeue_action(requeue: Requeue, poll_interval: Duration) -> Action {
 }
 
 /// The controller's error policy: an unusable object waits for a change, throttling and
-/// conflicts retry soon, anything else backs off per plan (5 s doubling to 5 min).
+/// conflicts retry soon, what waiting does not fix (AWS credentials, IAM, region) backs off
+/// long (1 min doubling to 10 min), anything else backs off per plan (5 s doubling to 5 min).
 pub fn error_policy(plan: Arc<DeserializeGuard<MaintenancePlan>>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = plan_key(&plan);
     let kind = error.kind();
@@ -43,6 +44,7 @@ pub fn error_policy(plan: Arc<DeserializeGuard<MaintenancePlan>>, error: &Error,
         ErrorKind::Throttled => Action::requeue(THROTTLED_DELAY),
         ErrorKind::Conflict => Action::requeue(CONFLICT_DELAY),
         ErrorKind::Kube | ErrorKind::Aws => Action::requeue(ctx.backoff.failed(&key)),
+        ErrorKind::AwsPermanent => Action::requeue(ctx.backoff.failed_permanently(&key)),
     };
     ctx.metrics.reconcile_error(kind.as_str());
     tracing::warn!(plan = %key, kind = %kind, %error, next = ?action, "reconcile failed");

@@ -18,7 +18,7 @@ pub const CONDITION_FAILED: &str = "Failed";
 
 /// Sets one condition, keeping `lastTransitionTime` unless `status` flips, so that a status
 /// that did not really change is written as the same bytes (and the write skipped).
-pub(super) fn set_condition(
+pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,

@@ -15,7 +15,7 @@ mod preflight;
 mod reboot_script;
 mod turn;
 
-pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING};
+pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING, set_condition};
 pub use decide::{PlanView, decide};
 pub use decision::{Action, Decision, Requeue, Transition};
 pub use observed::{CommandView, Observed, Wants, in_flight, wants, wants_at};

@@ -9,10 +9,12 @@ use tokio::sync::watch;
 
 use crate::api::validate::plan_region;
 use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
+use crate::aws::problem::{describe, reason};
 use crate::aws::{AwsErrorKind, AwsProvider};
 use crate::engine::{StepReport, step};
 use crate::machine::{PlanView, Requeue, in_flight};
 
+use super::put_back::put_back_after_failure;
 use super::state_file::FileStore;
 
 /// How plans are driven.
@@ -22,6 +24,9 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     /// Longest wait after repeated errors.
     pub max_backoff: Duration,
+    /// How long AWS may keep failing in a way that could pass by itself (unreachable, 5xx,
+    /// throttled) before the run stops anyway, putting back what is out if it can.
+    pub give_up_after: Duration,
 }
 
 impl Default for RunOptions {
@@ -29,6 +34,7 @@ impl Default for RunOptions {
         Self {
             poll_interval: Duration::from_secs(5),
             max_backoff: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(600),
         }
     }
 }
@@ -62,8 +68,11 @@ pub enum RunEvent<'a> {
     Retry {
         /// Plan name.
         plan: &'a str,
-        /// The error.
+        /// The error, in one line; for an AWS error the operation, region and cause.
         error: String,
+        /// For an AWS error, its cause (the status condition reason, e.g. `AWSUnreachable`);
+        /// the same cause in a row is the same problem still going on.
+        cause: Option<&'static str>,
         /// How long until the retry.
         after: Duration,
     },
@@ -91,6 +100,10 @@ pub struct PlanOutcome {
     pub status: Option<MaintenancePlanStatus>,
     /// True when the run stopped early on request, with no instance out of rotation.
     pub interrupted: bool,
+    /// Set when the run stopped on an AWS failure that waiting does not fix (or that lasted
+    /// [`RunOptions::give_up_after`]): one line saying what failed, the usual fix, and
+    /// whether an instance is still out of its target group.
+    pub aws_failure: Option<String>,
 }
 
 /// Runs all plans. Plans on the same target group run one after another (one instance
@@ -151,6 +164,7 @@ async fn drive(
     let apis = aws.for_region(&region).await;
     let generation = plan.store.generation_for(&plan.spec);
     let mut errors: u32 = 0;
+    let mut failing_since: Option<Timestamp> = None;
     loop {
         let recorded = plan.store.current();
         let busy = recorded.as_ref().and_then(|s| in_flight(&plan.spec, s)).is_some();
@@ -184,6 +198,7 @@ async fn drive(
         {
             Ok(report) => {
                 errors = 0;
+                failing_since = None;
                 observer.event(RunEvent::Step {
                     plan: &plan.name,
                     report: &report,
@@ -200,6 +215,30 @@ async fn drive(
             }
             Err(error) => {
                 errors = errors.saturating_add(1);
+                let since = *failing_since.get_or_insert(now);
+                if let Some(aws) = error.aws() {
+                    let failing_for: Duration = now.duration_since(since).try_into().unwrap_or_default();
+                    let line = if aws.kind.is_permanent() {
+                        Some(describe(aws, &region))
+                    } else if failing_for >= options.give_up_after {
+                        Some(format!(
+                            "{} for {}, giving up",
+                            describe(aws, &region).trim_end_matches("; retrying"),
+                            humantime::format_duration(options.give_up_after)
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(line) = line {
+                        let status = plan.store.current();
+                        let left = put_back_after_failure(&apis, &plan.uid, &plan.spec, status.as_ref()).await;
+                        let line = std::iter::once(line).chain(left).collect::<Vec<_>>().join("; ");
+                        return PlanOutcome {
+                            aws_failure: Some(line),
+                            ..outcome(plan, plan.store.current(), false)
+                        };
+                    }
+                }
                 let throttled = error.aws().is_some_and(|e| e.kind == AwsErrorKind::Throttled);
                 let after = if throttled {
                     Duration::from_secs(2)
@@ -208,7 +247,8 @@ async fn drive(
                 };
                 observer.event(RunEvent::Retry {
                     plan: &plan.name,
-                    error: error.to_string(),
+                    error: error.aws().map_or_else(|| error.to_string(), |e| describe(e, &region)),
+                    cause: error.aws().map(|e| reason(e.kind)),
                     after,
                 });
                 after
@@ -236,5 +276,6 @@ fn outcome(plan: &PlanRun, status: Option<MaintenancePlanStatus>, interrupted: b
         name: plan.name.clone(),
         status,
         interrupted,
+        aws_failure: None,
     }
 }
