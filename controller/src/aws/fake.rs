@@ -38,6 +38,9 @@ pub struct FakeBehaviour {
     pub missing_documents: Vec<String>,
     /// Fail the next N calls with this error kind (throttling, transient...).
     pub fail_next: Option<(u32, AwsErrorKind)>,
+    /// Operations IAM does not allow (e.g. `DeregisterTargets`): they answer AccessDenied,
+    /// with the message AWS gives.
+    pub denied_operations: Vec<&'static str>,
 }
 
 impl Default for FakeBehaviour {
@@ -53,6 +56,7 @@ impl Default for FakeBehaviour {
             hanging_commands: Vec::new(),
             missing_documents: Vec::new(),
             fail_next: None,
+            denied_operations: Vec::new(),
         }
     }
 }
@@ -232,6 +236,18 @@ impl World {
     /// Fails the call if the behaviour says so; counts it either way.
     fn call(&mut self, operation: &'static str) -> Result<(), AwsError> {
         self.calls += 1;
+        if self.behaviour.denied_operations.contains(&operation) {
+            let action = super::iam_action(operation);
+            return Err(AwsError::new(
+                operation,
+                AwsErrorKind::AccessDenied,
+                Some("AccessDenied".to_owned()),
+                format!(
+                    "AccessDenied (HTTP 403): User: arn:aws:sts::123456789012:assumed-role/pitstop/fake is not \
+                     authorized to perform: {action} because no identity-based policy allows the {action} action"
+                ),
+            ));
+        }
         if let Some((remaining, kind)) = self.behaviour.fail_next.as_mut() {
             let kind = *kind;
             *remaining -= 1;

@@ -4,7 +4,7 @@
 //! with its ID, in the run's last line.
 
 use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
-use crate::aws::{AwsApis, AwsErrorKind};
+use crate::aws::{AwsApis, AwsErrorKind, TargetState};
 use crate::k8s::cleanup::{LeftOutReason, cleanup_for};
 
 /// Puts back every instance the status has out of its target group; returns one note per
@@ -20,6 +20,14 @@ pub async fn put_back_after_failure(
     let mut notes = Vec::new();
     for instance in &cleanup.returns {
         let id = instance.target.instance_id.as_str();
+        // The status is written ahead of DeregisterTargets: if that call is what failed,
+        // the instance never left and there is nothing to say about it.
+        if let Ok(health) = apis.target_groups.instance_health(arn, &instance.target).await
+            && matches!(health.state, TargetState::Healthy)
+            && instance.cancel.is_none()
+        {
+            continue;
+        }
         if let Some(command) = &instance.cancel {
             let command_id = match &command.command_id {
                 Some(id) => Some(id.clone()),
