@@ -431,8 +431,8 @@ fn assert_readable(text: &str) {
         "ConstructionFailure(",
         "TimeoutError(",
         "ResponseError(",
-        "source: ",
-        "kind: ",
+        "{ source",
+        "{ kind",
         "Some(",
     ] {
         assert!(!text.contains(debug), "{debug:?} in {text}");

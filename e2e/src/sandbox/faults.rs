@@ -18,6 +18,10 @@ pub struct FaultSettings {
     pub command_failures: BTreeMap<String, i32>,
     /// Share (0.0..=1.0) of AWS calls answered with a throttling error instead of being carried out.
     pub throttle_rate: f64,
+    /// API operations (e.g. `DeregisterTargets`, `SendCommand`) that IAM does not allow: answered with AWS's
+    /// AccessDenied answer (Query XML, HTTP 403, for ELBv2; JSON `AccessDeniedException`, HTTP 400, for SSM) and
+    /// not carried out.
+    pub deny_operations: BTreeSet<String>,
 }
 
 /// A fault switch that cannot be set.
@@ -112,6 +116,17 @@ impl Faults {
         Ok(())
     }
 
+    /// Makes IAM deny `operation` (`true`), or allow it again (`false`).
+    pub fn set_denied(&self, operation: &str, on: bool) {
+        self.settings.send_modify(|s| {
+            if on {
+                s.deny_operations.insert(operation.to_owned());
+            } else {
+                s.deny_operations.remove(operation);
+            }
+        });
+    }
+
     /// Replaces every switch at once, after checking all of them.
     pub fn replace(&self, settings: FaultSettings) -> Result<(), FaultError> {
         if !(0.0..=1.0).contains(&settings.throttle_rate) {
@@ -162,6 +177,11 @@ impl Faults {
         self.settings.borrow().command_failures.get(id).copied()
     }
 
+    /// Whether IAM denies `operation`.
+    pub(crate) fn denies(&self, operation: &str) -> bool {
+        self.settings.borrow().deny_operations.contains(operation)
+    }
+
     /// Draws whether this AWS call is throttled.
     pub(crate) fn should_throttle(&self) -> bool {
         let rate = self.settings.borrow().throttle_rate;
@@ -202,6 +222,18 @@ mod tests {
         assert!((0..100).all(|_| f.should_throttle()));
         f.clear();
         assert_eq!(f.settings(), FaultSettings::default());
+    }
+
+    #[test]
+    fn denied_operations_toggle_and_come_from_json() {
+        let f = faults();
+        f.set_denied("DeregisterTargets", true);
+        assert!(f.denies("DeregisterTargets") && !f.denies("RegisterTargets"));
+        f.set_denied("DeregisterTargets", false);
+        assert!(!f.denies("DeregisterTargets"));
+        f.replace(serde_json::from_str(r#"{"deny_operations":["SendCommand"]}"#).unwrap())
+            .unwrap();
+        assert!(f.denies("SendCommand"));
     }
 
     #[test]
