@@ -189,7 +189,9 @@ async fn a_denied_deregister_names_the_iam_action_and_fails_no_instance() {
 
         for _ in 0..2 {
             let (_, calls) = failed_round(&mut server, &ctx, ErrorKind::AwsPermanent).await;
-            assert_eq!(warnings(&calls), [], "one Event per cause");
+            // Nothing written either: in a cluster every status write wakes the controller
+            // through its watch, and a retry that writes would skip the backoff.
+            assert_eq!(calls, [], "a retry of the same cause changes nothing");
         }
         assert!(fake.state(ARN, IDS[0]).is_registered(), "the instance never left");
 

@@ -15,12 +15,10 @@ use crate::api::MaintenancePlanStatus;
 use crate::aws::problem::{describe, reason};
 use crate::aws::{AwsError, AwsErrorKind};
 use crate::engine::StatusStore;
+pub use crate::machine::CONDITION_STALLED;
 use crate::machine::set_condition;
 
 use super::events::PlanEvents;
-
-/// The condition's type.
-pub const CONDITION_STALLED: &str = "Stalled";
 
 /// Failed rounds in a row before a failure that may pass by itself shows on the status.
 pub const TRANSIENT_SHOWN_AFTER: u32 = 2;

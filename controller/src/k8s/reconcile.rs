@@ -100,7 +100,11 @@ async fn apply(
         // Nothing to read from AWS (the target group may not even be addressable): the
         // state machine fails the plan from its spec alone.
         tracing::warn!(%invalid, "invalid spec");
-        let decision = machine::decide(plan_view, &Observed::default(), now);
+        let mut decision = machine::decide(plan_view, &Observed::default(), now);
+        // No AWS call is made for an invalid spec: an AWS problem shown before is not current.
+        if aws_condition::clear(&mut decision.status) {
+            machine::summarize_again(&mut decision.status, &plan.spec, plan.metadata.generation, now);
+        }
         if recorded.as_ref() != Some(&decision.status) {
             store.save(&decision.status).await.map_err(Error::RecordInvalid)?;
         }
@@ -175,6 +179,7 @@ async fn apply(
         Ok(mut report) => {
             // AWS answered: a problem shown on the status is over.
             if aws_condition::clear(&mut report.status) {
+                machine::summarize_again(&mut report.status, &plan.spec, plan.metadata.generation, now);
                 store
                     .save(&report.status)
                     .await

@@ -15,8 +15,10 @@ mod preflight;
 mod reboot_script;
 mod turn;
 
-pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING, set_condition};
-pub use decide::{PlanView, decide};
+pub use conditions::{
+    CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING, CONDITION_STALLED, set_condition,
+};
+pub use decide::{PlanView, decide, summarize_again};
 pub use decision::{Action, Decision, Requeue, Transition};
 pub use observed::{CommandView, Observed, Wants, in_flight, wants, wants_at};
 pub use outcome::{record_action_failed, record_sent};
