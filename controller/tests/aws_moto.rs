@@ -496,7 +496,7 @@ async fn missing_target_group_is_not_found() {
 }
 
 #[tokio::test]
-async fn missing_target_group_and_document_read_as_one_line_with_the_fix() {
+async fn a_missing_target_group_reads_as_one_line_with_the_fix() {
     let moto = moto();
     let provider = provider(&moto);
     let fleet = fleet(&moto, &provider, "eu-north-1").await;
@@ -520,13 +520,9 @@ async fn missing_target_group_and_document_read_as_one_line_with_the_fix() {
         "{line}"
     );
 
-    let mut request = command(&fleet.registered[0], "pitstop/uid-doc/maintenance/1");
-    request.document_name = "pitstop-no-such-document".to_owned();
-    let error = apis.commands.send(&request).await.expect_err("no such document");
-    println!("{}", pitstop::aws::problem::describe(&error, fleet.region));
-    assert_eq!(error.kind, AwsErrorKind::NotFound, "{error}");
-    assert_eq!(error.code.as_deref(), Some("InvalidDocument"), "{error}");
     assert!(error.kind.is_permanent());
+    // moto accepts SendCommand with any document name; `InvalidDocument` is covered with
+    // SSM's own answer in aws_error_paths.rs.
 }
 
 // ---------------------------------------------------------------------------------------------
