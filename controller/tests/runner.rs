@@ -81,6 +81,7 @@ fn options() -> RunOptions {
     RunOptions {
         poll_interval: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
+        ..RunOptions::default()
     }
 }
 
@@ -305,4 +306,116 @@ async fn a_changed_plan_file_with_the_same_state_file_starts_a_new_run() {
     );
     assert_eq!(fake.writes().iter().filter(|w| w.operation == "SendCommand").count(), 1);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_denied_deregister_ends_the_run_at_once_and_leaves_the_instance_in() {
+    let fake = instant_fake();
+    fake.behave(|b| b.denied_operations = vec!["DeregisterTargets"]);
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let recorder = Recorder::default();
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&plan_yaml("web", &IDS), &stores),
+            &options(),
+            &recorder,
+            interrupt,
+        ),
+    )
+    .await
+    .expect("ends at once, no retrying");
+    let line = outcomes[0].aws_failure.clone().expect("stopped on AWS");
+    println!("{line}");
+    assert_eq!(
+        line,
+        "AWS denied elasticloadbalancing:DeregisterTargets in eu-west-1 (AccessDenied (HTTP 403): User: \
+         arn:aws:sts::123456789012:assumed-role/pitstop/fake is not authorized to perform: \
+         elasticloadbalancing:DeregisterTargets because no identity-based policy allows the \
+         elasticloadbalancing:DeregisterTargets action): allow elasticloadbalancing:DeregisterTargets in the IAM \
+         policy of the identity pitstop runs as"
+    );
+    assert!(!line.contains('\n'));
+    assert_eq!(pitstop::cli::run::exit_code(&outcomes), pitstop::cli::run::EXIT_AWS);
+    assert!(IDS.iter().all(|id| fake.state(ARN, id).is_registered()));
+    assert_eq!(
+        fake.writes().iter().map(|w| w.operation).collect::<Vec<_>>(),
+        Vec::<&str>::new(),
+        "no write went through"
+    );
+    let lines = recorder.lines.lock().expect("lock").join("\n");
+    assert!(!lines.contains("retry"), "{lines}");
+}
+
+#[tokio::test]
+async fn a_denied_send_command_puts_the_instance_back_before_ending_the_run() {
+    let fake = instant_fake();
+    fake.behave(|b| b.denied_operations = vec!["SendCommand"]);
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&plan_yaml("web", &IDS), &stores),
+            &options(),
+            &Recorder::default(),
+            interrupt,
+        ),
+    )
+    .await
+    .expect("ends at once");
+    let line = outcomes[0].aws_failure.clone().expect("stopped on AWS");
+    println!("{line}");
+    assert!(line.starts_with("AWS denied ssm:SendCommand in eu-west-1 ("), "{line}");
+    assert!(
+        line.ends_with("; i-0000000000000000a was out of the target group and is registered again"),
+        "{line}"
+    );
+    assert!(fake.state(ARN, IDS[0]).is_registered(), "put back");
+    assert_eq!(pitstop::cli::run::exit_code(&outcomes), pitstop::cli::run::EXIT_AWS);
+}
+
+#[tokio::test]
+async fn aws_unreachable_is_retried_then_given_up_naming_the_instance_still_out() {
+    let fake = instant_fake();
+    fake.behave(|b| b.command_time = Duration::from_secs(3600));
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let recorder = Recorder::default();
+    let options = RunOptions {
+        give_up_after: Duration::from_millis(300),
+        ..options()
+    };
+    let fake_for_outage = fake.clone();
+    let run = run_plans(
+        Arc::new(fake.clone()),
+        runs(&plan_yaml("web", &IDS), &stores),
+        &options,
+        &recorder,
+        interrupt,
+    );
+    let outage = async move {
+        // Once the first instance is out and its command runs, AWS goes away for good.
+        while fake_for_outage.writes().iter().all(|w| w.operation != "SendCommand") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        fake_for_outage.behave(|b| b.fail_next = Some((u32::MAX, pitstop::aws::AwsErrorKind::Transient)));
+    };
+    let (outcomes, ()) = tokio::time::timeout(Duration::from_secs(10), futures::future::join(run, outage))
+        .await
+        .expect("gives up");
+    let line = outcomes[0].aws_failure.clone().expect("stopped on AWS");
+    println!("{line}");
+    assert!(line.starts_with("AWS unreachable: "), "{line}");
+    assert!(line.contains("giving up"), "{line}");
+    assert!(
+        line.contains("i-0000000000000000a is still out of target group"),
+        "the instance left out is named: {line}"
+    );
+    assert!(!fake.state(ARN, IDS[0]).is_registered());
+    let lines = recorder.lines.lock().expect("lock").join("\n");
+    assert!(lines.contains("web retry AWS unreachable: "), "{lines}");
 }
