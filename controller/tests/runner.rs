@@ -419,3 +419,56 @@ async fn aws_unreachable_is_retried_then_given_up_naming_the_instance_still_out(
     let lines = recorder.lines.lock().expect("lock").join("\n");
     assert!(lines.contains("web retry AWS unreachable: "), "{lines}");
 }
+
+#[tokio::test]
+async fn a_plan_that_stops_on_aws_with_an_instance_still_out_keeps_the_group_and_stops_the_others() {
+    const FOUR: [&str; 4] = [
+        "i-0000000000000000a",
+        "i-0000000000000000b",
+        "i-0000000000000000c",
+        "i-0000000000000000d",
+    ];
+    let fake = FakeAws::new(ARN, &FOUR, jiff::Timestamp::now());
+    fake.behave(|b| {
+        b.drain_time = Duration::ZERO;
+        b.healthy_time = Duration::ZERO;
+        b.command_time = Duration::ZERO;
+        b.invocation_delay = Duration::ZERO;
+        // The first plan's instance goes out, then neither its command nor its return is allowed.
+        b.denied_operations = vec!["SendCommand", "RegisterTargets"];
+    });
+    let yaml = format!(
+        "{}---\n{}",
+        plan_yaml("first", &FOUR[..2]),
+        plan_yaml("second", &FOUR[2..])
+    );
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&yaml, &stores),
+            &options(),
+            &Recorder::default(),
+            interrupt,
+        ),
+    )
+    .await
+    .expect("the run ends: the other plan is stopped, not left waiting for the group");
+    let first = outcomes.iter().find(|o| o.name == "first").expect("first");
+    let second = outcomes.iter().find(|o| o.name == "second").expect("second");
+    assert!(first.still_out, "{first:?}");
+    assert!(
+        first.aws_failure.as_deref().is_some_and(|l| l.contains("is still out")),
+        "{first:?}"
+    );
+    assert!(second.interrupted, "{second:?}");
+    assert_eq!(fake.max_out_at_once(), 1, "the second plan took nothing out");
+    let deregistered = fake
+        .writes()
+        .iter()
+        .filter(|w| w.operation == "DeregisterTargets")
+        .count();
+    assert_eq!(deregistered, 1);
+}
