@@ -66,10 +66,12 @@ bench: haproxy ## pitstop vs naive at 3 instances/200 req/s and 10 instances/100
 chaos: haproxy ## kill -9 and lost answers, repeated under load (~4 min; CHAOS_ARGS="--per-scenario 30s")
 	$(CARGO) build --quiet --workspace --bins
 	./target/debug/pitstop-chaos --out $(WORK)/chaos $(CHAOS_ARGS)
+	@# With a cluster (KUBECONFIG, or KUBE_APISERVER + ETCD) the same for `pitstop controller`; without, SKIPPED lines.
+	$(CARGO) test --quiet -p pitstop-e2e --test kube_reliability -- --nocapture --test-threads=1 2>&1 | grep -E '^[|] |SKIPPED|test result|panicked'
 
 e2e-kube: deps ## End to end against a real apiserver (KUBECONFIG, or KUBE_APISERVER + ETCD); skips loudly without
 	$(CARGO) build --quiet --workspace --bins
-	$(CARGO) test -p pitstop-e2e --test kube_e2e -- --nocapture --test-threads=1
+	$(CARGO) test -p pitstop-e2e --test kube_e2e --test kube_reliability -- --nocapture --test-threads=1
 
 clean-work:
 	rm -rf $(WORK)

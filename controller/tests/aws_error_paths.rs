@@ -20,6 +20,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryMode;
+use pitstop::aws::problem::describe;
 use pitstop::aws::sdk::{
     ApiCallStats, ApiOperation, OperationCounts, SdkCommands, SdkProvider, SdkSettings, SdkTargetGroups, retry_config,
 };
@@ -255,6 +256,9 @@ async fn unreachable_endpoint_is_transient() {
     let error = apis.target_groups.target_health(TG).await.expect_err("nobody listens");
     assert_eq!(error.kind, AwsErrorKind::Transient, "{error}");
     assert_eq!(error.code, None);
+    println!("{}", describe(&error, "me-south-1"));
+    assert_readable(&error.to_string());
+    assert_readable(&describe(&error, "me-south-1"));
     let error = apis.commands.agent_ping(INSTANCE).await.expect_err("nobody listens");
     assert_eq!(error.kind, AwsErrorKind::Transient, "{error}");
 
@@ -293,7 +297,7 @@ async fn target_group_not_found_is_not_found() {
 }
 
 #[tokio::test]
-async fn access_denied_is_rejected() {
+async fn access_denied_names_the_iam_action() {
     let elb_rule = mock!(elbv2::Client::register_targets).then_http_response(|| {
         elb_error(
             403,
@@ -303,8 +307,10 @@ async fn access_denied_is_rejected() {
     });
     let (tg, _) = elb("eu-south-1", 3, &[&elb_rule]);
     let error = tg.register(TG, &target()).await.expect_err("denied");
-    assert_eq!(error.kind, AwsErrorKind::Rejected, "{error}");
+    assert_eq!(error.kind, AwsErrorKind::AccessDenied, "{error}");
     assert_eq!(error.code.as_deref(), Some("AccessDenied"));
+    assert_eq!(error.iam_action(), "elasticloadbalancing:RegisterTargets");
+    assert_readable(&error.to_string());
     assert_eq!(elb_rule.num_calls(), 1, "rejections are not retried");
 
     let ssm_rule = mock!(ssm::Client::send_command).then_http_response(|| {
@@ -319,8 +325,118 @@ async fn access_denied_is_rejected() {
         .send(&request("pitstop/u/maintenance/1"))
         .await
         .expect_err("denied");
-    assert_eq!(error.kind, AwsErrorKind::Rejected, "{error}");
+    assert_eq!(error.kind, AwsErrorKind::AccessDenied, "{error}");
     assert_eq!(error.code.as_deref(), Some("AccessDeniedException"));
+    assert_eq!(error.iam_action(), "ssm:SendCommand");
+    let line = describe(&error, "eu-south-1");
+    assert!(
+        line.starts_with("AWS denied ssm:SendCommand in eu-south-1 (AccessDeniedException (HTTP 400)"),
+        "{line}"
+    );
+    assert_readable(&line);
+}
+
+#[tokio::test]
+async fn refused_credentials_are_credentials() {
+    for (code, status) in [
+        ("InvalidClientTokenId", 403),
+        ("ExpiredToken", 400),
+        ("SignatureDoesNotMatch", 403),
+    ] {
+        let rule = mock!(elbv2::Client::describe_target_health).then_http_response(move || {
+            elb_error(status, code, "The security token included in the request is invalid.")
+        });
+        let (tg, _) = elb("ap-south-2", 3, &[&rule]);
+        let error = tg.target_health(TG).await.expect_err(code);
+        assert_eq!(error.kind, AwsErrorKind::Credentials, "{code}: {error}");
+        assert_eq!(rule.num_calls(), 1, "{code} is not retried");
+        assert_readable(&describe(&error, "ap-south-2"));
+    }
+    let rule = mock!(ssm::Client::describe_instance_information).then_http_response(|| {
+        ssm_error(
+            400,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
+    });
+    let (commands, _) = ssm("ap-south-2", 3, &[&rule]);
+    let error = commands.agent_ping(INSTANCE).await.expect_err("refused");
+    assert_eq!(error.kind, AwsErrorKind::Credentials, "{error}");
+}
+
+/// A real credential provider of the SDK's default chain (the profile file one) that finds
+/// no credentials: the error the SDK raises before sending anything.
+#[tokio::test]
+#[allow(deprecated)] // ProfileFiles is aws-runtime's EnvConfigFiles, a crate pitstop does not depend on
+async fn no_credentials_is_credentials_in_one_readable_line() {
+    let dir = std::env::temp_dir().join(format!("pitstop-no-credentials-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let empty = dir.join("credentials");
+    std::fs::write(&empty, "").expect("empty credentials file");
+    let files = aws_config::profile::profile_file::ProfileFiles::builder()
+        .with_file(aws_config::profile::profile_file::ProfileFileKind::Credentials, &empty)
+        .with_file(aws_config::profile::profile_file::ProfileFileKind::Config, &empty)
+        .build();
+    let profile = aws_config::profile::ProfileFileCredentialsProvider::builder()
+        .profile_files(files)
+        .profile_name("pitstop-test-missing")
+        .build();
+    let provider = SdkProvider::new(SdkSettings {
+        max_attempts: 1,
+        endpoint_url: Some("http://127.0.0.1:9".to_owned()),
+        credentials: Some(aws_sdk_ssm::config::SharedCredentialsProvider::new(profile)),
+        ..SdkSettings::default()
+    });
+    let apis = provider.for_region("ca-west-1").await;
+    let error = apis.target_groups.target_health(TG).await.expect_err("no credentials");
+    assert_eq!(error.kind, AwsErrorKind::Credentials, "{error}");
+    let line = describe(&error, "ca-west-1");
+    println!("{line}");
+    assert!(
+        line.starts_with("no AWS credentials for DescribeTargetHealth in ca-west-1 ("),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run where an instance role is available (in a cluster: IRSA or EKS Pod Identity on the controller's service account)"),
+        "{line}"
+    );
+    assert_readable(&line);
+    assert_readable(&error.to_string());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_region_without_an_endpoint_is_endpoint() {
+    let provider = SdkProvider::new(SdkSettings {
+        max_attempts: 1,
+        credentials: Some(aws_sdk_ssm::config::SharedCredentialsProvider::new(Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        ))),
+        ..SdkSettings::default()
+    });
+    let apis = provider.for_region("not a region").await;
+    let error = apis.target_groups.target_health(TG).await.expect_err("no endpoint");
+    println!("{}", describe(&error, "not a region"));
+    assert_eq!(error.kind, AwsErrorKind::Endpoint, "{error}");
+    assert_readable(&error.to_string());
+}
+
+/// No `Debug` rendering of an SDK error (what `DisplayErrorContext` appends, or `{:?}`):
+/// Rust struct and variant syntax has no place in a log line or a status message.
+fn assert_readable(text: &str) {
+    for debug in [
+        "DispatchFailure(",
+        "ConnectorError {",
+        "ServiceError(",
+        "ConstructionFailure(",
+        "TimeoutError(",
+        "ResponseError(",
+        "{ source",
+        "{ kind",
+        "Some(",
+    ] {
+        assert!(!text.contains(debug), "{debug:?} in {text}");
+    }
 }
 
 #[tokio::test]

@@ -495,6 +495,36 @@ async fn missing_target_group_is_not_found() {
     }
 }
 
+#[tokio::test]
+async fn a_missing_target_group_reads_as_one_line_with_the_fix() {
+    let moto = moto();
+    let provider = provider(&moto);
+    let fleet = fleet(&moto, &provider, "eu-north-1").await;
+    let apis = provider.for_region(fleet.region).await;
+    let missing = fleet.target_group_arn.replace("pitstop-eu-north-1", "pitstop-gone");
+    let error = apis
+        .target_groups
+        .target_health(&missing)
+        .await
+        .expect_err("no such group");
+    let line = pitstop::aws::problem::describe(&error, fleet.region);
+    println!("{line}");
+    assert!(
+        line.starts_with(
+            "DescribeTargetHealth in eu-north-1 found nothing to work on (TargetGroupNotFound (HTTP 400): "
+        ),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(": check the plan's target group ARN, instance IDs and SSM document names"),
+        "{line}"
+    );
+
+    assert!(error.kind.is_permanent());
+    // moto accepts SendCommand with any document name; `InvalidDocument` is covered with
+    // SSM's own answer in aws_error_paths.rs.
+}
+
 // ---------------------------------------------------------------------------------------------
 // Commands
 // ---------------------------------------------------------------------------------------------

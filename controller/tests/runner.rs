@@ -81,6 +81,7 @@ fn options() -> RunOptions {
     RunOptions {
         poll_interval: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
+        ..RunOptions::default()
     }
 }
 
@@ -305,6 +306,171 @@ async fn a_changed_plan_file_with_the_same_state_file_starts_a_new_run() {
     );
     assert_eq!(fake.writes().iter().filter(|w| w.operation == "SendCommand").count(), 1);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_denied_deregister_ends_the_run_at_once_and_leaves_the_instance_in() {
+    let fake = instant_fake();
+    fake.behave(|b| b.denied_operations = vec!["DeregisterTargets"]);
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let recorder = Recorder::default();
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&plan_yaml("web", &IDS), &stores),
+            &options(),
+            &recorder,
+            interrupt,
+        ),
+    )
+    .await
+    .expect("ends at once, no retrying");
+    let line = outcomes[0].aws_failure.clone().expect("stopped on AWS");
+    println!("{line}");
+    assert_eq!(
+        line,
+        "AWS denied elasticloadbalancing:DeregisterTargets in eu-west-1 (AccessDenied (HTTP 403): User: \
+         arn:aws:sts::123456789012:assumed-role/pitstop/fake is not authorized to perform: \
+         elasticloadbalancing:DeregisterTargets because no identity-based policy allows the \
+         elasticloadbalancing:DeregisterTargets action): allow elasticloadbalancing:DeregisterTargets in the IAM \
+         policy of the identity pitstop runs as"
+    );
+    assert!(!line.contains('\n'));
+    assert_eq!(pitstop::cli::run::exit_code(&outcomes), pitstop::cli::run::EXIT_AWS);
+    assert!(IDS.iter().all(|id| fake.state(ARN, id).is_registered()));
+    assert_eq!(
+        fake.writes().iter().map(|w| w.operation).collect::<Vec<_>>(),
+        Vec::<&str>::new(),
+        "no write went through"
+    );
+    let lines = recorder.lines.lock().expect("lock").join("\n");
+    assert!(!lines.contains("retry"), "{lines}");
+}
+
+#[tokio::test]
+async fn a_denied_send_command_puts_the_instance_back_before_ending_the_run() {
+    let fake = instant_fake();
+    fake.behave(|b| b.denied_operations = vec!["SendCommand"]);
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&plan_yaml("web", &IDS), &stores),
+            &options(),
+            &Recorder::default(),
+            interrupt,
+        ),
+    )
+    .await
+    .expect("ends at once");
+    let line = outcomes[0].aws_failure.clone().expect("stopped on AWS");
+    println!("{line}");
+    assert!(line.starts_with("AWS denied ssm:SendCommand in eu-west-1 ("), "{line}");
+    assert!(
+        line.ends_with("; i-0000000000000000a was out of the target group and is registered again"),
+        "{line}"
+    );
+    assert!(fake.state(ARN, IDS[0]).is_registered(), "put back");
+    assert_eq!(pitstop::cli::run::exit_code(&outcomes), pitstop::cli::run::EXIT_AWS);
+}
+
+#[tokio::test]
+async fn aws_unreachable_is_retried_then_given_up_naming_the_instance_still_out() {
+    let fake = instant_fake();
+    fake.behave(|b| b.command_time = Duration::from_secs(3600));
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let recorder = Recorder::default();
+    let options = RunOptions {
+        give_up_after: Duration::from_millis(300),
+        ..options()
+    };
+    let fake_for_outage = fake.clone();
+    let run = run_plans(
+        Arc::new(fake.clone()),
+        runs(&plan_yaml("web", &IDS), &stores),
+        &options,
+        &recorder,
+        interrupt,
+    );
+    let outage = async move {
+        // Once the first instance is out and its command runs, AWS goes away for good.
+        while fake_for_outage.writes().iter().all(|w| w.operation != "SendCommand") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        fake_for_outage.behave(|b| b.fail_next = Some((u32::MAX, pitstop::aws::AwsErrorKind::Transient)));
+    };
+    let (outcomes, ()) = tokio::time::timeout(Duration::from_secs(10), futures::future::join(run, outage))
+        .await
+        .expect("gives up");
+    let line = outcomes[0].aws_failure.clone().expect("stopped on AWS");
+    println!("{line}");
+    assert!(line.starts_with("AWS unreachable: "), "{line}");
+    assert!(line.contains("giving up"), "{line}");
+    assert!(
+        line.contains("i-0000000000000000a is still out of target group"),
+        "the instance left out is named: {line}"
+    );
+    assert!(!fake.state(ARN, IDS[0]).is_registered());
+    let lines = recorder.lines.lock().expect("lock").join("\n");
+    assert!(lines.contains("web retry AWS unreachable: "), "{lines}");
+}
+
+#[tokio::test]
+async fn a_plan_that_stops_on_aws_with_an_instance_still_out_keeps_the_group_and_stops_the_others() {
+    const FOUR: [&str; 4] = [
+        "i-0000000000000000a",
+        "i-0000000000000000b",
+        "i-0000000000000000c",
+        "i-0000000000000000d",
+    ];
+    let fake = FakeAws::new(ARN, &FOUR, jiff::Timestamp::now());
+    fake.behave(|b| {
+        b.drain_time = Duration::ZERO;
+        b.healthy_time = Duration::ZERO;
+        b.command_time = Duration::ZERO;
+        b.invocation_delay = Duration::ZERO;
+        // The first plan's instance goes out, then neither its command nor its return is allowed.
+        b.denied_operations = vec!["SendCommand", "RegisterTargets"];
+    });
+    let yaml = format!(
+        "{}---\n{}",
+        plan_yaml("first", &FOUR[..2]),
+        plan_yaml("second", &FOUR[2..])
+    );
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&yaml, &stores),
+            &options(),
+            &Recorder::default(),
+            interrupt,
+        ),
+    )
+    .await
+    .expect("the run ends: the other plan is stopped, not left waiting for the group");
+    let first = outcomes.iter().find(|o| o.name == "first").expect("first");
+    let second = outcomes.iter().find(|o| o.name == "second").expect("second");
+    assert!(first.still_out, "{first:?}");
+    assert!(
+        first.aws_failure.as_deref().is_some_and(|l| l.contains("is still out")),
+        "{first:?}"
+    );
+    assert!(second.interrupted, "{second:?}");
+    assert_eq!(fake.max_out_at_once(), 1, "the second plan took nothing out");
+    let deregistered = fake
+        .writes()
+        .iter()
+        .filter(|w| w.operation == "DeregisterTargets")
+        .count();
+    assert_eq!(deregistered, 1);
 }
 
 /// `pitstop run` with plans over several target groups: every instance leaves, and comes

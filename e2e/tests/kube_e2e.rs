@@ -19,6 +19,7 @@ use kube::ResourceExt;
 use kube::api::DeleteParams;
 use pitstop::api::{InstancePhase, PlanPhase};
 use pitstop::k8s::FINALIZER;
+use pitstop::k8s::aws_condition::CONDITION_STALLED;
 use pitstop::k8s::target_group_lock::{ANNOTATION_WAITING, lease_name};
 use pitstop::machine::{CONDITION_COMPLETE, reason};
 use pitstop_e2e::sandbox::CallOutcome;
@@ -586,6 +587,121 @@ fn out_of_rotation_seconds(metrics: &str, id: &str) -> f64 {
 /// What can be checked without a cluster, so that the parts of the real path that do not
 /// need one run everywhere: the CRD the test installs, the kubeconfig it writes for the
 /// ServiceAccount, and (with the project's venv) the chart's RBAC it applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_deregister_stalls_the_plan_until_the_policy_allows_it() {
+    kube_support::run(
+        "a_denied_deregister_stalls_the_plan_until_the_policy_allows_it",
+        |h: Harness| async move {
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            fleet.sandbox.faults().set_denied("DeregisterTargets", true);
+            let name = "denied";
+            fleet.apply_plan(name).await;
+
+            let stalled_with = |plan: &pitstop::api::MaintenancePlan, reason: &str| {
+                plan.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == CONDITION_STALLED && c.status == "True" && c.reason == reason)
+                })
+            };
+            let plan = fleet
+                .wait_for_plan(name, "Stalled AWSAccessDenied", STEP_LIMIT, |p| {
+                    stalled_with(p, "AWSAccessDenied")
+                })
+                .await;
+            let status = plan.status.clone().expect("a status");
+            let message = status.message.clone().unwrap_or_default();
+            println!("status.message: {message}");
+            let action = "elasticloadbalancing:DeregisterTargets";
+            assert!(
+                message.starts_with(&format!(
+                    "AWS denied {action} in {} (AccessDenied (HTTP 403): User: ",
+                    fleet.sandbox.region()
+                )),
+                "{status:#?}"
+            );
+            assert!(
+                message.ends_with(&format!(
+                    "allow {action} in the IAM policy of the identity pitstop runs as"
+                )),
+                "{message}"
+            );
+            assert!(
+                status.instances.iter().all(|i| i.phase != InstancePhase::Failed),
+                "{status:#?}"
+            );
+            let events = fleet
+                .wait_for_events(name, "a Warning AWSAccessDenied", |events| {
+                    events.iter().any(|e| e.reason.as_deref() == Some("AWSAccessDenied"))
+                })
+                .await;
+            let denied: Vec<_> = events
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("AWSAccessDenied"))
+                .collect();
+            assert_eq!(
+                denied.len(),
+                1,
+                "{:#?}",
+                events.iter().map(describe_event).collect::<Vec<_>>()
+            );
+            assert_eq!(denied[0].type_.as_deref(), Some("Warning"));
+            assert_eq!(denied[0].note.as_deref(), Some(message.as_str()));
+            let ids = fleet.sandbox.instance_ids();
+            for id in &ids {
+                assert!(!fleet.is_out(id).await, "{id} never left the group");
+            }
+
+            // Retries wait for the backoff: the status writes of a failed round wake the
+            // controller through its watch once, and a retry that changes nothing writes nothing.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let tries = fleet
+                .sandbox
+                .call_log()
+                .writes()
+                .iter()
+                .filter(|w| w.operation == "DeregisterTargets")
+                .count();
+            println!("DeregisterTargets tried {tries} times while denied");
+            assert!(tries <= 3, "no retry loop: {tries} tries");
+
+            // The policy is fixed; the plan is not touched. The next try (after the long
+            // backoff's first minute) goes through and the condition goes away.
+            fleet.sandbox.faults().set_denied("DeregisterTargets", false);
+            fleet
+                .wait_for_plan(name, "Stalled gone", Duration::from_secs(150), |p| {
+                    !stalled_with(p, "AWSAccessDenied")
+                })
+                .await;
+            let plan = fleet
+                .wait_for_plan(name, "phase Succeeded", PLAN_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+            let status = plan.status.clone().expect("a status");
+            assert!(
+                status.conditions.iter().all(|c| c.type_ != CONDITION_STALLED),
+                "{status:#?}"
+            );
+            let events = fleet.events_for(name).await;
+            let denied = events
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("AWSAccessDenied"))
+                .count();
+            assert_eq!(denied, 1, "one Event for the cause, none per retry");
+            assert!(
+                events
+                    .iter()
+                    .filter(|e| e.reason.as_deref() == Some("AWSAccessDenied"))
+                    .all(|e| e.series.is_none()),
+                "not repeated as a series"
+            );
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn the_objects_the_cluster_tests_apply_are_well_formed() {
     let crd = kube_support::crd_from_repo();

@@ -259,7 +259,9 @@ fn summary_table_shows_outcomes_backends_phases_and_minimum() {
     );
     assert!(summary.starts_with("naive reboot & <friends> (mode: naive)"));
     assert!(
-        summary.contains("total maintenance time: 4.0 s (minimum 3.0 s: +1.0 s, 1.33x)"),
+        summary.contains(
+            "maintenance time (first instance out to last instance back): 4.0 s (minimum 3.0 s: +1.0 s, 1.33x)"
+        ),
         "{summary}"
     );
 }
@@ -271,7 +273,9 @@ fn summary_table_without_bands_or_minimum() {
     let summary = summary_table(&report, None);
     assert!(summary.contains("no instance phases recorded"));
     assert!(
-        summary.trim_end().ends_with("total maintenance time: 0.0 s"),
+        summary
+            .trim_end()
+            .ends_with("maintenance time (first instance out to last instance back): 0.0 s"),
         "{summary}"
     );
 }

@@ -64,7 +64,9 @@ pub struct MaintenancePlanStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["instanceId"]))]
     pub instances: Vec<InstanceStatus>,
 
-    /// Standard conditions, one per `type`: Accepted, Progressing, Complete, Failed.
+    /// Standard conditions, one per `type`: Accepted, Progressing, Complete, Failed; and Stalled
+    /// (reason AWSCredentials, AWSAccessDenied, AWSEndpoint, AWSNotFound, AWSRejected or
+    /// AWSUnreachable) while the plan's AWS calls fail, removed when AWS answers again.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -43,6 +43,9 @@ pub struct FakeBehaviour {
     pub lose_next_answers: u32,
     /// How long ListCommands takes to show a new command (AWS's lists are eventually consistent).
     pub list_lag: Duration,
+    /// Operations IAM does not allow (e.g. `DeregisterTargets`): they answer AccessDenied,
+    /// with the message AWS gives.
+    pub denied_operations: Vec<&'static str>,
 }
 
 impl Default for FakeBehaviour {
@@ -60,6 +63,7 @@ impl Default for FakeBehaviour {
             fail_next: None,
             lose_next_answers: 0,
             list_lag: Duration::ZERO,
+            denied_operations: Vec::new(),
         }
     }
 }
@@ -264,6 +268,18 @@ impl World {
     /// Fails the call if the behaviour says so; counts it either way.
     fn call(&mut self, operation: &'static str) -> Result<(), AwsError> {
         self.calls += 1;
+        if self.behaviour.denied_operations.contains(&operation) {
+            let action = super::iam_action(operation);
+            return Err(AwsError::new(
+                operation,
+                AwsErrorKind::AccessDenied,
+                Some("AccessDenied".to_owned()),
+                format!(
+                    "AccessDenied (HTTP 403): User: arn:aws:sts::123456789012:assumed-role/pitstop/fake is not \
+                     authorized to perform: {action} because no identity-based policy allows the {action} action"
+                ),
+            ));
+        }
         if let Some((remaining, kind)) = self.behaviour.fail_next.as_mut() {
             let kind = *kind;
             *remaining -= 1;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 pub mod fake;
 pub mod metered;
+pub mod problem;
 pub mod sdk;
 
 /// An instance target of a target group, with the port it is registered on (None: the
@@ -287,11 +288,54 @@ pub enum AwsErrorKind {
     Rejected,
     /// Network trouble, timeouts, 5xx: try again with backoff.
     Transient,
+    /// No usable credentials: none found by the credential chain, or AWS refused the ones it
+    /// found (invalid or expired token, bad signature). Someone must fix the setup.
+    Credentials,
+    /// The credentials are fine but IAM does not allow the action (`AccessDenied`,
+    /// `UnauthorizedOperation`); [`AwsError::iam_action`] names it. Someone must fix the policy.
+    AccessDenied,
+    /// There is no endpoint to call: an unknown region, or an endpoint setting whose host
+    /// does not exist. Someone must fix the setup.
+    Endpoint,
+}
+
+impl AwsErrorKind {
+    /// True for the failures that waiting does not fix: the setup (credentials, IAM policy,
+    /// region or endpoint) or the plan (a target group, instance or document that does not
+    /// exist, a request AWS refuses) must change first.
+    pub fn is_permanent(self) -> bool {
+        !matches!(self, Self::Throttled | Self::Transient)
+    }
+
+    /// True for the failures of the setup rather than of the plan: credentials, IAM, region.
+    /// They are never held against an instance: the plan waits until the setup is fixed.
+    pub fn is_setup(self) -> bool {
+        matches!(self, Self::Credentials | Self::AccessDenied | Self::Endpoint)
+    }
+
+    /// Lower-case name, as used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::NotFound => "not_found",
+            Self::Rejected => "rejected",
+            Self::Transient => "transient",
+            Self::Credentials => "credentials",
+            Self::AccessDenied => "access_denied",
+            Self::Endpoint => "endpoint",
+        }
+    }
+}
+
+impl fmt::Display for AwsErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A failed AWS call.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{operation} failed ({kind:?}): {message}")]
+#[error("{operation} failed ({kind}): {message}")]
 pub struct AwsError {
     /// The API operation, e.g. `DeregisterTargets`.
     pub operation: &'static str,
@@ -325,6 +369,30 @@ impl AwsError {
         self.outcome_unknown = true;
         self
     }
+
+    /// The IAM action of the failed call, as AWS names it in policies and in AccessDenied
+    /// messages: `elasticloadbalancing:DeregisterTargets`, `ssm:SendCommand`.
+    pub fn iam_action(&self) -> String {
+        iam_action(self.operation)
+    }
+}
+
+/// The IAM action of an API operation pitstop calls (the ELBv2 operations start with the
+/// words of their resources; everything else pitstop calls is SSM).
+pub fn iam_action(operation: &str) -> String {
+    const ELBV2: &[&str] = &[
+        "DescribeTargetHealth",
+        "DescribeTargetGroupAttributes",
+        "DescribeTargetGroups",
+        "DeregisterTargets",
+        "RegisterTargets",
+    ];
+    let service = if ELBV2.contains(&operation) {
+        "elasticloadbalancing"
+    } else {
+        "ssm"
+    };
+    format!("{service}:{operation}")
 }
 
 /// Both AWS services for one region.

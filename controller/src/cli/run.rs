@@ -1,9 +1,10 @@
 //! `pitstop run PLAN.yaml`: the controller's engine without a cluster, with live progress
 //! on the terminal and the final status printed as YAML.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::api::{MaintenancePlan, PlanPhase};
 use crate::aws::AwsProvider;
+use crate::aws::problem::REASON_THROTTLED;
 use crate::runner::{FileStore, PlanOutcome, PlanRun, RunEvent, RunObserver, RunOptions, load_plans, run_plans};
 
 /// Arguments of `pitstop run`.
@@ -38,6 +40,11 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code when a plan is suspended (`spec.suspend`): nothing failed, nothing finished.
 pub const EXIT_SUSPENDED: u8 = 3;
+/// Exit code when the run stopped on an AWS failure that waiting does not fix (no
+/// credentials, an action IAM does not allow, an unknown region, a target group or document
+/// that does not exist), or on AWS unreachable for longer than the run waits. The last line
+/// on standard error says what failed, the usual fix, and any instance still out.
+pub const EXIT_AWS: u8 = 4;
 /// Exit code when the run was interrupted (after putting the in-flight instance back).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -105,13 +112,20 @@ pub async fn run(args: RunArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Result<Exi
     let outcomes = run_plans(aws, runs, &options, &progress, interrupt).await;
     progress.finish(&outcomes);
     print_final(&plans, &outcomes).context("printing the final status")?;
+    for outcome in &outcomes {
+        if let Some(line) = &outcome.aws_failure {
+            eprintln!("pitstop: {}: {line}", outcome.name);
+        }
+    }
     Ok(ExitCode::from(exit_code(&outcomes)))
 }
 
 /// The exit code for a set of outcomes.
 pub fn exit_code(outcomes: &[PlanOutcome]) -> u8 {
     let phase = |o: &PlanOutcome| o.status.as_ref().map(|s| s.phase);
-    if outcomes.iter().any(|o| phase(o) == Some(PlanPhase::Failed)) {
+    if outcomes.iter().any(|o| o.aws_failure.is_some()) {
+        EXIT_AWS
+    } else if outcomes.iter().any(|o| phase(o) == Some(PlanPhase::Failed)) {
         EXIT_FAILED
     } else if outcomes.iter().any(|o| o.interrupted) {
         EXIT_INTERRUPTED
@@ -142,6 +156,8 @@ fn print_final(plans: &[MaintenancePlan], outcomes: &[PlanOutcome]) -> anyhow::R
 struct TerminalProgress {
     multi: MultiProgress,
     bars: Vec<(String, ProgressBar)>,
+    /// Per plan, the cause of the last failed round printed (cleared by a good round).
+    last_retry: Mutex<HashMap<String, String>>,
 }
 
 impl TerminalProgress {
@@ -162,7 +178,11 @@ impl TerminalProgress {
                 (name, bar)
             })
             .collect();
-        Self { multi, bars }
+        Self {
+            multi,
+            bars,
+            last_retry: Mutex::default(),
+        }
     }
 
     fn bar(&self, plan: &str) -> Option<&ProgressBar> {
@@ -180,11 +200,15 @@ impl TerminalProgress {
     fn finish(&self, outcomes: &[PlanOutcome]) {
         for outcome in outcomes {
             if let Some(bar) = self.bar(&outcome.name) {
-                let message = outcome
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.message.clone())
-                    .unwrap_or_else(|| "not started".to_owned());
+                let message = if outcome.aws_failure.is_some() {
+                    "stopped on an AWS error (below)".to_owned()
+                } else {
+                    outcome
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.message.clone())
+                        .unwrap_or_else(|| "not started".to_owned())
+                };
                 bar.finish_with_message(message);
             }
         }
@@ -195,6 +219,10 @@ impl RunObserver for TerminalProgress {
     fn event(&self, event: RunEvent<'_>) {
         match event {
             RunEvent::Step { plan, report, at } => {
+                self.last_retry
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(plan);
                 for t in &report.transitions {
                     let subject = t.instance_id.as_deref().unwrap_or("plan");
                     let message = if t.message.is_empty() {
@@ -217,11 +245,31 @@ impl RunObserver for TerminalProgress {
                     bar.set_message(current.unwrap_or_else(|| format!("{:?}", report.status.phase)));
                 }
             }
-            RunEvent::Retry { plan, error, after } => {
-                self.line(format!(
-                    "{plan}: {error}; retrying in {}",
-                    humantime::format_duration(after)
-                ));
+            RunEvent::Retry {
+                plan,
+                error,
+                cause,
+                after,
+            } => {
+                let after = humantime::format_duration(after);
+                if let Some(bar) = self.bar(plan) {
+                    let what = if cause == Some(REASON_THROTTLED) {
+                        "AWS throttling"
+                    } else {
+                        "AWS unreachable"
+                    };
+                    bar.set_message(match cause {
+                        Some(_) => format!("{what}, retrying in {after}"),
+                        None => format!("retrying in {after}"),
+                    });
+                }
+                // One line per cause, not per retry: the bar shows that it goes on.
+                let mut last = self.last_retry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let key = cause.map_or_else(|| error.clone(), str::to_owned);
+                if last.get(plan).is_none_or(|previous| *previous != key) {
+                    self.line(format!("{plan}: {error}"));
+                    last.insert(plan.to_owned(), key);
+                }
             }
             RunEvent::Queued { plan, behind } => {
                 self.line(format!(

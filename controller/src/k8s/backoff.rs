@@ -15,6 +15,13 @@ const CAP: Duration = Duration::from_secs(300);
 
 /// First wait of the short retry.
 const SHORT_BASE: Duration = Duration::from_secs(1);
+/// First wait after a failure that waiting does not fix (credentials, IAM, region, a missing
+/// target group): nothing changes on its own, so asking AWS every few seconds only fills
+/// the logs and CloudTrail.
+const PERMANENT_BASE: Duration = Duration::from_secs(60);
+/// Longest wait after such failures: a fixed setup is picked up within this long, without
+/// touching the plan.
+const PERMANENT_CAP: Duration = Duration::from_secs(600);
 
 /// Consecutive failures per plan (`namespace/name`).
 #[derive(Debug, Default)]
@@ -40,6 +47,22 @@ impl ErrorBackoff {
         let count = failures.entry(plan.to_owned()).or_insert(0);
         *count = count.saturating_add(1);
         short_delay(*count, cap)
+    }
+
+    /// Counts a failure of `plan` that waiting does not fix and returns the wait before its
+    /// next try: 1 min, 2 min, 4 min, 8 min, then 10 min.
+    pub fn failed_permanently(&self, plan: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(plan.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        let doublings = count.saturating_sub(1).min(16);
+        PERMANENT_BASE.saturating_mul(1u32 << doublings).min(PERMANENT_CAP)
+    }
+
+    /// How many times in a row `plan` failed so far (0 after a success).
+    pub fn failures(&self, plan: &str) -> u32 {
+        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        failures.get(plan).copied().unwrap_or(0)
     }
 
     /// Forgets the failures of `plan` after a successful reconcile.
@@ -97,5 +120,16 @@ mod tests {
             Duration::from_millis(100),
             "never a busy loop"
         );
+    }
+
+    #[test]
+    fn permanent_failures_wait_long_and_count_with_the_others() {
+        let backoff = ErrorBackoff::default();
+        assert_eq!(backoff.failures("ns/a"), 0);
+        let waits: Vec<u64> = (0..6).map(|_| backoff.failed_permanently("ns/a").as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 600, 600]);
+        assert_eq!(backoff.failures("ns/a"), 6);
+        backoff.succeeded("ns/a");
+        assert_eq!(backoff.failures("ns/a"), 0);
     }
 }

@@ -60,6 +60,9 @@ pub enum ErrorKind {
     Kube,
     /// AWS failed otherwise (network, 5xx, a refused call): back off.
     Aws,
+    /// AWS cannot be used as set up (credentials, IAM policy, region or endpoint) or the plan
+    /// names something that does not exist: back off long, nothing here fixes it.
+    AwsPermanent,
 }
 
 impl ErrorKind {
@@ -71,6 +74,7 @@ impl ErrorKind {
             Self::Conflict => "conflict",
             Self::Kube => "kube",
             Self::Aws => "aws",
+            Self::AwsPermanent => "aws_permanent",
         }
     }
 }
@@ -100,7 +104,9 @@ impl Error {
 fn aws_kind(error: &AwsError) -> ErrorKind {
     match error.kind {
         AwsErrorKind::Throttled => ErrorKind::Throttled,
-        AwsErrorKind::NotFound | AwsErrorKind::Rejected | AwsErrorKind::Transient => ErrorKind::Aws,
+        AwsErrorKind::Transient => ErrorKind::Aws,
+        kind if kind.is_permanent() => ErrorKind::AwsPermanent,
+        _ => ErrorKind::Aws,
     }
 }
 

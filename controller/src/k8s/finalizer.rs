@@ -111,7 +111,7 @@ async fn register_again(
             done.push(format!("nothing to register: {}", error.message));
         }
         Err(error) => {
-            if error.kind == AwsErrorKind::Rejected {
+            if error.kind == AwsErrorKind::Rejected || error.kind.is_setup() {
                 // Retrying will not help by itself; say so where the user looks.
                 let message = format!(
                     "the plan was deleted but AWS refuses to register the instance again ({}); \
@@ -132,8 +132,14 @@ async fn register_again(
 /// failures are worth another try; a command or instance SSM does not know is done with.
 fn best_effort<T>(error: AwsError) -> Result<Option<T>, AwsError> {
     match error.kind {
-        AwsErrorKind::Throttled | AwsErrorKind::Transient => Err(error),
-        AwsErrorKind::NotFound | AwsErrorKind::Rejected => {
+        // Without credentials or an endpoint the register that follows cannot work either:
+        // retried until the setup is fixed.
+        AwsErrorKind::Throttled | AwsErrorKind::Transient | AwsErrorKind::Credentials | AwsErrorKind::Endpoint => {
+            Err(error)
+        }
+        // A policy that allows RegisterTargets but not the SSM calls must not keep the
+        // instance out.
+        AwsErrorKind::NotFound | AwsErrorKind::Rejected | AwsErrorKind::AccessDenied => {
             tracing::debug!(%error, "ignored during clean-up");
             Ok(None)
         }

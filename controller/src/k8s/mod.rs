@@ -8,6 +8,7 @@
 //! back; [`controller`] wires it all into a kube-runtime `Controller`.
 
 pub mod args;
+pub mod aws_condition;
 mod backoff;
 pub mod cleanup;
 pub mod context;

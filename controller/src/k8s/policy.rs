@@ -58,8 +58,10 @@ fn has_instance_out(plan: &DeserializeGuard<MaintenancePlan>, ctx: &Context) -> 
 
 /// The controller's error policy: an unusable object waits for a change, throttling and
 /// conflicts retry soon, apiserver failures with an instance out retry within the poll
-/// interval, anything else backs off per plan (5 s doubling to 5 min). A call that got no
-/// answer at all also starts the probe that reconciles every plan once the apiserver is back.
+/// interval, what waiting does not fix (AWS credentials, IAM, region) backs off long (1 min
+/// doubling to 10 min), anything else backs off per plan (5 s doubling to 5 min). A call that
+/// got no answer at all also starts the probe that reconciles every plan once the apiserver
+/// is back.
 pub fn error_policy(plan: Arc<DeserializeGuard<MaintenancePlan>>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = plan_key(&plan);
     let kind = error.kind();
@@ -74,6 +76,7 @@ pub fn error_policy(plan: Arc<DeserializeGuard<MaintenancePlan>>, error: &Error,
             Action::requeue(ctx.backoff.failed_short(&key, ctx.poll_interval))
         }
         ErrorKind::Kube | ErrorKind::Aws => Action::requeue(ctx.backoff.failed(&key)),
+        ErrorKind::AwsPermanent => Action::requeue(ctx.backoff.failed_permanently(&key)),
     };
     ctx.metrics.reconcile_error(kind.as_str());
     tracing::warn!(plan = %key, kind = %kind, %error, next = ?action, "reconcile failed");

@@ -16,6 +16,7 @@ use crate::api::{MaintenancePlan, MaintenancePlanStatus};
 use crate::engine::{self, StatusStore};
 use crate::machine::{self, Observed, PlanView, Transition, WAITING_FOR_TURN};
 
+use super::aws_condition::{self, FailedRound, show_failure};
 use super::cleanup::cleanup_for;
 use super::context::Context;
 use super::error::Error;
@@ -104,7 +105,11 @@ async fn apply(
         // Nothing to read from AWS (the target group may not even be addressable): the
         // state machine fails the plan from its spec alone.
         tracing::warn!(%invalid, "invalid spec");
-        let decision = machine::decide(plan_view, &Observed::default(), now);
+        let mut decision = machine::decide(plan_view, &Observed::default(), now);
+        // No AWS call is made for an invalid spec: an AWS problem shown before is not current.
+        if aws_condition::clear(&mut decision.status) {
+            machine::summarize_again(&mut decision.status, &plan.spec, plan.metadata.generation, now);
+        }
         if recorded.as_ref() != Some(&decision.status) {
             store.save(&decision.status).await.map_err(Error::RecordInvalid)?;
         }
@@ -175,8 +180,26 @@ async fn apply(
     let region = plan_region(&plan.spec).unwrap_or_default();
     let apis = ctx.apis(region).await;
     let report = engine::step(&apis, plan_view, now, turn_held_by.as_deref(), &mut store).await;
+    let failed_round = |recorded, error| FailedRound {
+        recorded,
+        error,
+        region,
+        generation: plan.metadata.generation,
+        failures_before: ctx.backoff.failures(key),
+        now,
+    };
     let report = match report {
-        Ok(report) => report,
+        Ok(mut report) => {
+            // AWS answered: a problem shown on the status is over.
+            if aws_condition::clear(&mut report.status) {
+                machine::summarize_again(&mut report.status, &plan.spec, plan.metadata.generation, now);
+                store
+                    .save(&report.status)
+                    .await
+                    .map_err(|e| Error::Step(engine::StepError::Store(e)))?;
+            }
+            report
+        }
         Err(engine::StepError::Act {
             error,
             status,
@@ -186,12 +209,17 @@ async fn apply(
             // happened, so they still get their events and metrics.
             record(ctx, key, recorded.as_ref(), &status, &transitions, now);
             events.transitions(&transitions, &status).await;
+            show_failure(&mut store, events, failed_round(Some(&status), &error)).await;
             return Err(engine::StepError::Act {
                 error,
                 status,
                 transitions,
             }
             .into());
+        }
+        Err(engine::StepError::Observe(observe)) => {
+            show_failure(&mut store, events, failed_round(recorded.as_ref(), &observe.0)).await;
+            return Err(engine::StepError::Observe(observe).into());
         }
         Err(other) => return Err(other.into()),
     };

@@ -15,10 +15,13 @@ pub const CONDITION_PROGRESSING: &str = "Progressing";
 pub const CONDITION_COMPLETE: &str = "Complete";
 /// The plan failed.
 pub const CONDITION_FAILED: &str = "Failed";
+/// The plan cannot go on until something outside it changes; set by the controller while
+/// the plan's AWS calls fail (reasons starting with `AWS`), see `k8s::aws_condition`.
+pub const CONDITION_STALLED: &str = "Stalled";
 
 /// Sets one condition, keeping `lastTransitionTime` unless `status` flips, so that a status
 /// that did not really change is written as the same bytes (and the write skipped).
-pub(super) fn set_condition(
+pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
@@ -119,7 +122,19 @@ pub(super) fn summarize(
             None => format!("{failed} of {total} instances failed; the plan stopped"),
         },
     };
-    status.message = Some(message.clone());
+    // While AWS calls fail, the message is what the controller put with `Stalled` (what
+    // failed and the fix), and a round that changes nothing else writes nothing: in a
+    // cluster every status write wakes the controller, and a write per retry would skip
+    // its backoff. The first round that reaches AWS removes the condition and summarizes
+    // again.
+    // (The conditions below keep the summary.)
+    status.message = Some(
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_STALLED && c.status == "True" && c.reason.starts_with("AWS"))
+            .map_or_else(|| message.clone(), |stalled| stalled.message.clone()),
+    );
 
     let conditions = &mut status.conditions;
     match invalid {

@@ -469,6 +469,18 @@ fn merge_instances(status: &mut MaintenancePlanStatus, spec: &MaintenancePlanSpe
     status.instances = merged;
 }
 
+/// Fills the summary fields (`progress`, `message`) and conditions of `status` again, after
+/// something outside the state machine changed them (an AWS problem that is over).
+pub fn summarize_again(
+    status: &mut MaintenancePlanStatus,
+    spec: &MaintenancePlanSpec,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let validity = validate(spec);
+    conclude(status, spec, validity.as_ref().err(), generation, now);
+}
+
 /// Fills the summary fields and conditions once the decision about the instances is made.
 fn conclude(
     status: &mut MaintenancePlanStatus,

@@ -17,8 +17,10 @@ mod reboot_script;
 mod turn;
 mod turn_queue;
 
-pub use conditions::{CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING};
-pub use decide::{PlanView, decide};
+pub use conditions::{
+    CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING, CONDITION_STALLED, set_condition,
+};
+pub use decide::{PlanView, decide, summarize_again};
 pub use decision::{Action, Decision, Requeue, Transition};
 pub use instance::SEND_LOOKUP_GRACE;
 pub use not_allowed::{NOT_ALLOWED, is_refused, lift_refusal, refuse};

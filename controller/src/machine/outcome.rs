@@ -43,7 +43,10 @@ pub fn record_send_not_made(status: &mut MaintenancePlanStatus, action: &Action,
 
 /// Records an action AWS refused for good (`Rejected` or `NotFound`): the instance fails,
 /// and the return path puts it back where it can. Throttling and transient errors change
-/// nothing here: the same action is chosen again on the next round.
+/// nothing here: the same action is chosen again on the next round. Nor do failures of the
+/// setup (credentials, IAM, endpoint): they are not the instance's fault, and failing it
+/// would fail the plan over something fixed without touching it; the plan waits instead,
+/// and says why on its status.
 pub fn record_action_failed(
     spec: &MaintenancePlanSpec,
     status: &mut MaintenancePlanStatus,
@@ -51,7 +54,7 @@ pub fn record_action_failed(
     error: &AwsError,
     now: Timestamp,
 ) -> Option<Transition> {
-    if matches!(error.kind, AwsErrorKind::Throttled | AwsErrorKind::Transient) {
+    if matches!(error.kind, AwsErrorKind::Throttled | AwsErrorKind::Transient) || error.kind.is_setup() {
         return None;
     }
     let instance = status

@@ -9,11 +9,13 @@ use tokio::sync::watch;
 
 use crate::api::validate::plan_region;
 use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
+use crate::aws::problem::{describe, reason};
 use crate::aws::{AwsErrorKind, AwsProvider};
 use crate::engine::{StepReport, step};
 use crate::machine::{PlanView, Requeue, holds_turn, in_flight, needs_turn};
 
 use super::group_turns::{GroupTurn, PlanTurns};
+use super::put_back::put_back_after_failure;
 use super::state_file::FileStore;
 
 /// How plans are driven.
@@ -23,6 +25,9 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     /// Longest wait after repeated errors.
     pub max_backoff: Duration,
+    /// How long AWS may keep failing in a way that could pass by itself (unreachable, 5xx,
+    /// throttled) before the run stops anyway, putting back what is out if it can.
+    pub give_up_after: Duration,
 }
 
 impl Default for RunOptions {
@@ -30,6 +35,7 @@ impl Default for RunOptions {
         Self {
             poll_interval: Duration::from_secs(5),
             max_backoff: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(600),
         }
     }
 }
@@ -63,8 +69,11 @@ pub enum RunEvent<'a> {
     Retry {
         /// Plan name.
         plan: &'a str,
-        /// The error.
+        /// The error, in one line; for an AWS error the operation, region and cause.
         error: String,
+        /// For an AWS error, its cause (the status condition reason, e.g. `AWSUnreachable`);
+        /// the same cause in a row is the same problem still going on.
+        cause: Option<&'static str>,
         /// How long until the retry.
         after: Duration,
     },
@@ -92,6 +101,14 @@ pub struct PlanOutcome {
     pub status: Option<MaintenancePlanStatus>,
     /// True when the run stopped early on request, with no instance out of rotation.
     pub interrupted: bool,
+    /// Set when the run stopped on an AWS failure that waiting does not fix (or that lasted
+    /// [`RunOptions::give_up_after`]): one line saying what failed, the usual fix, and
+    /// whether an instance is still out of its target group.
+    pub aws_failure: Option<String>,
+    /// True when the run stopped on an AWS failure with an instance it could not put back:
+    /// the plan keeps its target group's turn, so no other plan of the run takes a second
+    /// instance of the group out.
+    pub still_out: bool,
 }
 
 /// Runs all plans side by side. Plans on the same target group take turns instance by
@@ -109,6 +126,18 @@ pub async fn run_plans(
 ) -> Vec<PlanOutcome> {
     let mut turns: BTreeMap<String, Arc<GroupTurn>> = BTreeMap::new();
     let released = Arc::new(tokio::sync::watch::Sender::new(0));
+    // A plan that stops on an AWS failure stops the whole run (the others finish the instance
+    // they have out, start no other, and return as interrupted): the run ends with exit 4.
+    let (stop_all, stopping) = watch::channel(*interrupt.borrow());
+    let stop_all = &stop_all;
+    let forward = async move {
+        let mut interrupt = interrupt;
+        while interrupt.changed().await.is_ok() {
+            if *interrupt.borrow() {
+                stop_all.send_replace(true);
+            }
+        }
+    };
     let drives = plans.into_iter().map(|mut plan| {
         let groups = plan
             .spec
@@ -123,17 +152,28 @@ pub async fn run_plans(
             .collect();
         let turn = PlanTurns::new(groups, released.clone());
         let aws = aws.clone();
-        let interrupt = interrupt.clone();
+        let stopping = stopping.clone();
         async move {
-            let outcome = drive(aws.as_ref(), &mut plan, &turn, options, observer, interrupt).await;
-            // However it ended, it no longer holds or waits for the group.
-            turn.release(&plan.name);
+            let outcome = drive(aws.as_ref(), &mut plan, &turn, options, observer, stopping).await;
+            if outcome.aws_failure.is_some() {
+                stop_all.send_replace(true);
+            }
+            // However it ended, it no longer waits for the group, and holds it only while an
+            // instance it could not put back is still out.
+            if !outcome.still_out {
+                turn.release(&plan.name);
+            }
             turn.stop_waiting(&plan.name);
             outcome
         }
     });
-    let drives: Vec<_> = drives.collect();
-    futures::future::join_all(drives).await
+    let all = futures::future::join_all(drives.collect::<Vec<_>>());
+    tokio::pin!(all, forward);
+    tokio::select! {
+        outcomes = &mut all => outcomes,
+        // The interrupt's sender is gone: nobody can interrupt any more; the drives go on.
+        () = &mut forward => all.await,
+    }
 }
 
 async fn drive(
@@ -151,6 +191,7 @@ async fn drive(
     let mut releases = turn.releases();
     let mut errors: u32 = 0;
     let mut queued = false;
+    let mut failing_since: Option<Timestamp> = None;
     loop {
         let recorded = plan.store.current();
         let busy = recorded.as_ref().and_then(|s| in_flight(&plan.spec, s)).is_some();
@@ -197,6 +238,7 @@ async fn drive(
                 if !holds_turn(&plan.spec, &report.status, now) {
                     turn.release(&plan.name);
                 }
+                failing_since = None;
                 observer.event(RunEvent::Step {
                     plan: &plan.name,
                     report: &report,
@@ -217,6 +259,31 @@ async fn drive(
             }
             Err(error) => {
                 errors = errors.saturating_add(1);
+                let since = *failing_since.get_or_insert(now);
+                if let Some(aws) = error.aws() {
+                    let failing_for: Duration = now.duration_since(since).try_into().unwrap_or_default();
+                    let line = if aws.kind.is_permanent() {
+                        Some(describe(aws, &region))
+                    } else if failing_for >= options.give_up_after {
+                        Some(format!(
+                            "{} for {}, giving up",
+                            describe(aws, &region).trim_end_matches("; retrying"),
+                            humantime::format_duration(options.give_up_after)
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(line) = line {
+                        let status = plan.store.current();
+                        let left = put_back_after_failure(&apis, &plan.uid, &plan.spec, status.as_ref()).await;
+                        let line = std::iter::once(line).chain(left.notes).collect::<Vec<_>>().join("; ");
+                        return PlanOutcome {
+                            aws_failure: Some(line),
+                            still_out: left.still_out,
+                            ..outcome(plan, plan.store.current(), false)
+                        };
+                    }
+                }
                 let throttled = error.aws().is_some_and(|e| e.kind == AwsErrorKind::Throttled);
                 let after = if throttled {
                     Duration::from_secs(2)
@@ -225,7 +292,8 @@ async fn drive(
                 };
                 observer.event(RunEvent::Retry {
                     plan: &plan.name,
-                    error: error.to_string(),
+                    error: error.aws().map_or_else(|| error.to_string(), |e| describe(e, &region)),
+                    cause: error.aws().map(|e| reason(e.kind)),
                     after,
                 });
                 after
@@ -255,5 +323,7 @@ fn outcome(plan: &PlanRun, status: Option<MaintenancePlanStatus>, interrupted: b
         name: plan.name.clone(),
         status,
         interrupted,
+        aws_failure: None,
+        still_out: false,
     }
 }

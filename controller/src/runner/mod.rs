@@ -4,6 +4,7 @@
 mod driver;
 mod group_turns;
 mod plan_file;
+mod put_back;
 mod state_file;
 
 pub use driver::{PlanOutcome, PlanRun, RunEvent, RunObserver, RunOptions, run_plans};

@@ -392,12 +392,7 @@ fn plan_phase_name(phase: PlanPhase) -> &'static str {
 }
 
 fn aws_error_kind_name(kind: AwsErrorKind) -> &'static str {
-    match kind {
-        AwsErrorKind::Throttled => "throttled",
-        AwsErrorKind::NotFound => "not_found",
-        AwsErrorKind::Rejected => "rejected",
-        AwsErrorKind::Transient => "transient",
-    }
+    kind.as_str()
 }
 
 #[cfg(test)]

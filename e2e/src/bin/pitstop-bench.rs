@@ -62,12 +62,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             write_chart_svg(&result.report, &out.join("chart.svg"))?;
             let totals = &result.report.load.totals;
             rows.push(format!(
-                "| {name:<7} | {instances:>9} | {rate:>6} | {:>8} | {:>6} | {:>7.1} | {:>7.1} | {:>5.2}x | {:>10.1} | {:>8} |",
+                "| {name:<7} | {instances:>9} | {rate:>6} | {:>8} | {:>6} | {:>7.1} | {:>10.1} | {:>7.1} | {:>5.2}x | {:>10.1} | {:>8} |",
                 totals.sent,
                 totals.failed(),
-                result.maintenance_time.as_secs_f64(),
+                result.maintenance_time().as_secs_f64(),
+                result.process_time.as_secs_f64(),
                 result.minimum_time.as_secs_f64(),
-                result.maintenance_time.as_secs_f64() / result.minimum_time.as_secs_f64().max(f64::EPSILON),
+                result.maintenance_time().as_secs_f64() / result.minimum_time.as_secs_f64().max(f64::EPSILON),
                 result.aws_calls as f64 / instances.max(1) as f64,
                 result
                     .pitstop
@@ -78,13 +79,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     println!(
-        "| mode    | instances |  req/s | requests | failed | time, s | min., s | ratio  | AWS calls/instance | peak RSS |"
+        "| mode    | instances |  req/s | requests | failed | time, s | process, s | min., s | ratio  | AWS calls/instance | peak RSS |"
     );
     println!(
-        "|---------|-----------|--------|----------|--------|---------|---------|--------|------------|----------|"
+        "|---------|-----------|--------|----------|--------|---------|------------|---------|--------|------------|----------|"
     );
     for row in rows {
         println!("{row}");
     }
+    println!();
+    println!("time: the maintenance time, from the first instance out to the last instance back; ratio: time / min.");
+    println!("process: the pitstop process (or naive script) from start to exit, start-up and final output included.");
     Ok(())
 }

@@ -88,8 +88,9 @@ pub struct ExperimentResult {
     pub aws_calls: usize,
     /// AWS write calls (register, deregister, send, cancel).
     pub aws_writes: usize,
-    /// Wall time of the maintenance itself.
-    pub maintenance_time: Duration,
+    /// Wall time of the pitstop process (or the naive script), from its start to its exit:
+    /// the maintenance plus the process's start-up, first reads and final output.
+    pub process_time: Duration,
     /// The least time the fleet allows.
     pub minimum_time: Duration,
     /// For pitstop mode: exit code, final status YAML, peak memory.
@@ -97,6 +98,12 @@ pub struct ExperimentResult {
 }
 
 impl ExperimentResult {
+    /// The maintenance time: from the first instance out to the last one back (the span of
+    /// the phase bands), the one figure the summary and the bench report.
+    pub fn maintenance_time(&self) -> Duration {
+        Duration::from_secs_f64(crate::report::phase_durations(&self.report.bands).span_s)
+    }
+
     /// Requests that failed: 5xx, connection errors, timeouts.
     pub fn failed_requests(&self) -> u64 {
         self.report.load.totals.failed()
@@ -127,7 +134,7 @@ pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Res
             None
         }
     };
-    let maintenance_time = started.elapsed();
+    let process_time = started.elapsed();
     tokio::time::sleep(config.settle).await;
     let result = load.stop().await;
 
@@ -145,7 +152,7 @@ pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Res
         load: result,
         bands: bands.finish(),
         extra: serde_json::json!({
-            "maintenance_s": maintenance_time.as_secs_f64(),
+            "process_s": process_time.as_secs_f64(),
             "minimum_s": config.minimum_time().as_secs_f64(),
             "aws_calls": calls.len(),
         }),
@@ -157,7 +164,7 @@ pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Res
         max_out_of_rotation: sandbox.max_out_of_rotation(),
         aws_calls: calls.len(),
         aws_writes: calls.iter().filter(|c| c.is_effective_write()).count(),
-        maintenance_time,
+        process_time,
         minimum_time: config.minimum_time(),
         pitstop,
     })

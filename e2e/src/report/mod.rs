@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub use chart::{render_chart_svg, write_chart_svg};
 pub use json::{read_json, write_json};
 pub use model::{Counts, LoadResult, Outcome, PhaseBand, RunMode, RunReport, SecondCounts};
-pub use summary::{PhaseDurations, phase_durations, summary_table};
+pub use summary::{MAINTENANCE_TIME_LABEL, PhaseDurations, phase_durations, summary_table};
 
 /// Why a report could not be written or read.
 #[derive(Debug, thiserror::Error)]

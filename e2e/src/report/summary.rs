@@ -53,6 +53,11 @@ pub fn phase_durations(bands: &[PhaseBand]) -> PhaseDurations {
     }
 }
 
+/// How the summary names its one maintenance time: from the first instance leaving rotation
+/// to the last one back and healthy (the span of the phase bands). The time the pitstop
+/// process (or the naive script) ran before and after that is reported apart.
+pub const MAINTENANCE_TIME_LABEL: &str = "maintenance time (first instance out to last instance back)";
+
 /// A plain-text summary of `report`: the requests by outcome and connection mode, the 2xx per backend, the seconds
 /// each instance spent in each phase, and the total maintenance time against `minimum_s` (the least it could have
 /// taken, e.g. the sum of the instances' reboot times), when given.
@@ -127,7 +132,7 @@ pub fn summary_table(report: &RunReport, minimum_s: Option<f64>) -> String {
         let _ = writeln!(out, "\nseconds per phase\n{phases}");
     }
 
-    let _ = write!(out, "\ntotal maintenance time: {:.1} s", durations.span_s);
+    let _ = write!(out, "\n{MAINTENANCE_TIME_LABEL}: {:.1} s", durations.span_s);
     match minimum_s {
         Some(minimum) if minimum > 0.0 => {
             let _ = write!(

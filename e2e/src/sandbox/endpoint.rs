@@ -161,6 +161,13 @@ async fn ssm(
             .record(Service::Ssm, operation, ids, summary, CallOutcome::Throttled);
         return protocol::json_error(&ApiError::client("ThrottlingException", "Rate exceeded"), request_id);
     }
+    if shared.faults.denies(operation) {
+        let code = "AccessDeniedException".to_owned();
+        shared
+            .calls
+            .record(Service::Ssm, operation, ids, summary, CallOutcome::Error { code });
+        return protocol::json_access_denied(&format!("ssm:{operation}"), None, request_id);
+    }
     let result = ssm_api::execute(shared, operation, body).await;
     match result {
         Ok(value) => {
@@ -198,6 +205,14 @@ async fn elbv2(
             .calls
             .record(Service::Elbv2, action, ids, summary, CallOutcome::Throttled);
         return protocol::query_error(&ApiError::client("Throttling", "Rate exceeded"), request_id);
+    }
+    if shared.faults.denies(action) {
+        let code = "AccessDenied".to_owned();
+        shared
+            .calls
+            .record(Service::Elbv2, action, ids, summary, CallOutcome::Error { code });
+        let resource = params.get("TargetGroupArn");
+        return protocol::query_access_denied(&format!("elasticloadbalancing:{action}"), resource, request_id);
     }
     let result = elbv2_api::execute(shared, action, params).await;
     match result {

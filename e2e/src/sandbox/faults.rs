@@ -22,6 +22,10 @@ pub struct FaultSettings {
     /// Write operations (`SendCommand`, `DeregisterTargets`...) whose answer is lost after the sandbox carried the
     /// call out: the work happens, the client never hears of it.
     pub lose_answers: BTreeMap<String, LostAnswer>,
+    /// API operations (e.g. `DeregisterTargets`, `SendCommand`) that IAM does not allow: answered with AWS's
+    /// AccessDenied answer (Query XML, HTTP 403, for ELBv2; JSON `AccessDeniedException`, HTTP 400, for SSM) and
+    /// not carried out.
+    pub deny_operations: BTreeSet<String>,
 }
 
 /// How the answer of a write that was carried out goes missing.
@@ -258,6 +262,17 @@ impl Faults {
         drawn
     }
 
+    /// Makes IAM deny `operation` (`true`), or allow it again (`false`).
+    pub fn set_denied(&self, operation: &str, on: bool) {
+        self.settings.send_modify(|s| {
+            if on {
+                s.deny_operations.insert(operation.to_owned());
+            } else {
+                s.deny_operations.remove(operation);
+            }
+        });
+    }
+
     /// Replaces every switch at once, after checking all of them.
     pub fn replace(&self, settings: FaultSettings) -> Result<(), FaultError> {
         if !(0.0..=1.0).contains(&settings.throttle_rate) {
@@ -309,6 +324,11 @@ impl Faults {
     /// The exit code commands on `id` fail with, if any.
     pub(crate) fn command_failure(&self, id: &str) -> Option<i32> {
         self.settings.borrow().command_failures.get(id).copied()
+    }
+
+    /// Whether IAM denies `operation`.
+    pub(crate) fn denies(&self, operation: &str) -> bool {
+        self.settings.borrow().deny_operations.contains(operation)
     }
 
     /// Draws whether this AWS call is throttled.
@@ -401,6 +421,18 @@ mod tests {
             f.replace(serde_json::from_str(json).unwrap()),
             Err(FaultError::NotAWrite("GetCommandInvocation".into()))
         );
+    }
+
+    #[test]
+    fn denied_operations_toggle_and_come_from_json() {
+        let f = faults();
+        f.set_denied("DeregisterTargets", true);
+        assert!(f.denies("DeregisterTargets") && !f.denies("RegisterTargets"));
+        f.set_denied("DeregisterTargets", false);
+        assert!(!f.denies("DeregisterTargets"));
+        f.replace(serde_json::from_str(r#"{"deny_operations":["SendCommand"]}"#).unwrap())
+            .unwrap();
+        assert!(f.denies("SendCommand"));
     }
 
     #[test]

@@ -111,6 +111,41 @@ pub(crate) fn json_error(err: &ApiError, request_id: &str) -> Response {
     with_request_id(response, request_id)
 }
 
+/// The message IAM gives when no policy allows `action` (`elasticloadbalancing:DeregisterTargets`).
+pub(crate) fn access_denied_message(action: &str, resource: Option<&str>) -> String {
+    let resource = resource.map(|r| format!(" on resource: {r}")).unwrap_or_default();
+    format!(
+        "User: arn:aws:sts::123456789012:assumed-role/pitstop/sandbox is not authorized to perform: {action}{resource} \
+         because no identity-based policy allows the {action} action"
+    )
+}
+
+/// ELBv2's AccessDenied answer: HTTP 403, Query XML, code `AccessDenied`.
+pub(crate) fn query_access_denied(action: &str, resource: Option<&str>, request_id: &str) -> Response {
+    let err = ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "AccessDenied".to_owned(),
+        message: access_denied_message(action, resource),
+    };
+    query_error(&err, request_id)
+}
+
+/// SSM's AccessDenied answer: HTTP 400, JSON 1.1, `__type` `AccessDeniedException`; the
+/// authorization layer spells the message key `Message`.
+pub(crate) fn json_access_denied(action: &str, resource: Option<&str>, request_id: &str) -> Response {
+    let body = serde_json::json!({
+        "__type": "AccessDeniedException",
+        "Message": access_denied_message(action, resource),
+    });
+    let response = (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+        body.to_string(),
+    )
+        .into_response();
+    with_request_id(response, request_id)
+}
+
 /// Escapes text for an XML element.
 pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

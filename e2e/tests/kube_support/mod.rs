@@ -1222,6 +1222,14 @@ impl Fleet {
         }
     }
 
+    /// Starts one more controller, `name`, with `extra` arguments, and waits until it is ready (a restart after a
+    /// [`Fleet::kill`]).
+    pub async fn spawn_controller(&mut self, harness: &Harness, name: &str, extra: &[String]) {
+        let mut controller = ControllerProcess::spawn(name, harness, &self.sandbox.aws_env(), extra);
+        controller.wait_ready().await;
+        self.controllers.push(controller);
+    }
+
     /// SIGKILLs the controller `name`.
     pub async fn kill(&mut self, name: &str) {
         let index = self
