@@ -290,8 +290,8 @@ struct OutageQuery {
 
 /// Per instance: power, boot count, target health and HAProxy's view; plus the worst rotation moment so far.
 async fn get_state(State(shared): State<Arc<Shared>>) -> Response {
-    let health = targets::describe(&shared).await;
-    let rotation = shared.haproxy.server_states().await;
+    let health = targets::describe(&shared, 0).await;
+    let rotation = shared.haproxy.server_states(super::haproxy::BACKEND).await;
     let (health, rotation) = match (health, rotation) {
         (Ok(health), Ok(rotation)) => (health, rotation),
         (Err(err), _) | (_, Err(err)) => {
@@ -319,7 +319,7 @@ async fn get_state(State(shared): State<Arc<Shared>>) -> Response {
         })
         .collect();
     Json(json!({
-        "target_group_arn": shared.target_group.arn,
+        "target_group_arn": shared.target_groups[0].arn,
         "instances": instances,
         "max_out_of_rotation": shared.rotation.max_out_of_rotation(),
     }))

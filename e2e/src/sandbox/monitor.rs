@@ -27,16 +27,30 @@ pub(crate) async fn watch_haproxy(shared: Arc<Shared>) {
     }
 }
 
-/// Reads HAProxy's server states once, records them and returns them.
+/// Reads HAProxy's server states of the first target group once, records them and returns them.
+pub(crate) async fn observe_now(shared: &Shared) -> anyhow::Result<BTreeMap<String, RotationState>> {
+    Ok(observe_all_now(shared).await?.into_iter().next().unwrap_or_default())
+}
+
+/// Reads HAProxy's server states of every target group once (one backend each), notes them in each group and
+/// records the first group's in the rotation record; returns them, one map per group.
 ///
 /// One reader at a time: two interleaved readers could record an older read after a newer one, and the record would
 /// show a server flapping that never did.
-pub(crate) async fn observe_now(shared: &Shared) -> anyhow::Result<BTreeMap<String, RotationState>> {
+pub(crate) async fn observe_all_now(shared: &Shared) -> anyhow::Result<Vec<BTreeMap<String, RotationState>>> {
     let _turn = shared.observing.lock().await;
-    let states = shared.haproxy.server_states().await?;
-    shared.target_group.observe(&states);
-    shared.rotation.observe(shared.started.elapsed(), &states);
-    Ok(states)
+    let mut all = Vec::with_capacity(shared.target_groups.len());
+    for group in &shared.target_groups {
+        let states = shared.haproxy.server_states(&group.backend).await?;
+        group.observe(&states);
+        all.push(states);
+    }
+    if let Some(first) = all.first() {
+        // The rotation record (and the reports built on it) follow the first group; the others are checked
+        // through their own frontends' traffic.
+        shared.rotation.observe(shared.started.elapsed(), first);
+    }
+    Ok(all)
 }
 
 /// Heals instances whose `unhealthy_after_boot` switch is turned off: their health check passes again at once.
