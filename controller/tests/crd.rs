@@ -143,7 +143,8 @@ fn printer_columns_and_list_semantics() {
     // Exactly one of targetGroupArn and targetGroupArns, which JSON Schema's `required`
     // cannot say: a CEL rule does (checked on a real apiserver by the kube e2e).
     let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"];
-    assert_eq!(spec["required"], json!(["instances"]));
+    // Exactly one of instances and selector likewise: neither is required by the schema.
+    assert_eq!(spec["required"], Value::Null);
     let rules: Vec<&str> = spec["x-kubernetes-validations"]
         .as_array()
         .expect("spec-level CEL rules")
@@ -153,6 +154,15 @@ fn printer_columns_and_list_semantics() {
     assert!(
         rules.contains(&"has(self.targetGroupArn) != has(self.targetGroupArns)"),
         "{rules:?}"
+    );
+    assert!(
+        rules.contains(&"has(self.instances) != has(self.selector)"),
+        "{rules:?}"
+    );
+    let selector_rules = &spec["properties"]["selector"]["x-kubernetes-validations"];
+    assert_eq!(
+        selector_rules[0]["rule"], "has(self.targetGroupMembers) && self.targetGroupMembers",
+        "a selector must select something"
     );
     assert_eq!(
         rules.iter().filter(|r| r.contains("oldSelf")).count(),
@@ -197,7 +207,10 @@ fn schema_rejects_bad_input_it_can_describe() {
         ),
         ("empty list", json!({"targetGroupArn": arn, "instances": []})),
         ("bad instance", json!({"targetGroupArn": arn, "instances": ["i-12"]})),
-        ("missing instances", json!({"targetGroupArn": arn})),
+        (
+            "a selector that is not an object",
+            json!({"targetGroupArn": arn, "selector": true}),
+        ),
         (
             "empty targetGroupArns",
             json!({"targetGroupArns": [], "instances": ["i-01234567"]}),

@@ -1148,3 +1148,90 @@ async fn the_apiserver_takes_exactly_one_of_the_target_group_fields_and_keeps_th
     })
     .await;
 }
+
+/// The fleet fields on the real apiserver: exactly one of `instances` and `selector` (CEL),
+/// a selector that selects something (CEL), while a plan listing its instances as before
+/// stays valid, and a plan can move from a list to a selector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_takes_exactly_one_of_instances_and_selector() {
+    kube_support::run("fleet-fields", |harness| async move {
+        let plans = harness.plans();
+        let web = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+        let plan = |name: &str, fields: serde_json::Value| {
+            let mut spec = serde_json::json!({ "targetGroupArn": web, "suspend": true });
+            if let (Some(spec), Some(fields)) = (spec.as_object_mut(), fields.as_object()) {
+                spec.extend(fields.clone());
+            }
+            serde_json::json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "metadata": { "name": name, "namespace": harness.namespace },
+                "spec": spec,
+            })
+        };
+        let apply = |name: &str, object: serde_json::Value| {
+            let plans = plans.clone();
+            let name = name.to_owned();
+            async move {
+                plans
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::apply(kube_support::FIELD_MANAGER).force(),
+                        &kube::api::Patch::Apply(&object),
+                    )
+                    .await
+                    .map_err(|err| err.to_string())
+            }
+        };
+        for (what, fields, expected) in [
+            (
+                "both instances and selector",
+                serde_json::json!({
+                    "instances": ["i-0123456789abcdef0"],
+                    "selector": { "targetGroupMembers": true }
+                }),
+                "set exactly one of instances and selector",
+            ),
+            (
+                "neither instances nor selector",
+                serde_json::json!({}),
+                "set exactly one of instances and selector",
+            ),
+            (
+                "a selector that selects nothing",
+                serde_json::json!({ "selector": {} }),
+                "the selector selects nothing",
+            ),
+        ] {
+            let refused = apply("refused", plan("refused", fields)).await;
+            let message = refused.expect_err(what);
+            println!("{what}: {message}");
+            assert!(message.contains(expected), "{what}: {message}");
+        }
+        apply(
+            "selected",
+            plan(
+                "selected",
+                serde_json::json!({ "selector": { "targetGroupMembers": true } }),
+            ),
+        )
+        .await
+        .expect("a plan with a selector");
+        apply(
+            "listed",
+            plan("listed", serde_json::json!({ "instances": ["i-0123456789abcdef0"] })),
+        )
+        .await
+        .expect("a plan listing its instances, as before");
+        apply(
+            "listed",
+            plan(
+                "listed",
+                serde_json::json!({ "selector": { "targetGroupMembers": true } }),
+            ),
+        )
+        .await
+        .expect("a list can become a selector");
+    })
+    .await;
+}

@@ -53,6 +53,10 @@ pub const INSTANCE_ID_PATTERN: &str = r"^i-([0-9a-f]{8}|[0-9a-f]{17})$";
     {
         "rule": "!has(oldSelf.targetGroupArn) || (has(self.targetGroupArn) && self.targetGroupArn == oldSelf.targetGroupArn)",
         "message": "targetGroupArn is immutable (and cannot be swapped for targetGroupArns): an instance in flight must go back to the group it left"
+    },
+    {
+        "rule": "has(self.instances) != has(self.selector)",
+        "message": "set exactly one of instances and selector"
     }
 ]))]
 pub struct MaintenancePlanSpec {
@@ -89,10 +93,22 @@ pub struct MaintenancePlanSpec {
     pub region: Option<String>,
 
     /// EC2 instance IDs to maintain, in order, one at a time. Each must be a registered,
-    /// healthy target of the target group when its turn comes. No duplicates.
+    /// healthy target of the target group when its turn comes (one that is not fails
+    /// `NotInTargetGroup`). No duplicates. Set this or `selector`, not both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1), inner(regex(pattern = INSTANCE_ID_PATTERN)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub instances: Vec<String>,
+
+    /// Which instances to maintain, as a query instead of a list: resolved when each run
+    /// starts (when the plan is applied, at each schedule window, at a new generation of a
+    /// finished plan) and recorded in `status.selection`, so the run is stable and a restarted
+    /// controller never resolves it again mid-run. Instances are maintained in ID order. One
+    /// that is gone when its turn comes (terminated, or no longer in the target groups) is
+    /// `Skipped` with a reason: it does not count against `maxFailures`. A selection that
+    /// matches nothing fails the run with reason `EmptySelection`. Set this or `instances`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<FleetSelector>,
 
     /// The SSM document to run on each instance while it is out of rotation. When omitted,
     /// pitstop runs a graceful reboot: `AWS-RunShellScript` with a script that writes a
@@ -186,6 +202,23 @@ impl MaintenancePlanSpec {
     }
 }
 
+/// A query for the instances of a plan (`spec.selector`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.targetGroupMembers) && self.targetGroupMembers",
+        "message": "the selector selects nothing: set targetGroupMembers: true"
+    }
+]))]
+pub struct FleetSelector {
+    /// Every registered target of the plan's target groups (in any of them; a target that is
+    /// draining or unused is not a member), as the load balancer sees the fleet, e.g. an Auto
+    /// Scaling group's instances attached to the groups.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub target_group_members: bool,
+}
+
 fn default_max_attempts() -> u32 {
     1
 }
@@ -203,6 +236,7 @@ impl Default for MaintenancePlanSpec {
             target_group_arns: Vec::new(),
             region: None,
             instances: Vec::new(),
+            selector: None,
             maintenance: None,
             verify: None,
             preflight: Preflight::default(),

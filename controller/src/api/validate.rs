@@ -69,8 +69,15 @@ pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
             "region {region:?} differs from the target group's region {arn_region:?}"
         ));
     }
-    if spec.instances.is_empty() {
-        problems.push("instances is empty: name at least one EC2 instance ID".to_owned());
+    match (&spec.selector, spec.instances.is_empty()) {
+        (None, true) => {
+            problems.push("instances is empty: name at least one EC2 instance ID, or set a selector".to_owned())
+        }
+        (Some(_), false) => problems.push("set exactly one of instances and selector, not both".to_owned()),
+        (Some(selector), true) if !selector.target_group_members => {
+            problems.push("the selector selects nothing: set targetGroupMembers: true".to_owned());
+        }
+        _ => {}
     }
     let mut seen = HashSet::new();
     for id in &spec.instances {
@@ -174,6 +181,38 @@ mod tests {
         let mut both = spec(ARN, &["i-01234567"]);
         both.target_group_arns = vec![ARN2.to_owned()];
         assert!(validate(&both).expect_err("both").to_string().contains("exactly one"));
+    }
+
+    #[test]
+    fn takes_exactly_one_of_instances_and_a_selector_that_selects_something() {
+        let selector = |members: bool| crate::api::FleetSelector {
+            target_group_members: members,
+        };
+        let mut selected = spec(ARN, &[]);
+        selected.selector = Some(selector(true));
+        assert_eq!(validate(&selected), Ok(()));
+        let mut both = spec(ARN, &["i-01234567"]);
+        both.selector = Some(selector(true));
+        assert!(
+            validate(&both)
+                .expect_err("both")
+                .to_string()
+                .contains("exactly one of instances and selector")
+        );
+        let mut nothing = spec(ARN, &[]);
+        nothing.selector = Some(selector(false));
+        assert!(
+            validate(&nothing)
+                .expect_err("selects nothing")
+                .to_string()
+                .contains("selects nothing")
+        );
+        assert!(
+            validate(&spec(ARN, &[]))
+                .expect_err("neither")
+                .to_string()
+                .contains("or set a selector")
+        );
     }
 
     #[test]

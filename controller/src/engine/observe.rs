@@ -18,15 +18,16 @@ pub async fn observe(
     wants: &Wants,
 ) -> Result<Observed, ObserveError> {
     let mut observed = Observed::default();
-    let Some(instance_id) = wants.instance_id.as_deref() else {
-        return Ok(observed);
-    };
+    // Also without an instance: a run that starts resolves its selector from the groups.
     if wants.group_health {
         for arn in spec.target_groups() {
             let group: Vec<TargetHealth> = apis.target_groups.target_health(arn).await?;
             observed.groups.insert(arn.to_owned(), group);
         }
     }
+    let Some(instance_id) = wants.instance_id.as_deref() else {
+        return Ok(observed);
+    };
     if wants.deregistration_delay {
         for arn in spec.target_groups() {
             let delay = apis.target_groups.deregistration_delay(arn).await?;

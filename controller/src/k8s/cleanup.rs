@@ -127,7 +127,11 @@ fn running_command(uid: &str, spec: &MaintenancePlanSpec, instance: &InstanceSta
             (None, Some(_)) => Some(command(CommandKind::Maintenance, &instance.maintenance_command_id)),
             (None, None) => None,
         },
-        InstancePhase::Pending | InstancePhase::Draining | InstancePhase::Verifying | InstancePhase::Registered => None,
+        InstancePhase::Pending
+        | InstancePhase::Draining
+        | InstancePhase::Verifying
+        | InstancePhase::Registered
+        | InstancePhase::Skipped => None,
     }
 }
 

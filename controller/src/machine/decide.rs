@@ -13,7 +13,7 @@ use super::decision::{Decision, Requeue, Transition};
 use super::instance::{self, DRAIN_MARGIN, PlanContext, Step};
 use super::observed::{Observed, groups_out, is_active};
 use super::turn::WAITING_FOR_TURN;
-use super::{dry_run, preflight, reason};
+use super::{dry_run, preflight, reason, selection};
 
 /// How long a closed preflight gate is waited for by default.
 const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -73,6 +73,17 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
             requeue,
             transitions,
         };
+    }
+
+    // A plan that selects its instances resolves the selector in the first round of a run
+    // that may start an instance, and never again during the run.
+    if selection::needs_resolving(spec, Some(&status))
+        && validity.is_ok()
+        && !spec.suspend
+        && (closed_until.is_none() || spec.dry_run)
+        && !status.instances.iter().any(|i| is_active(spec, i))
+    {
+        return resolve_selection(plan, status, observed, transitions, now);
     }
 
     merge_instances(&mut status, spec);
@@ -185,6 +196,61 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
     }
 }
 
+/// The round that resolves the selector of a run that starts: records what it matched (and
+/// fails the run when that is nothing); no instance is started in the same round, as its
+/// turn and its reads are not there yet. Without the groups read this round, it asks for them.
+fn resolve_selection(
+    plan: PlanView<'_>,
+    mut status: MaintenancePlanStatus,
+    observed: &Observed,
+    mut transitions: Vec<Transition>,
+    now: Timestamp,
+) -> Decision {
+    let spec = plan.spec;
+    let before = status.phase;
+    if let Some(transition) = selection::resolve(spec, &mut status, observed, now) {
+        transitions.push(transition);
+        merge_instances(&mut status, spec);
+        if selection::is_empty(&status) {
+            finish(&mut status, PlanPhase::Failed, now);
+        }
+    }
+    status.current_instance = None;
+    if status.phase != before {
+        transitions.push(plan_transition(before, &status));
+    }
+    conclude(&mut status, spec, None, plan.generation, now);
+    let requeue = if status.phase.is_finished() {
+        match status.next_window {
+            Some(next) => Requeue::After(now.duration_until(next).try_into().unwrap_or_default()),
+            None => Requeue::Idle,
+        }
+    } else {
+        Requeue::Now
+    };
+    Decision {
+        status,
+        action: None,
+        requeue,
+        transitions,
+    }
+}
+
+/// Whether a finished scheduled plan has a window open now that its last run did not run
+/// in: the next round starts a new run. `pitstop run` (which otherwise ends once its plans
+/// have finished) uses it, so that running it again in the next window with the same state
+/// file maintains the fleet again.
+pub fn new_window_open(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>, now: Timestamp) -> bool {
+    let Some(status) = status else {
+        return false;
+    };
+    spec.schedule
+        .as_ref()
+        .and_then(|schedule| window_state(schedule, now).ok())
+        .and_then(|w| w.open)
+        .is_some_and(|window| status.phase.is_finished() && status.window_start != Some(window.start))
+}
+
 /// Takes the next Pending instance through the preflight gates, or finishes the plan.
 fn start_next(
     spec: &MaintenancePlanSpec,
@@ -262,6 +328,16 @@ fn start_next(
                 .gate_timeout_seconds
                 .map_or(DEFAULT_GATE_TIMEOUT, |s| Duration::from_secs(s.into()));
             let waited: Duration = now.duration_since(since).try_into().unwrap_or_default();
+            // A selected instance that left the groups since the run started is gone: skipped.
+            if closed.reason == reason::NOT_IN_TARGET_GROUP && spec.selector.is_some() {
+                next.waiting_since = None;
+                let transition = skip(next, &closed.message, status.selection.as_ref(), now);
+                return Step {
+                    action: None,
+                    requeue: Some(Requeue::Now),
+                    transitions: vec![transition],
+                };
+            }
             // An instance that is not in the group will not join it by waiting.
             if closed.reason == reason::NOT_IN_TARGET_GROUP || waited >= limit {
                 let message = if closed.reason == reason::NOT_IN_TARGET_GROUP {
@@ -338,6 +414,31 @@ fn start_next(
     }
 }
 
+/// Marks a selected instance that is gone as Skipped, untouched, with the reason.
+fn skip(
+    instance: &mut InstanceStatus,
+    why: &str,
+    selection: Option<&crate::api::SelectionStatus>,
+    now: Timestamp,
+) -> Transition {
+    let selected = selection
+        .and_then(|s| s.resolved_at)
+        .map(|at| format!(" since the selection at {at}"))
+        .unwrap_or_default();
+    let message = format!("{why}: gone{selected} (terminated or replaced); skipped, untouched");
+    instance.phase = InstancePhase::Skipped;
+    instance.phase_since = Some(now);
+    instance.failure_reason = Some(reason::GONE.to_owned());
+    instance.message = Some(message.clone());
+    Transition::instance(
+        &instance.instance_id,
+        InstancePhase::Pending,
+        InstancePhase::Skipped,
+        reason::GONE,
+        message,
+    )
+}
+
 /// A plan that is not trying to start an instance (suspended, between windows) is not
 /// waiting at a gate either: the gate's timeout starts again when it tries again.
 fn stop_gate_clocks(status: &mut MaintenancePlanStatus) {
@@ -388,6 +489,7 @@ fn new_scheduled_run(status: &mut MaintenancePlanStatus, window_start: Timestamp
             start_afresh(instance);
         }
     }
+    selection::expire(status);
     status.window_start = Some(window_start);
     new_run(
         status,
@@ -403,10 +505,11 @@ fn restart_run(status: &mut MaintenancePlanStatus) -> Transition {
     let from = status.phase;
     for instance in status.instances.iter_mut() {
         instance.dry_run = None;
-        if instance.phase == InstancePhase::Failed && !instance.out_of_rotation {
+        if matches!(instance.phase, InstancePhase::Failed | InstancePhase::Skipped) && !instance.out_of_rotation {
             start_afresh(instance);
         }
     }
+    selection::expire(status);
     new_run(
         status,
         from,
@@ -450,10 +553,19 @@ fn finish(status: &mut MaintenancePlanStatus, phase: PlanPhase, now: Timestamp) 
 /// Aligns the instance entries with the spec's list, in its order. Entries of instances
 /// removed from the spec are dropped, except one still in flight: it is finished (and put
 /// back) first.
+///
+/// With a selector the list is the run's selection; until it is resolved the entries stay
+/// as they are (with their attempt numbers). An instance new to a selected run starts from
+/// the selection's attempt floor, so its command tags are new.
 fn merge_instances(status: &mut MaintenancePlanStatus, spec: &MaintenancePlanSpec) {
+    if selection::needs_resolving(spec, Some(status)) {
+        return;
+    }
+    let ids = selection::run_instances(spec, Some(status)).to_vec();
+    let floor = status.selection.as_ref().map_or(0, |s| s.attempt_floor);
     let mut old = std::mem::take(&mut status.instances);
-    let mut merged: Vec<InstanceStatus> = Vec::with_capacity(spec.instances.len());
-    for id in &spec.instances {
+    let mut merged: Vec<InstanceStatus> = Vec::with_capacity(ids.len());
+    for id in &ids {
         if merged.iter().any(|i| &i.instance_id == id) {
             continue; // duplicates are reported by validation
         }
@@ -461,6 +573,7 @@ fn merge_instances(status: &mut MaintenancePlanStatus, spec: &MaintenancePlanSpe
             Some(index) => merged.push(old.swap_remove(index)),
             None => merged.push(InstanceStatus {
                 instance_id: id.clone(),
+                attempt: floor,
                 ..InstanceStatus::default()
             }),
         }
@@ -496,6 +609,9 @@ fn conclude(
 fn plan_failure_reason(status: &MaintenancePlanStatus) -> Option<String> {
     if status.phase != PlanPhase::Failed {
         return None;
+    }
+    if selection::is_empty(status) {
+        return Some(selection::EMPTY_SELECTION.to_owned());
     }
     status
         .instances

@@ -78,7 +78,7 @@ fn enter(instance: &mut InstanceStatus, phase: InstancePhase, message: String, n
         InstancePhase::Rebooting => "Drained",
         InstancePhase::Verifying => "MaintenanceSucceeded",
         InstancePhase::Registered => "Healthy",
-        InstancePhase::Pending | InstancePhase::Failed => "Changed",
+        InstancePhase::Pending | InstancePhase::Failed | InstancePhase::Skipped => "Changed",
     };
     Transition::instance(&instance.instance_id, from, phase, reason, message)
 }
@@ -266,7 +266,9 @@ pub(super) fn advance(
             }
         }
         InstancePhase::Verifying => verify_and_register(plan, instance, &places, observed, now),
-        InstancePhase::Pending | InstancePhase::Registered | InstancePhase::Failed => Step::default(),
+        InstancePhase::Pending | InstancePhase::Registered | InstancePhase::Failed | InstancePhase::Skipped => {
+            Step::default()
+        }
     }
 }
 

@@ -166,9 +166,16 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
     if spec.suspend {
         return Wants::default();
     }
-    // The next instance to start (or, in a dry run, to check): the first of the spec that
+    if super::selection::needs_resolving(spec, status) {
+        // The run starts: its instances are the members of the groups now.
+        return Wants {
+            group_health: true,
+            ..Wants::default()
+        };
+    }
+    // The next instance to start (or, in a dry run, to check): the first of the run that
     // has not started.
-    let next = spec.instances.iter().find(|id| {
+    let next = super::selection::run_instances(spec, status).iter().find(|id| {
         instances
             .iter()
             .find(|i| &i.instance_id == *id)

@@ -12,7 +12,7 @@ use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::problem::{describe, reason};
 use crate::aws::{AwsErrorKind, AwsProvider};
 use crate::engine::{StepReport, step};
-use crate::machine::{PlanView, Requeue, holds_turn, in_flight, needs_turn};
+use crate::machine::{PlanView, Requeue, holds_turn, in_flight, needs_turn, new_window_open};
 
 use super::group_turns::{GroupTurn, PlanTurns};
 use super::put_back::put_back_after_failure;
@@ -195,11 +195,13 @@ async fn drive(
     loop {
         let recorded = plan.store.current();
         let busy = recorded.as_ref().and_then(|s| in_flight(&plan.spec, s)).is_some();
-        // A finished plan is done unless its spec changed since (then the engine starts a new run).
+        // A finished plan is done unless its spec changed since, or (scheduled) a window it
+        // has not run in is open: then the engine starts a new run.
         if recorded
             .as_ref()
             .is_some_and(|s| s.phase.is_finished() && s.observed_generation == Some(generation))
             && !busy
+            && !new_window_open(&plan.spec, recorded.as_ref(), Timestamp::now())
         {
             return outcome(plan, recorded, false);
         }
