@@ -25,6 +25,9 @@ pub struct SandboxConfig {
     /// Number of target groups every instance is registered in (1 to 10), each a real HAProxy frontend and
     /// backend with its own health checks, as an instance serving HTTP and HTTPS, or through an ALB and an NLB.
     pub target_groups: usize,
+    /// Spare instances: booted with the fleet but in no target group, launched into every group one at a time by
+    /// `Sandbox::replace_instance` or `Sandbox::launch_instance` (as an Auto Scaling group launches a replacement).
+    pub spare_instances: usize,
     /// The target group's `deregistration_delay.timeout_seconds`: how long a deregistered target stays `draining`.
     /// AWS counts whole seconds, so the value reported by `DescribeTargetGroupAttributes` is rounded up.
     pub deregistration_delay: Duration,
@@ -58,6 +61,7 @@ impl Default for SandboxConfig {
         Self {
             instances: 3,
             target_groups: 1,
+            spare_instances: 0,
             deregistration_delay: Duration::from_secs(2),
             health_interval: Duration::from_secs(1),
             healthy_threshold: 2,
@@ -83,6 +87,12 @@ impl SandboxConfig {
     /// Sets the number of target groups every instance is registered in.
     pub fn with_target_groups(mut self, target_groups: usize) -> Self {
         self.target_groups = target_groups;
+        self
+    }
+
+    /// Sets the number of spare instances.
+    pub fn with_spare_instances(mut self, spare_instances: usize) -> Self {
+        self.spare_instances = spare_instances;
         self
     }
 
@@ -160,6 +170,11 @@ impl SandboxConfig {
             self.instances <= 200,
             "a sandbox holds at most 200 instances, not {}",
             self.instances
+        );
+        ensure!(
+            self.instances + self.spare_instances <= 200,
+            "a sandbox holds at most 200 instances, spares included, not {}",
+            self.instances + self.spare_instances
         );
         ensure!(
             (1..=10).contains(&self.target_groups),

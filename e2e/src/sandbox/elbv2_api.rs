@@ -195,6 +195,20 @@ async fn register_targets(shared: &Shared, params: &QueryParams) -> Result<Strin
         return Err(ApiError::validation("Targets must name at least one target"));
     }
     check_known(shared, &wanted)?;
+    let not_running: Vec<&str> = wanted
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| shared.instance(id).is_some_and(|i| !i.in_service()))
+        .collect();
+    if !not_running.is_empty() {
+        return Err(ApiError::client(
+            "InvalidTarget",
+            format!(
+                "The following targets are not in a running state and cannot be registered: '{}'",
+                not_running.join("', '")
+            ),
+        ));
+    }
     targets::register(shared, index, &wanted).await?;
     Ok(String::new())
 }

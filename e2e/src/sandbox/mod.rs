@@ -24,6 +24,7 @@ mod config;
 mod elbv2_api;
 mod endpoint;
 mod faults;
+mod fleet;
 mod haproxy;
 mod instance;
 mod lifecycle;
@@ -228,7 +229,7 @@ impl Sandbox {
         let mut ports = Vec::new();
         let mut instances = Vec::new();
         let instances_dir = work_dir.path().join("instances");
-        for index in 0..cfg.instances {
+        for index in 0..cfg.instances + cfg.spare_instances {
             let port = match net::pick_backend_port() {
                 Ok(port) => port,
                 Err(err) => {
@@ -238,7 +239,12 @@ impl Sandbox {
             };
             ports.push(port);
             match Instance::create(index, port, &instances_dir) {
-                Ok(instance) => instances.push(Arc::new(instance)),
+                Ok(instance) => {
+                    if index >= cfg.instances {
+                        instance.make_spare();
+                    }
+                    instances.push(Arc::new(instance));
+                }
                 Err(err) => {
                     net::release_ports(&ports);
                     return Err(err);
@@ -345,7 +351,11 @@ impl Sandbox {
         // Every instance starts registered in every group, on the group's port, through the same path as a
         // RegisterTargets call.
         for (index, group) in shared.target_groups.iter().enumerate() {
-            let all: Vec<(String, u16)> = ids.iter().map(|id| (id.clone(), group.port)).collect();
+            let all: Vec<(String, u16)> = ids
+                .iter()
+                .take(shared.cfg.instances)
+                .map(|id| (id.clone(), group.port))
+                .collect();
             targets::register(&shared, index, &all).await?;
         }
         sandbox.wait_until_all_healthy().await?;
@@ -364,10 +374,12 @@ impl Sandbox {
             for index in 0..self.shared.target_groups.len() {
                 health.push(targets::describe(&self.shared, index).await?);
             }
+            let in_service = |id: &String| self.shared.instance(id).is_some_and(|i| i.in_service());
             if health
                 .iter()
-                .flat_map(|h| h.values())
-                .all(|h| h.state == TargetState::Healthy)
+                .flat_map(|h| h.iter())
+                .filter(|(id, _)| in_service(id))
+                .all(|(_, h)| h.state == TargetState::Healthy)
             {
                 return Ok(());
             }
@@ -423,9 +435,30 @@ impl Sandbox {
         &self.shared.cfg
     }
 
-    /// Instance IDs, in index order.
+    /// IDs of the instances in service (launched and not terminated), in index order.
     pub fn instance_ids(&self) -> Vec<String> {
-        self.shared.instances.iter().map(|i| i.id.clone()).collect()
+        self.shared
+            .instances
+            .iter()
+            .filter(|i| i.in_service())
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
+    /// Terminates instance `id` as an Auto Scaling group does: out of every target group it is in (after the
+    /// deregistration delay), then powered off for good. Returns once it is gone.
+    pub async fn terminate_instance(&self, id: &str) -> anyhow::Result<()> {
+        fleet::terminate(&self.shared, id).await
+    }
+
+    /// Launches a spare instance into every target group (see [`SandboxConfig::spare_instances`]); returns its ID.
+    pub async fn launch_instance(&self) -> anyhow::Result<String> {
+        fleet::launch(&self.shared).await
+    }
+
+    /// Replaces instance `id`: terminates it, then launches a spare in its place; returns the new instance's ID.
+    pub async fn replace_instance(&self, id: &str) -> anyhow::Result<String> {
+        fleet::replace(&self.shared, id).await
     }
 
     /// How many times instance `id`'s backend has started (1 after the sandbox starts); `None` for an unknown ID.

@@ -29,7 +29,17 @@ pub(crate) async fn watch_haproxy(shared: Arc<Shared>) {
 
 /// Reads HAProxy's server states of the first target group once, records them and returns them.
 pub(crate) async fn observe_now(shared: &Shared) -> anyhow::Result<BTreeMap<String, RotationState>> {
-    Ok(observe_all_now(shared).await?.into_iter().next().unwrap_or_default())
+    let first = observe_all_now(shared).await?.into_iter().next().unwrap_or_default();
+    Ok(in_service_only(shared, &first))
+}
+
+/// The states of the instances in service: spares not launched and terminated instances are no part of the fleet.
+fn in_service_only(shared: &Shared, states: &BTreeMap<String, RotationState>) -> BTreeMap<String, RotationState> {
+    states
+        .iter()
+        .filter(|(id, _)| shared.instance(id).is_some_and(|i| i.in_service()))
+        .map(|(id, state)| (id.clone(), state.clone()))
+        .collect()
 }
 
 /// Reads HAProxy's server states of every target group once (one backend each), notes them in each group and
@@ -47,8 +57,10 @@ pub(crate) async fn observe_all_now(shared: &Shared) -> anyhow::Result<Vec<BTree
     }
     if let Some(first) = all.first() {
         // The rotation record (and the reports built on it) follow the first group; the others are checked
-        // through their own frontends' traffic.
-        shared.rotation.observe(shared.started.elapsed(), first);
+        // through their own frontends' traffic. Spares not launched and terminated instances are no part of it.
+        shared
+            .rotation
+            .observe(shared.started.elapsed(), &in_service_only(shared, first));
     }
     Ok(all)
 }
