@@ -533,3 +533,52 @@ async fn plans_sharing_two_groups_in_opposite_orders_both_finish_one_out_per_gro
         }
     }
 }
+
+/// A run stopped on AWS puts an instance that is out back into every group it left, on its
+/// port in each (the merge of issue 14's put-back with several target groups).
+#[tokio::test]
+async fn a_denied_send_command_puts_the_instance_back_into_every_group_it_left() {
+    const TLS: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
+    let fake = instant_fake();
+    fake.add_group(TLS, &IDS, 8443);
+    fake.behave(|b| b.denied_operations = vec!["SendCommand"]);
+    let yaml = format!(
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: web\nspec:\n  targetGroupArns: [{ARN}, {TLS}]\n  instances: [{}]\n",
+        IDS.join(", ")
+    );
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&yaml, &stores),
+            &options(),
+            &Recorder::default(),
+            interrupt,
+        ),
+    )
+    .await
+    .expect("ends at once");
+    let line = outcomes[0].aws_failure.clone().expect("stopped on AWS");
+    println!("{line}");
+    assert!(!outcomes[0].still_out, "{line}");
+    for (arn, port) in [(ARN, 8080), (TLS, 8443)] {
+        assert!(
+            line.contains(&format!(
+                "{} was out of target group {arn} and is registered again",
+                IDS[0]
+            )),
+            "{line}"
+        );
+        assert!(fake.state(arn, IDS[0]).is_registered(), "back in {arn}");
+        let registers: Vec<_> = fake
+            .writes()
+            .into_iter()
+            .filter(|w| w.operation == "RegisterTargets" && w.target_group_arn.as_deref() == Some(arn))
+            .map(|w| (w.instance_id, w.port))
+            .collect();
+        assert_eq!(registers, [(IDS[0].to_owned(), Some(port))], "{arn}");
+    }
+    assert_eq!(pitstop::cli::run::exit_code(&outcomes), pitstop::cli::run::EXIT_AWS);
+}

@@ -1305,3 +1305,41 @@ fn a_bad_schedule_is_an_invalid_spec() {
     assert_eq!(d.status.phase, PlanPhase::Failed);
     assert!(d.status.message.as_deref().unwrap_or_default().contains("Mars/Olympus"));
 }
+
+/// `pitstop run` asks whether a finished scheduled plan has a window open that it has not
+/// run in (then it runs the plan again rather than ending at once).
+#[test]
+fn a_new_window_is_open_only_for_a_finished_scheduled_plan_outside_its_last_window() {
+    let mut s = spec();
+    sunday_night(&mut s);
+    // Sunday 4 January 2026, 22:00 in London (GMT), and the Sunday after.
+    let first_window = ts("2026-01-04T22:00:00Z");
+    let finished = MaintenancePlanStatus {
+        phase: PlanPhase::Succeeded,
+        window_start: Some(first_window),
+        ..MaintenancePlanStatus::default()
+    };
+    let new_window_open = pitstop::machine::new_window_open;
+    assert!(new_window_open(&s, Some(&finished), ts("2026-01-11T22:05:00Z")));
+    assert!(
+        !new_window_open(&s, Some(&finished), ts("2026-01-04T22:30:00Z")),
+        "the window it ran in"
+    );
+    assert!(
+        !new_window_open(&s, Some(&finished), ts("2026-01-08T12:00:00Z")),
+        "no window open"
+    );
+    let running = MaintenancePlanStatus {
+        phase: PlanPhase::Running,
+        ..finished.clone()
+    };
+    assert!(
+        !new_window_open(&s, Some(&running), ts("2026-01-11T22:05:00Z")),
+        "not finished"
+    );
+    assert!(!new_window_open(&s, None, ts("2026-01-11T22:05:00Z")), "never ran");
+    assert!(
+        !new_window_open(&spec(), Some(&finished), ts("2026-01-11T22:05:00Z")),
+        "no schedule"
+    );
+}

@@ -21,6 +21,9 @@ struct Args {
     /// Number of target groups every instance is registered in (each its own HAProxy frontend and backend).
     #[arg(long, default_value_t = 1)]
     target_groups: usize,
+    /// Spare instances, in no target group until `POST /_sandbox/replace` or `/_sandbox/launch` launches one.
+    #[arg(long, default_value_t = 0)]
+    spare_instances: usize,
     /// Deregistration delay (e.g. `2s`, `500ms`).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     deregistration_delay: Duration,
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = SandboxConfig {
         instances: args.instances,
         target_groups: args.target_groups,
+        spare_instances: args.spare_instances,
         deregistration_delay: args.deregistration_delay,
         health_interval: args.health_interval,
         healthy_threshold: args.healthy_threshold,
@@ -102,6 +106,10 @@ async fn main() -> anyhow::Result<()> {
     println!("# instances:     {}", info.instance_ids.join(" "));
     println!(
         "# admin:         {0}/_sandbox/state {0}/_sandbox/calls {0}/_sandbox/faults",
+        info.aws_endpoint_url
+    );
+    println!(
+        "# fleet:         POST {0}/_sandbox/terminate?instance=ID {0}/_sandbox/replace?instance=ID {0}/_sandbox/launch",
         info.aws_endpoint_url
     );
     println!("# work dir:      {}", info.work_dir.display());
