@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use pitstop::api::{CommandSpec, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, Preflight, Timeouts};
+use pitstop::api::{
+    CommandSpec, FleetSelector, InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, Preflight,
+    Timeouts,
+};
 use pitstop::aws::fake::FakeAws;
 use pitstop::aws::{AwsErrorKind, CommandKind, CommandTag};
 use pitstop::engine::{StatusStore, step};
@@ -97,6 +100,11 @@ struct Scenario {
     groups: usize,
     /// Per instance, whether it is registered in each group at the start.
     membership: Vec<[bool; 3]>,
+    /// The plan selects its instances (`selector.targetGroupMembers`) instead of listing them.
+    selector: bool,
+    /// Per instance, the round from which it is gone (terminated: out of every group), if
+    /// it is still untouched then; only with a selector.
+    gone_at: Vec<Option<usize>>,
 }
 
 impl Scenario {
@@ -154,6 +162,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 5,
             ),
         ),
+        (
+            prop::bool::weighted(0.4),
+            prop::collection::vec(prop::option::weighted(0.25, 0usize..60), 5),
+        ),
     )
         .prop_map(
             |(
@@ -166,6 +178,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 fates,
                 (throttle_rounds, lost_answer_rounds, list_lag),
                 (steps, groups, membership),
+                (selector, gone_at),
             )| Scenario {
                 instances,
                 drain_time: drain,
@@ -187,6 +200,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 steps,
                 groups,
                 membership: membership.into_iter().map(|(a, b, c)| [a, b, c]).collect(),
+                gone_at: if selector { gone_at } else { vec![None; 5] },
+                selector,
             },
         )
 }
@@ -207,7 +222,14 @@ fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
         target_group_arn: single,
         target_group_arns: several,
         region: None,
-        instances: IDS[..s.instances].iter().map(|s| (*s).to_owned()).collect(),
+        instances: if s.selector {
+            Vec::new()
+        } else {
+            IDS[..s.instances].iter().map(|s| (*s).to_owned()).collect()
+        },
+        selector: s.selector.then_some(FleetSelector {
+            target_group_members: true,
+        }),
         maintenance: None,
         verify: s.with_verify.then_some(command),
         preflight: Preflight {
@@ -237,8 +259,15 @@ fn pick(flags: &[bool], n: usize) -> Vec<String> {
         .collect()
 }
 
+/// What the simulation did besides the plan's rounds.
+#[derive(Debug, Default)]
+struct World {
+    /// Instances made gone, with the number of AWS writes made before.
+    gone: Vec<(String, usize)>,
+}
+
 /// Runs the scenario to the end; returns the fake and the last durable status.
-async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<MaintenancePlanStatus>) {
+async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<MaintenancePlanStatus>, World) {
     let start: Timestamp = "2026-11-23T00:00:00Z".parse().expect("timestamp");
     let spec = spec_for(s);
     let ids: Vec<&str> = IDS[..s.instances].to_vec();
@@ -270,6 +299,7 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         next: 0,
     };
     let mut now = start;
+    let mut world = World::default();
     // Long enough for the slowest legal run: every try of every instance using every limit
     // (drain 60 s, the default maintenance limit 1800 s, the longest backoff 300 s, verify
     // 120 s, healthy 60 s twice, and the look-up grace of a lost SendCommand answer for both
@@ -291,6 +321,21 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         }
         fake.set_now(now);
         let recorded = store.durable.clone();
+        // An instance whose time has come is terminated, if the plan has not touched it: AWS
+        // takes it out of every group.
+        for (index, id) in ids.iter().enumerate() {
+            let untouched = recorded.as_ref().is_none_or(|st| {
+                st.instances
+                    .iter()
+                    .find(|i| i.instance_id == *id)
+                    .is_none_or(|i| i.phase == InstancePhase::Pending && !i.out_of_rotation)
+            });
+            let due = s.gone_at[index].is_some_and(|at| at <= round);
+            if due && untouched && !world.gone.iter().any(|(g, _)| g == id) {
+                world.gone.push(((*id).to_owned(), fake.writes().len()));
+                fake.terminate(id);
+            }
+        }
         let finished = recorded.as_ref().is_some_and(|st| st.phase.is_finished());
         if finished && round > 0 {
             break;
@@ -315,7 +360,7 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         now += SignedDuration::from_secs(s.steps[round % s.steps.len()] as i64);
     }
     let durable = store.durable.clone();
-    (fake, spec, durable)
+    (fake, spec, durable, world)
 }
 
 proptest! {
@@ -324,7 +369,8 @@ proptest! {
     #[test]
     fn safety_holds_across_crashes_throttling_and_lost_answers(s in scenario()) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let (fake, spec, status) = runtime.block_on(simulate(&s));
+        let (fake, spec, status, world) = runtime.block_on(simulate(&s));
+        let is_gone = |id: &str| world.gone.iter().any(|(g, _)| g == id);
         let status = status.expect("at least one status write landed");
 
         // The plan ends.
@@ -351,7 +397,8 @@ proptest! {
         }
 
         // At most one maintenance command per instance per attempt, across restarts.
-        for id in &spec.instances {
+        let planned: Vec<String> = status.instances.iter().map(|i| i.instance_id.clone()).collect();
+        for id in &planned {
             for (kind, attempt) in [CommandKind::Maintenance, CommandKind::Verify].into_iter().flat_map(|k| (1..=s.max_attempts).map(move |a| (k, a))) {
                 let tag = CommandTag { plan_uid: UID.into(), kind, attempt }.comment();
                 prop_assert!(fake.sends_with_comment(id, &tag) <= 1, "{} sends of {} to {}", fake.sends_with_comment(id, &tag), tag, id);
@@ -363,6 +410,16 @@ proptest! {
         // of one of them.
         for instance in &status.instances {
             let groups = s.groups_of(&instance.instance_id);
+            if is_gone(&instance.instance_id) {
+                // A gone instance is skipped untouched (or never reached), never failed.
+                prop_assert!(
+                    matches!(instance.phase, InstancePhase::Skipped | InstancePhase::Pending)
+                        || s.dry_run,
+                    "gone instance {:?}", instance
+                );
+                prop_assert!(!instance.out_of_rotation);
+                continue;
+            }
             let left_out = spec.on_failure == OnFailure::LeaveOut && instance.phase == pitstop::api::InstancePhase::Failed;
             let mut out_somewhere = false;
             for arn in &groups {
@@ -387,6 +444,37 @@ proptest! {
                 !s.groups_of(&write.instance_id).is_empty(),
                 "a call for an instance in none of the groups: {:?}", write
             );
+        }
+        // Nothing is done to an instance once it is gone.
+        let writes = fake.writes();
+        for (id, before) in &world.gone {
+            prop_assert!(
+                writes[*before..].iter().all(|w| &w.instance_id != id),
+                "a call for {} after it was gone: {:?}", id, &writes[*before..]
+            );
+        }
+        if s.selector {
+            // The selection is every member at the start of the run, in ID order (less any
+            // gone before the run resolved it).
+            let selection = status.selection.clone().expect("a selected plan records its selection");
+            let members: Vec<String> = IDS[..s.instances]
+                .iter()
+                .filter(|id| !s.groups_of(id).is_empty())
+                .map(|id| (*id).to_owned())
+                .collect();
+            prop_assert!(
+                selection.instances.iter().all(|id| members.contains(id)),
+                "selected a non-member: {:?} of {:?}", selection.instances, members
+            );
+            prop_assert!(
+                members.iter().all(|id| selection.instances.contains(id) || is_gone(id)),
+                "left out a member: {:?} of {:?}", selection.instances, members
+            );
+            // Skipped instances never fail the plan.
+            let failed = status.instances.iter().any(|i| i.phase == InstancePhase::Failed);
+            if !failed && !s.dry_run && !selection.instances.is_empty() {
+                prop_assert_eq!(status.phase, pitstop::api::PlanPhase::Succeeded, "{:?}", status);
+            }
         }
     }
 }

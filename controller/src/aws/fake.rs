@@ -200,6 +200,15 @@ impl FakeAws {
         }
     }
 
+    /// Terminates an instance behind pitstop's back: AWS takes it out of every group (it is
+    /// no longer listed anywhere, so it does not count as out of rotation either).
+    pub fn terminate(&self, instance_id: &str) {
+        let mut world = self.lock();
+        for group in world.groups.values_mut() {
+            group.remove(instance_id);
+        }
+    }
+
     /// Every write call so far.
     pub fn writes(&self) -> Vec<WriteCall> {
         self.lock().writes.clone()
