@@ -1235,3 +1235,86 @@ async fn the_apiserver_takes_exactly_one_of_instances_and_selector() {
     })
     .await;
 }
+
+/// A plan with a selector through the real controller and apiserver: the selection is
+/// written to the status (and kept by the CRD's schema), an instance terminated while the
+/// first one is out is Skipped (InstanceGone) with an Event, and the plan succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selected_plan_skips_an_instance_terminated_mid_run() {
+    kube_support::run(
+        "a_selected_plan_skips_an_instance_terminated_mid_run",
+        |h: Harness| async move {
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            let ids = fleet.sandbox.instance_ids();
+            // By ID: the terminated instance leaves `instance_ids()`.
+            let before = fleet.sandbox.boot_counts();
+            let name = "selected";
+            let plan = serde_json::json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "metadata": { "name": name },
+                "spec": {
+                    "targetGroupArn": fleet.sandbox.target_group_arn(),
+                    "selector": { "targetGroupMembers": true },
+                    "timeouts": { "healthySeconds": 60 },
+                },
+            });
+            fleet
+                .plans
+                .patch(
+                    name,
+                    &kube::api::PatchParams::apply(kube_support::FIELD_MANAGER),
+                    &kube::api::Patch::Apply(&plan),
+                )
+                .await
+                .expect("a plan with a selector");
+            let out = fleet
+                .wait_for_plan(name, "the first instance out", PLAN_LIMIT, |p| {
+                    p.status
+                        .as_ref()
+                        .is_some_and(|s| s.instances.first().is_some_and(|i| i.out_of_rotation))
+                })
+                .await;
+            let selection = out
+                .status
+                .as_ref()
+                .and_then(|s| s.selection.clone())
+                .expect("the selection is in the status");
+            assert_eq!(selection.instances, ids);
+            assert!(selection.resolved_at.is_some());
+            fleet.sandbox.terminate_instance(&ids[2]).await.expect("terminate");
+
+            let plan = fleet
+                .wait_for_plan(name, "phase Succeeded", PLAN_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+            let status = plan.status.clone().expect("a status");
+            println!("status.message: {}", status.message.clone().unwrap_or_default());
+            let gone = status
+                .instances
+                .iter()
+                .find(|i| i.instance_id == ids[2])
+                .expect("still listed");
+            assert_eq!(gone.phase, InstancePhase::Skipped, "{status:#?}");
+            assert_eq!(gone.failure_reason.as_deref(), Some("InstanceGone"));
+            assert_eq!(status.selection.map(|s| s.instances), Some(ids.clone()));
+            let after = fleet.sandbox.boot_counts();
+            let rebooted: Vec<u64> = ids.iter().map(|id| after[id] - before[id]).collect();
+            assert_eq!(rebooted, [1, 1, 0], "the gone instance untouched");
+            let events = fleet
+                .wait_for_events(name, "the InstanceGone Event", |events| {
+                    events.iter().any(|e| e.reason.as_deref() == Some("InstanceGone"))
+                })
+                .await;
+            let gone_event = events
+                .iter()
+                .find(|e| e.reason.as_deref() == Some("InstanceGone"))
+                .expect("found");
+            assert_eq!(gone_event.type_.as_deref(), Some("Normal"));
+            assert_eq!(gone_event.action.as_deref(), Some(ids[2].as_str()));
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
