@@ -704,6 +704,7 @@ READ_ACTIONS = {
     "ssm:CancelCommand",
     "ssm:DescribeInstanceInformation",
     "ssm:DescribeDocument",
+    "ec2:DescribeInstances",
 }
 TARGET_ACTIONS = {"elasticloadbalancing:RegisterTargets",
                   "elasticloadbalancing:DeregisterTargets"}

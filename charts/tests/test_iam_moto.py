@@ -51,28 +51,29 @@ TARGETS = [{"Id": INSTANCE, "Port": 80}]
 COMMAND = "00000000-0000-4000-8000-000000000000"
 
 # Every operation pitstop calls, with harmless arguments: (IAM action, call).
-Call = Callable[[Any, Any], Any]
+Call = Callable[[Any, Any, Any], Any]
 PITSTOP_CALLS: dict[str, Call] = {
-    "elasticloadbalancing:DescribeTargetHealth": lambda elb, ssm: elb.describe_target_health(TargetGroupArn=ARN),
+    "elasticloadbalancing:DescribeTargetHealth": lambda elb, ssm, ec2: elb.describe_target_health(TargetGroupArn=ARN),
     "elasticloadbalancing:DescribeTargetGroupAttributes":
-        lambda elb, ssm: elb.describe_target_group_attributes(TargetGroupArn=ARN),
-    "elasticloadbalancing:DescribeTargetGroups": lambda elb, ssm: elb.describe_target_groups(TargetGroupArns=[ARN]),
-    "elasticloadbalancing:RegisterTargets": lambda elb, ssm: elb.register_targets(TargetGroupArn=ARN, Targets=TARGETS),
+        lambda elb, ssm, ec2: elb.describe_target_group_attributes(TargetGroupArn=ARN),
+    "elasticloadbalancing:DescribeTargetGroups": lambda elb, ssm, ec2: elb.describe_target_groups(TargetGroupArns=[ARN]),
+    "elasticloadbalancing:RegisterTargets": lambda elb, ssm, ec2: elb.register_targets(TargetGroupArn=ARN, Targets=TARGETS),
     "elasticloadbalancing:DeregisterTargets":
-        lambda elb, ssm: elb.deregister_targets(TargetGroupArn=ARN, Targets=TARGETS),
-    "ssm:SendCommand": lambda elb, ssm: ssm.send_command(
+        lambda elb, ssm, ec2: elb.deregister_targets(TargetGroupArn=ARN, Targets=TARGETS),
+    "ssm:SendCommand": lambda elb, ssm, ec2: ssm.send_command(
         InstanceIds=[INSTANCE], DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]}),
-    "ssm:GetCommandInvocation": lambda elb, ssm: ssm.get_command_invocation(CommandId=COMMAND, InstanceId=INSTANCE),
-    "ssm:ListCommands": lambda elb, ssm: ssm.list_commands(),
-    "ssm:ListCommandInvocations": lambda elb, ssm: ssm.list_command_invocations(),
-    "ssm:CancelCommand": lambda elb, ssm: ssm.cancel_command(CommandId=COMMAND),
-    "ssm:DescribeInstanceInformation": lambda elb, ssm: ssm.describe_instance_information(),
-    "ssm:DescribeDocument": lambda elb, ssm: ssm.describe_document(Name="AWS-RunShellScript"),
+    "ssm:GetCommandInvocation": lambda elb, ssm, ec2: ssm.get_command_invocation(CommandId=COMMAND, InstanceId=INSTANCE),
+    "ssm:ListCommands": lambda elb, ssm, ec2: ssm.list_commands(),
+    "ssm:ListCommandInvocations": lambda elb, ssm, ec2: ssm.list_command_invocations(),
+    "ssm:CancelCommand": lambda elb, ssm, ec2: ssm.cancel_command(CommandId=COMMAND),
+    "ssm:DescribeInstanceInformation": lambda elb, ssm, ec2: ssm.describe_instance_information(),
+    "ssm:DescribeDocument": lambda elb, ssm, ec2: ssm.describe_document(Name="AWS-RunShellScript"),
+    "ec2:DescribeInstances": lambda elb, ssm, ec2: ec2.describe_instances(),
 }
 # Operations pitstop never needs: the policies must not grant them.
 FOREIGN_CALLS: dict[str, Call] = {
-    "elasticloadbalancing:DeleteTargetGroup": lambda elb, ssm: elb.delete_target_group(TargetGroupArn=ARN),
-    "ssm:CreateDocument": lambda elb, ssm: ssm.create_document(
+    "elasticloadbalancing:DeleteTargetGroup": lambda elb, ssm, ec2: elb.delete_target_group(TargetGroupArn=ARN),
+    "ssm:CreateDocument": lambda elb, ssm, ec2: ssm.create_document(
         Name="x", Content='{"schemaVersion":"2.2","mainSteps":[]}', DocumentType="Command"),
 }
 SCOPED = {"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"}
@@ -107,17 +108,17 @@ def _allowed(policy: dict[str, Any], calls: dict[str, Call]) -> dict[str, bool]:
             key = iam.create_access_key(UserName="pitstop")["AccessKey"]
         session = boto3.Session(aws_access_key_id=key["AccessKeyId"],
                                 aws_secret_access_key=key["SecretAccessKey"], region_name=REGION)
-        elb, ssm = session.client("elbv2"), session.client("ssm")
+        elb, ssm, ec2 = session.client("elbv2"), session.client("ssm"), session.client("ec2")
         verdicts = {}
         with enable_iam_authentication():
             for action, call in calls.items():
                 try:
-                    call(elb, ssm)
+                    call(elb, ssm, ec2)
                     verdicts[action] = True
                 except ClientError as error:
                     code = error.response.get("Error", {}).get("Code", "")
                     # Anything but a refusal (e.g. TargetGroupNotFound) got past IAM.
-                    verdicts[action] = code not in ("AccessDenied", "AccessDeniedException")
+                    verdicts[action] = code not in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
                 except NotImplementedError:
                     # moto authorizes before it dispatches: an operation it does not
                     # emulate (ListCommandInvocations) got past IAM.
@@ -132,6 +133,17 @@ def test_every_elbv2_call_pitstop_makes_is_granted_and_nothing_else(name):
     assert granted == {action: True for action in _elbv2(PITSTOP_CALLS)}, granted
     foreign = _allowed(policy, _elbv2(FOREIGN_CALLS))
     assert foreign == {action: False for action in _elbv2(FOREIGN_CALLS)}, foreign
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_the_ec2_read_of_tag_selectors_is_granted_and_refused_without_it(name):
+    ec2_calls = {a: c for a, c in PITSTOP_CALLS.items() if a.startswith("ec2:")}
+    assert ec2_calls, "pitstop reads EC2 (selector.tags)"
+    assert _allowed(_policy(POLICIES[name]), ec2_calls) == {a: True for a in ec2_calls}
+    # Not vacuous: moto authorizes EC2, and refuses it to a policy without the action.
+    refused = _allowed({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetHealth", "Resource": "*"}]}, ec2_calls)
+    assert refused == {a: False for a in ec2_calls}, refused
 
 
 def test_moto_refuses_an_elbv2_call_no_policy_grants():

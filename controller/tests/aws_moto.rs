@@ -147,9 +147,9 @@ fn provider(moto: &MotoServer) -> SdkProvider {
 // Test fleet: VPC, subnets, instances, target group, ALB, listener
 // ---------------------------------------------------------------------------------------------
 
-/// One EC2 Query API call to moto. pitstop never calls EC2, so the tests speak its Query
-/// protocol directly instead of compiling aws-sdk-ec2 (the largest SDK crate, minutes of build
-/// time) for four calls. moto routes the request by the signing scope in `Authorization`; it
+/// One EC2 Query API call to moto, for set-up (VPC, subnets, RunInstances, CreateTags,
+/// StopInstances): pitstop's own EC2 client only reads, so the set-up speaks the Query
+/// protocol directly. moto routes the request by the signing scope in `Authorization`; it
 /// does not check signatures.
 async fn ec2(moto: &MotoServer, region: &str, params: &[(&str, &str)]) -> String {
     fn enc(s: &str) -> String {
@@ -523,6 +523,85 @@ async fn a_missing_target_group_reads_as_one_line_with_the_fix() {
     assert!(error.kind.is_permanent());
     // moto accepts SendCommand with any document name; `InvalidDocument` is covered with
     // SSM's own answer in aws_error_paths.rs.
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instances
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn running_instances_with_every_tag_in_id_order_with_their_zones() {
+    let moto = moto();
+    let provider = provider(&moto);
+    let region = "ap-south-1";
+    let fleet = fleet(&moto, &provider, region).await;
+    let tag = |ids: &[&String], tags: &[(&str, &str)]| {
+        let mut params: Vec<(String, String)> = vec![("Action".into(), "CreateTags".into())];
+        for (n, id) in ids.iter().enumerate() {
+            params.push((format!("ResourceId.{}", n + 1), (*id).clone()));
+        }
+        for (n, (k, v)) in tags.iter().enumerate() {
+            params.push((format!("Tag.{}.Key", n + 1), (*k).to_owned()));
+            params.push((format!("Tag.{}.Value", n + 1), (*v).to_owned()));
+        }
+        params
+    };
+    let r = &fleet.registered;
+    for (ids, tags) in [
+        (vec![&r[0], &r[1], &fleet.spare], vec![("app", "web"), ("env", "prod")]),
+        (vec![&r[2]], vec![("app", "web"), ("env", "test")]),
+    ] {
+        let params = tag(&ids, &tags);
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ec2(&moto, region, &params).await;
+    }
+    // A stopped instance with the tags is not selected.
+    ec2(
+        &moto,
+        region,
+        &[("Action", "StopInstances"), ("InstanceId.1", &fleet.spare)],
+    )
+    .await;
+
+    let apis = provider.for_region(region).await;
+    let wanted = [
+        ("app".to_owned(), "web".to_owned()),
+        ("env".to_owned(), "prod".to_owned()),
+    ]
+    .into();
+    let found = apis
+        .instances
+        .running_with_tags(&wanted)
+        .await
+        .expect("DescribeInstances");
+    let mut expected = vec![r[0].clone(), r[1].clone()];
+    expected.sort();
+    assert_eq!(
+        found.iter().map(|i| i.instance_id.clone()).collect::<Vec<_>>(),
+        expected,
+        "running, both tags, in ID order"
+    );
+    let zone = format!("{region}a");
+    assert!(
+        found
+            .iter()
+            .all(|i| i.availability_zone.as_deref() == Some(zone.as_str())),
+        "{found:?}"
+    );
+    let none = apis
+        .instances
+        .running_with_tags(&[("app".to_owned(), "nothing".to_owned())].into())
+        .await
+        .expect("DescribeInstances");
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(
+        provider.stats().snapshot().get(ApiOperation::DescribeInstances),
+        OperationCounts {
+            calls: 2,
+            errors: 0,
+            throttled: 0
+        }
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -161,8 +161,9 @@ fn printer_columns_and_list_semantics() {
     );
     let selector_rules = &spec["properties"]["selector"]["x-kubernetes-validations"];
     assert_eq!(
-        selector_rules[0]["rule"], "has(self.targetGroupMembers) && self.targetGroupMembers",
-        "a selector must select something"
+        selector_rules[0]["rule"],
+        "(has(self.targetGroupMembers) && self.targetGroupMembers) != (has(self.tags) && size(self.tags) > 0)",
+        "a selector selects exactly one way"
     );
     assert_eq!(
         rules.iter().filter(|r| r.contains("oldSelf")).count(),

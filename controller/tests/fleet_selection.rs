@@ -256,3 +256,41 @@ async fn a_scheduled_selected_plan_resolves_again_at_each_window_and_maintains_t
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn a_tag_selector_maintains_the_running_instances_with_every_tag_and_skips_one_outside_the_groups() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        for id in IDS {
+            fake.set_instance(id, "eu-west-1a", &[("app", "web"), ("env", "prod")]);
+        }
+        // Tagged for another app, or for another environment: not selected.
+        fake.set_instance("i-0000000000000000e", "eu-west-1b", &[("app", "api"), ("env", "prod")]);
+        fake.set_instance("i-00000000000000010", "eu-west-1b", &[("app", "web"), ("env", "test")]);
+        // Tagged, running, but in no target group of the plan: skipped, untouched.
+        fake.set_instance(NEW, "eu-west-1c", &[("app", "web"), ("env", "prod")]);
+        let mut plan = selected_plan("web", json!({}));
+        plan["spec"]["selector"] = json!({ "tags": { "app": "web", "env": "prod" } });
+        server.insert(plan);
+        drive(&mut server, &ctx, &fake, "web", finished).await;
+        let status = status_of(&server, "web");
+        assert_eq!(status.phase, PlanPhase::Succeeded, "{status:?}");
+        let selection = status.selection.clone().expect("selection");
+        assert_eq!(selection.instances, [IDS[0], IDS[1], IDS[2], NEW]);
+        assert_eq!(
+            selection.message.as_deref(),
+            Some(
+                "the selector matched 4 instances tagged app=web, env=prod: i-0000000000000000a, \
+                 i-0000000000000000b, i-0000000000000000c, i-0000000000000000d"
+            )
+        );
+        for id in IDS {
+            assert_eq!(phase_of(&status, id), Some(InstancePhase::Registered));
+        }
+        assert_eq!(phase_of(&status, NEW), Some(InstancePhase::Skipped));
+        assert_eq!(written(&fake, "DeregisterTargets"), IDS);
+        assert!(fake.writes().iter().all(|w| w.instance_id != NEW));
+    })
+    .await
+    .expect("test timed out");
+}

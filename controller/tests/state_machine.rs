@@ -75,6 +75,7 @@ fn all_healthy() -> Observed {
         agent: Some(AgentPing::Online),
         command: None,
         turn_held_by: None,
+        tagged: None,
     }
 }
 

@@ -229,6 +229,7 @@ fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
         },
         selector: s.selector.then_some(FleetSelector {
             target_group_members: true,
+            ..FleetSelector::default()
         }),
         maintenance: None,
         verify: s.with_verify.then_some(command),

@@ -243,3 +243,47 @@ async fn a_scheduled_selected_plan_maintains_the_replacement_in_its_next_window_
     }
     sandbox.shutdown().await.expect("sandbox stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_selector_maintains_the_running_tagged_instances_through_describe_instances() {
+    let sandbox = Sandbox::start(SandboxConfig::default().with_spare_instances(1))
+        .await
+        .expect("sandbox starts (haproxy installed? `make haproxy`)");
+    let ids = sandbox.instance_ids();
+    let out = tempfile::tempdir().expect("temp dir");
+    let plan_path = out.path().join("plan.yaml");
+    let state_path = out.path().join("state.json");
+    let yaml = format!(
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: tagged\nspec:\n  targetGroupArn: {}\n  selector:\n    tags:\n      pitstop.dev/fleet: sandbox\n  timeouts:\n    healthySeconds: 60\n",
+        sandbox.target_group_arn()
+    );
+    std::fs::write(&plan_path, yaml).expect("plan");
+    let boots_before = sandbox.boot_counts();
+    let exit = run_to_end(&plan_path, &state_path, &sandbox).await;
+    assert_eq!(exit, Some(0));
+    let status = read_status(&state_path, "tagged").expect("status");
+    assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
+    let selection = status.selection.clone().expect("selection");
+    assert_eq!(selection.instances, ids, "the running tagged instances, not the spare");
+    assert!(
+        selection
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("tagged pitstop.dev/fleet=sandbox")),
+        "{selection:?}"
+    );
+    let boots_after = sandbox.boot_counts();
+    for (id, before) in &boots_before {
+        let expected = if ids.contains(id) { before + 1 } else { *before };
+        assert_eq!(boots_after[id], expected, "{id}");
+    }
+    assert!(
+        sandbox
+            .call_log()
+            .records()
+            .iter()
+            .any(|c| c.operation == "DescribeInstances"),
+        "resolved through EC2"
+    );
+    sandbox.shutdown().await.expect("sandbox stops");
+}

@@ -1150,7 +1150,7 @@ async fn the_apiserver_takes_exactly_one_of_the_target_group_fields_and_keeps_th
 }
 
 /// The fleet fields on the real apiserver: exactly one of `instances` and `selector` (CEL),
-/// a selector that selects something (CEL), while a plan listing its instances as before
+/// a selector that selects exactly one way, by group membership or by tags (CEL), while a plan listing its instances as before
 /// stays valid, and a plan can move from a list to a selector.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apiserver_takes_exactly_one_of_instances_and_selector() {
@@ -1200,7 +1200,12 @@ async fn the_apiserver_takes_exactly_one_of_instances_and_selector() {
             (
                 "a selector that selects nothing",
                 serde_json::json!({ "selector": {} }),
-                "the selector selects nothing",
+                "the selector must select one way",
+            ),
+            (
+                "a selector that selects two ways",
+                serde_json::json!({ "selector": { "targetGroupMembers": true, "tags": { "app": "web" } } }),
+                "the selector must select one way",
             ),
         ] {
             let refused = apply("refused", plan("refused", fields)).await;
@@ -1232,6 +1237,15 @@ async fn the_apiserver_takes_exactly_one_of_instances_and_selector() {
         )
         .await
         .expect("a list can become a selector");
+        apply(
+            "tagged",
+            plan(
+                "tagged",
+                serde_json::json!({ "selector": { "tags": { "app": "web", "env": "prod" } } }),
+            ),
+        )
+        .await
+        .expect("a plan with a tag selector");
     })
     .await;
 }

@@ -66,3 +66,66 @@ async fn a_replaced_instance_leaves_every_group_for_good_and_its_replacement_ser
     assert!(sandbox.launch_instance().await.is_err(), "no spare left");
     sandbox.shutdown().await.expect("sandbox stops");
 }
+
+/// The sandbox's EC2 side through pitstop's own SDK client (`SdkProvider`): running instances
+/// by tag, in ID order, with their zones; a terminated one is no longer running, a launched
+/// spare is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_instances_by_tag_follows_terminations_and_launches() {
+    use aws_sdk_ssm::config::{Credentials, SharedCredentialsProvider};
+    use pitstop::aws::AwsProvider;
+    use pitstop::aws::sdk::{SdkProvider, SdkSettings};
+
+    let sandbox = start(fast_config().with_spare_instances(1)).await;
+    let provider = SdkProvider::new(SdkSettings {
+        endpoint_url: Some(sandbox.aws_endpoint_url()),
+        credentials: Some(SharedCredentialsProvider::new(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "sandbox-fleet",
+        ))),
+        ..SdkSettings::default()
+    });
+    let apis = provider.for_region(sandbox.region()).await;
+    let fleet_tag = [("pitstop.dev/fleet".to_owned(), "sandbox".to_owned())].into();
+    let found = apis
+        .instances
+        .running_with_tags(&fleet_tag)
+        .await
+        .expect("DescribeInstances");
+    let ids = sandbox.instance_ids();
+    assert_eq!(
+        found.iter().map(|i| i.instance_id.clone()).collect::<Vec<_>>(),
+        ids,
+        "the instances in service, not the spare"
+    );
+    let region = sandbox.region();
+    assert_eq!(
+        found
+            .iter()
+            .map(|i| i.availability_zone.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        [format!("{region}a"), format!("{region}b"), format!("{region}c")]
+    );
+    let by_name = apis
+        .instances
+        .running_with_tags(&[("Name".to_owned(), "sandbox-1".to_owned())].into())
+        .await
+        .expect("DescribeInstances");
+    assert_eq!(by_name.len(), 1);
+    assert_eq!(by_name[0].instance_id, ids[1]);
+
+    let new = sandbox.replace_instance(&ids[1]).await.expect("replace");
+    let found: Vec<String> = apis
+        .instances
+        .running_with_tags(&fleet_tag)
+        .await
+        .expect("DescribeInstances")
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
+    assert_eq!(found, [ids[0].clone(), ids[2].clone(), new], "terminated: not running");
+    sandbox.shutdown().await.expect("sandbox stops");
+}

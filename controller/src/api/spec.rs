@@ -207,8 +207,8 @@ impl MaintenancePlanSpec {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "has(self.targetGroupMembers) && self.targetGroupMembers",
-        "message": "the selector selects nothing: set targetGroupMembers: true"
+        "rule": "(has(self.targetGroupMembers) && self.targetGroupMembers) != (has(self.tags) && size(self.tags) > 0)",
+        "message": "the selector must select one way: set exactly one of targetGroupMembers: true and tags"
     }
 ]))]
 pub struct FleetSelector {
@@ -217,6 +217,14 @@ pub struct FleetSelector {
     /// Scaling group's instances attached to the groups.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub target_group_members: bool,
+
+    /// EC2 tags, key to value: the running instances that carry all of them (EC2
+    /// DescribeInstances; needs `ec2:DescribeInstances`), e.g. `{app: web, env: prod}`. An
+    /// instance selected this way that is not a registered target of any of the plan's groups
+    /// when its turn comes is skipped, untouched.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 50))]
+    pub tags: BTreeMap<String, String>,
 }
 
 fn default_max_attempts() -> u32 {

@@ -74,8 +74,10 @@ pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
             problems.push("instances is empty: name at least one EC2 instance ID, or set a selector".to_owned())
         }
         (Some(_), false) => problems.push("set exactly one of instances and selector, not both".to_owned()),
-        (Some(selector), true) if !selector.target_group_members => {
-            problems.push("the selector selects nothing: set targetGroupMembers: true".to_owned());
+        (Some(selector), true) if selector.target_group_members != selector.tags.is_empty() => {
+            problems.push(
+                "the selector must select one way: set exactly one of targetGroupMembers: true and tags".to_owned(),
+            );
         }
         _ => {}
     }
@@ -187,6 +189,7 @@ mod tests {
     fn takes_exactly_one_of_instances_and_a_selector_that_selects_something() {
         let selector = |members: bool| crate::api::FleetSelector {
             target_group_members: members,
+            ..Default::default()
         };
         let mut selected = spec(ARN, &[]);
         selected.selector = Some(selector(true));
@@ -205,7 +208,22 @@ mod tests {
             validate(&nothing)
                 .expect_err("selects nothing")
                 .to_string()
-                .contains("selects nothing")
+                .contains("select one way")
+        );
+        let mut tagged = spec(ARN, &[]);
+        tagged.selector = Some(crate::api::FleetSelector {
+            tags: [("app".to_owned(), "web".to_owned())].into(),
+            ..Default::default()
+        });
+        assert_eq!(validate(&tagged), Ok(()));
+        if let Some(selector) = tagged.selector.as_mut() {
+            selector.target_group_members = true;
+        }
+        assert!(
+            validate(&tagged)
+                .expect_err("two ways")
+                .to_string()
+                .contains("select one way")
         );
         assert!(
             validate(&spec(ARN, &[]))

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::{
-    AgentPing, AwsApis, AwsError, AwsErrorKind, AwsProvider, CommandRequest, CommandStatus, Commands, FoundCommand,
-    Invocation, Target, TargetGroups, TargetHealth, TargetState,
+    AgentPing, AwsApis, AwsError, AwsErrorKind, AwsProvider, CommandRequest, CommandStatus, Commands, Ec2Instance,
+    FoundCommand, Instances, Invocation, Target, TargetGroups, TargetHealth, TargetState,
 };
 
 /// How the fake behaves; change it between steps to script a scenario.
@@ -117,6 +117,15 @@ struct World {
     writes: Vec<WriteCall>,
     calls: u64,
     max_out_at_once: usize,
+    /// EC2's view: running instances with their zone and tags (only those given by
+    /// [`FakeAws::set_instance`]).
+    ec2: BTreeMap<String, FakeInstance>,
+}
+
+#[derive(Clone, Debug)]
+struct FakeInstance {
+    zone: String,
+    tags: BTreeMap<String, String>,
 }
 
 /// The fake AWS. Cheap to clone; clones share the world.
@@ -142,6 +151,7 @@ impl FakeAws {
             writes: Vec::new(),
             calls: 0,
             max_out_at_once: 0,
+            ec2: BTreeMap::new(),
         };
         Self {
             world: Arc::new(Mutex::new(world)),
@@ -207,6 +217,18 @@ impl FakeAws {
         for group in world.groups.values_mut() {
             group.remove(instance_id);
         }
+        world.ec2.remove(instance_id);
+    }
+
+    /// Makes `instance_id` a running EC2 instance in `zone` with `tags` (DescribeInstances).
+    pub fn set_instance(&self, instance_id: &str, zone: &str, tags: &[(&str, &str)]) {
+        self.lock().ec2.insert(
+            instance_id.to_owned(),
+            FakeInstance {
+                zone: zone.to_owned(),
+                tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            },
+        );
     }
 
     /// Every write call so far.
@@ -244,6 +266,7 @@ impl FakeAws {
         AwsApis {
             target_groups: Arc::new(self.clone()),
             commands: Arc::new(self.clone()),
+            instances: Arc::new(self.clone()),
         }
     }
 }
@@ -546,6 +569,23 @@ impl Commands for FakeAws {
         let mut world = self.lock();
         world.call("DescribeInstanceInformation")?;
         Ok(AgentPing::Online)
+    }
+}
+
+#[async_trait]
+impl Instances for FakeAws {
+    async fn running_with_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Ec2Instance>, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeInstances")?;
+        Ok(world
+            .ec2
+            .iter()
+            .filter(|(_, instance)| tags.iter().all(|(k, v)| instance.tags.get(k) == Some(v)))
+            .map(|(id, instance)| Ec2Instance {
+                instance_id: id.clone(),
+                availability_zone: Some(instance.zone.clone()),
+            })
+            .collect())
     }
 }
 

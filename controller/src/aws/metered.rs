@@ -6,15 +6,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use std::collections::BTreeMap;
+
 use super::{
-    AgentPing, AwsApis, AwsError, AwsErrorKind, CommandRequest, Commands, FoundCommand, Invocation, Target,
-    TargetGroups, TargetHealth,
+    AgentPing, AwsApis, AwsError, AwsErrorKind, CommandRequest, Commands, Ec2Instance, FoundCommand, Instances,
+    Invocation, Target, TargetGroups, TargetHealth,
 };
 
 /// Receives `(operation, Ok or the error's kind)` for every call.
 pub type CallSink = Arc<dyn Fn(&'static str, Result<(), AwsErrorKind>) + Send + Sync>;
 
-/// Wraps both APIs so each call is reported to `sink`.
+/// Wraps every API so each call is reported to `sink`.
 pub fn metered(apis: AwsApis, sink: CallSink) -> AwsApis {
     AwsApis {
         target_groups: Arc::new(Metered {
@@ -23,6 +25,10 @@ pub fn metered(apis: AwsApis, sink: CallSink) -> AwsApis {
         }),
         commands: Arc::new(Metered {
             inner: apis.commands,
+            sink: sink.clone(),
+        }),
+        instances: Arc::new(Metered {
+            inner: apis.instances,
             sink,
         }),
     }
@@ -63,6 +69,13 @@ impl TargetGroups for Metered<dyn TargetGroups> {
 
     async fn register(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
         self.report("RegisterTargets", self.inner.register(arn, target).await)
+    }
+}
+
+#[async_trait]
+impl Instances for Metered<dyn Instances> {
+    async fn running_with_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Ec2Instance>, AwsError> {
+        self.report("DescribeInstances", self.inner.running_with_tags(tags).await)
     }
 }
 

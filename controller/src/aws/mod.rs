@@ -101,6 +101,23 @@ pub struct TargetHealth {
     pub description: Option<String>,
 }
 
+/// A running EC2 instance, as DescribeInstances shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ec2Instance {
+    /// The instance ID.
+    pub instance_id: String,
+    /// Its Availability Zone, e.g. `eu-west-1a`.
+    pub availability_zone: Option<String>,
+}
+
+/// EC2 instances, in the one read pitstop needs.
+#[async_trait]
+pub trait Instances: Send + Sync {
+    /// The running instances carrying every one of `tags` (key and value), in ID order
+    /// (DescribeInstances with `tag:KEY` and `instance-state-name=running` filters, every page).
+    async fn running_with_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Ec2Instance>, AwsError>;
+}
+
 /// An ELBv2 target group, in the operations pitstop needs.
 #[async_trait]
 pub trait TargetGroups: Send + Sync {
@@ -389,19 +406,23 @@ pub fn iam_action(operation: &str) -> String {
     ];
     let service = if ELBV2.contains(&operation) {
         "elasticloadbalancing"
+    } else if operation == "DescribeInstances" {
+        "ec2"
     } else {
         "ssm"
     };
     format!("{service}:{operation}")
 }
 
-/// Both AWS services for one region.
+/// The AWS services for one region.
 #[derive(Clone)]
 pub struct AwsApis {
     /// ELBv2.
     pub target_groups: std::sync::Arc<dyn TargetGroups>,
     /// SSM.
     pub commands: std::sync::Arc<dyn Commands>,
+    /// EC2 (only read, for `selector.tags`).
+    pub instances: std::sync::Arc<dyn Instances>,
 }
 
 /// Gives the AWS clients for a region; real ones are built once per region and cached.

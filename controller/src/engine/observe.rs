@@ -25,6 +25,11 @@ pub async fn observe(
             observed.groups.insert(arn.to_owned(), group);
         }
     }
+    if wants.tagged_instances
+        && let Some(selector) = &spec.selector
+    {
+        observed.tagged = Some(apis.instances.running_with_tags(&selector.tags).await?);
+    }
     let Some(instance_id) = wants.instance_id.as_deref() else {
         return Ok(observed);
     };

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::api::{
     InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, TargetGroupRegistration,
 };
-use crate::aws::{AgentPing, CommandKind, Invocation, Target, TargetHealth, TargetState};
+use crate::aws::{AgentPing, CommandKind, Ec2Instance, Invocation, Target, TargetHealth, TargetState};
 
 /// What to read from AWS for the plan's current state, so observe makes only the calls
 /// that matter (API rate limits are per account and shared with everything else).
@@ -22,6 +22,9 @@ pub struct Wants {
     pub agent: bool,
     /// A command of the instance: its invocation, or the tag look-up when no ID is recorded.
     pub command: Option<CommandKind>,
+    /// The running EC2 instances carrying `spec.selector.tags` (a run that starts resolves
+    /// its selector).
+    pub tagged_instances: bool,
 }
 
 /// What observe read.
@@ -40,6 +43,8 @@ pub struct Observed {
     /// Another plan (`namespace/name`) holding this target group's turn: no instance may be
     /// taken out until it gives the turn back. None: the turn is this plan's, or not needed.
     pub turn_held_by: Option<String>,
+    /// The running EC2 instances carrying the selector's tags, in ID order, when asked for.
+    pub tagged: Option<Vec<Ec2Instance>>,
 }
 
 /// A command of the current instance, as seen this round.
@@ -150,6 +155,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             deregistration_delay: false,
             agent: false,
             command,
+            tagged_instances: false,
         };
     }
     if crate::api::validate::validate(spec).is_err() {
@@ -170,6 +176,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
         // The run starts: its instances are the members of the groups now.
         return Wants {
             group_health: true,
+            tagged_instances: spec.selector.as_ref().is_some_and(|s| !s.tags.is_empty()),
             ..Wants::default()
         };
     }
@@ -188,6 +195,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             deregistration_delay: spec.timeouts.drain_seconds.is_none() && !spec.dry_run,
             agent: spec.preflight.require_agent_online,
             command: None,
+            tagged_instances: false,
         },
         None => Wants::default(),
     }

@@ -77,10 +77,36 @@ pub(super) fn resolve(
     now: Timestamp,
 ) -> Option<Transition> {
     let selector = spec.selector.as_ref()?;
+    let groups = spec
+        .target_groups()
+        .into_iter()
+        .map(group_name)
+        .collect::<Vec<_>>()
+        .join(", ");
     let instances = if selector.target_group_members {
         members(spec, observed)?
+    } else if !selector.tags.is_empty() {
+        observed
+            .tagged
+            .as_ref()?
+            .iter()
+            .map(|i| i.instance_id.clone())
+            .collect()
     } else {
         return None;
+    };
+    let source = if selector.target_group_members {
+        format!("in {groups}")
+    } else {
+        format!(
+            "tagged {}",
+            selector
+                .tags
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     // Attempt numbers go on across runs (and across an instance leaving the selection and
     // coming back), so a try's command tag is never one an earlier run used.
@@ -91,23 +117,22 @@ pub(super) fn resolve(
         .chain(status.selection.as_ref().map(|s| s.attempt_floor))
         .max()
         .unwrap_or(0);
-    let groups = spec
-        .target_groups()
-        .into_iter()
-        .map(group_name)
-        .collect::<Vec<_>>()
-        .join(", ");
     let (reason, message, warning) = if instances.is_empty() {
+        let none = if selector.target_group_members {
+            format!("no registered target {source}")
+        } else {
+            format!("no running instance {source}")
+        };
         (
             EMPTY_SELECTION,
-            format!("the selector matched no instance: no registered target in {groups}"),
+            format!("the selector matched no instance: {none}"),
             true,
         )
     } else {
         (
             "Selected",
             format!(
-                "the selector matched {} instance{} in {groups}: {}",
+                "the selector matched {} instance{} {source}: {}",
                 instances.len(),
                 if instances.len() == 1 { "" } else { "s" },
                 instances.join(", ")

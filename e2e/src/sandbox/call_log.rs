@@ -14,6 +14,8 @@ pub enum Service {
     Elbv2,
     /// Systems Manager (JSON 1.1 protocol).
     Ssm,
+    /// EC2 (EC2 Query protocol).
+    Ec2,
     /// A request that named no known service.
     Unknown,
 }

@@ -17,7 +17,7 @@ use super::call_log::{CallOutcome, Service};
 use super::faults::{FaultSettings, LostAnswerMode};
 use super::protocol::{self, ApiError, QueryParams};
 use super::server::ConnectionHandle;
-use super::{elbv2_api, ssm_api, targets};
+use super::{ec2_api, elbv2_api, ssm_api, targets};
 
 /// Routes of the endpoint: admin paths first, everything else is an AWS call.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -49,6 +49,10 @@ async fn aws(
     }
     let params = QueryParams::parse(&body);
     match params.get("Action") {
+        Some(action) if ec2_api::handles(action) => {
+            let action = action.to_owned();
+            ec2(&shared, &action, &params, &request_id).await
+        }
         Some(action) => {
             let action = action.to_owned();
             elbv2(&shared, &action, &params, &request_id, connection.as_ref()).await
@@ -237,6 +241,41 @@ async fn elbv2(
             );
             protocol::query_error(&err, request_id)
         }
+    }
+}
+
+/// One EC2 call (reads only: no answer to lose).
+async fn ec2(shared: &Arc<Shared>, action: &str, params: &QueryParams, request_id: &str) -> Response {
+    let summary = params.summary();
+    if shared.faults.should_throttle() {
+        shared
+            .calls
+            .record(Service::Ec2, action, Vec::new(), summary, CallOutcome::Throttled);
+        return protocol::ec2_error(
+            &ApiError::client("RequestLimitExceeded", "Request limit exceeded."),
+            request_id,
+        );
+    }
+    if shared.faults.denies(action) {
+        let code = "UnauthorizedOperation".to_owned();
+        shared.calls.record(
+            Service::Ec2,
+            action,
+            Vec::new(),
+            summary,
+            CallOutcome::Error { code: code.clone() },
+        );
+        let mut err = ApiError::client(&code, protocol::access_denied_message(&format!("ec2:{action}"), None));
+        err.status = StatusCode::FORBIDDEN;
+        return protocol::ec2_error(&err, request_id);
+    }
+    let result = ec2_api::execute(shared, action, params);
+    shared
+        .calls
+        .record(Service::Ec2, action, Vec::new(), summary, outcome_of(&result));
+    match result {
+        Ok(inner) => protocol::ec2_response(action, &inner, request_id),
+        Err(err) => protocol::ec2_error(&err, request_id),
     }
 }
 

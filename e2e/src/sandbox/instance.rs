@@ -1,7 +1,7 @@
 //! One emulated EC2 instance: its ID, its "disk" (home directory), its power and boot counter, and the processes
 //! running on it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +75,10 @@ pub(crate) struct Instance {
     processes: Mutex<Processes>,
     /// A spare: booted but not launched into the fleet yet (in no target group, not in service).
     spare: AtomicBool,
+    /// Its Availability Zone (EC2 `placement.availabilityZone`).
+    pub(crate) zone: String,
+    /// Its EC2 tags.
+    pub(crate) tags: BTreeMap<String, String>,
 }
 
 impl Instance {
@@ -102,7 +106,19 @@ impl Instance {
             power,
             processes: Mutex::default(),
             spare: AtomicBool::new(false),
+            zone: String::new(),
+            tags: BTreeMap::new(),
         })
+    }
+
+    /// Places the `index`-th instance in `region`: zones `a`, `b`, `c` in turn, and the tags
+    /// `Name=sandbox-<index>` and `pitstop.dev/fleet=sandbox`.
+    pub(crate) fn place(&mut self, region: &str, index: usize) {
+        self.zone = format!("{region}{}", ["a", "b", "c"][index % 3]);
+        self.tags = BTreeMap::from([
+            ("Name".to_owned(), format!("sandbox-{index}")),
+            ("pitstop.dev/fleet".to_owned(), "sandbox".to_owned()),
+        ]);
     }
 
     /// Marks the instance as a spare, to be launched later ([`Self::take_spare`]).
@@ -113,6 +129,11 @@ impl Instance {
     /// Launches the instance if it is a spare: true once, for the caller that launches it.
     pub(crate) fn take_spare(&self) -> bool {
         self.spare.swap(false, Ordering::SeqCst)
+    }
+
+    /// Launched: not a spare waiting (terminated instances included, as EC2 still lists them).
+    pub(crate) fn launched(&self) -> bool {
+        !self.spare.load(Ordering::SeqCst)
     }
 
     /// Part of the fleet: launched (not a spare) and not terminated.

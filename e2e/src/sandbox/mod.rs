@@ -21,6 +21,7 @@ mod backend_process;
 mod call_log;
 mod commands;
 mod config;
+mod ec2_api;
 mod elbv2_api;
 mod endpoint;
 mod faults;
@@ -239,7 +240,8 @@ impl Sandbox {
             };
             ports.push(port);
             match Instance::create(index, port, &instances_dir) {
-                Ok(instance) => {
+                Ok(mut instance) => {
+                    instance.place(&cfg.region, index);
                     if index >= cfg.instances {
                         instance.make_spare();
                     }

@@ -88,6 +88,31 @@ pub(crate) fn query_error(err: &ApiError, request_id: &str) -> Response {
     with_request_id(response, request_id)
 }
 
+/// Namespace of the EC2 Query API answers.
+const EC2_NAMESPACE: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
+
+/// A successful EC2 answer: `<{Action}Response><requestId>…</requestId>…` (EC2 has no `Result` element).
+pub(crate) fn ec2_response(action: &str, inner_xml: &str, request_id: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{EC2_NAMESPACE}\">\
+         <requestId>{request_id}</requestId>{inner_xml}</{action}Response>"
+    );
+    let response = (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
+    with_request_id(response, request_id)
+}
+
+/// An EC2 error answer: `<Response><Errors><Error><Code>…<Message>…</Error></Errors><RequestID>…`.
+pub(crate) fn ec2_error(err: &ApiError, request_id: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message>\
+         </Error></Errors><RequestID>{request_id}</RequestID></Response>",
+        escape(&err.code),
+        escape(&err.message)
+    );
+    let response = (err.status, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
+    with_request_id(response, request_id)
+}
+
 /// A successful JSON 1.1 answer.
 pub(crate) fn json_response(value: &serde_json::Value, request_id: &str) -> Response {
     let response = (
@@ -235,6 +260,11 @@ impl QueryParams {
             }
         }
         members.into_values().collect()
+    }
+
+    /// Every parameter, in request order (for protocols whose lists are `Name.N.Field`, as EC2's).
+    pub(crate) fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
     }
 
     /// Every parameter except `Action` and `Version`, `key=value` joined by `&`, for the call log.

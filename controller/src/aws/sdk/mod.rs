@@ -1,5 +1,5 @@
-//! The AWS SDK implementation of [`TargetGroups`](super::TargetGroups) and
-//! [`Commands`](super::Commands), and the [`SdkProvider`] that hands them out per region.
+//! The AWS SDK implementation of [`TargetGroups`](super::TargetGroups),
+//! [`Commands`](super::Commands) and [`Instances`](super::Instances), and the [`SdkProvider`] that hands them out per region.
 //!
 //! Configuration comes from the SDK's usual sources (`aws_config::defaults`): the default
 //! credential chain (environment, profile, web identity / IRSA, ECS, IMDS) and the endpoint
@@ -21,11 +21,13 @@ use tokio::sync::OnceCell;
 
 use super::{AwsApis, AwsProvider};
 
+pub mod ec2_api;
 pub mod elbv2;
 pub mod errors;
 pub mod ssm;
 pub mod stats;
 
+pub use ec2_api::SdkInstances;
 pub use elbv2::SdkTargetGroups;
 pub use ssm::SdkCommands;
 pub use stats::{ApiCallSnapshot, ApiCallStats, ApiOperation, OperationCounts};
@@ -159,6 +161,10 @@ impl SdkProvider {
             )),
             commands: Arc::new(SdkCommands::new(
                 aws_sdk_ssm::config::Builder::from(&config),
+                &self.stats,
+            )),
+            instances: Arc::new(SdkInstances::new(
+                aws_sdk_ec2::config::Builder::from(&config),
                 &self.stats,
             )),
         }

@@ -42,13 +42,15 @@ pub enum ApiOperation {
     CancelCommand,
     /// SSM DescribeInstanceInformation.
     DescribeInstanceInformation,
+    /// EC2 DescribeInstances.
+    DescribeInstances,
     /// Any other operation.
     Other,
 }
 
 impl ApiOperation {
     /// Every operation, in a stable order (metrics keep the same label set from the start).
-    pub const ALL: [ApiOperation; 10] = [
+    pub const ALL: [ApiOperation; 11] = [
         Self::DescribeTargetHealth,
         Self::DescribeTargetGroupAttributes,
         Self::DeregisterTargets,
@@ -58,6 +60,7 @@ impl ApiOperation {
         Self::ListCommands,
         Self::CancelCommand,
         Self::DescribeInstanceInformation,
+        Self::DescribeInstances,
         Self::Other,
     ];
 
@@ -73,6 +76,7 @@ impl ApiOperation {
             Self::ListCommands => "ListCommands",
             Self::CancelCommand => "CancelCommand",
             Self::DescribeInstanceInformation => "DescribeInstanceInformation",
+            Self::DescribeInstances => "DescribeInstances",
             Self::Other => "Other",
         }
     }
@@ -89,6 +93,7 @@ impl ApiOperation {
             | Self::ListCommands
             | Self::CancelCommand
             | Self::DescribeInstanceInformation => "ssm",
+            Self::DescribeInstances => "ec2",
             Self::Other => "other",
         }
     }

@@ -1,0 +1,88 @@
+//! [`Instances`] over the EC2 API: the one read `selector.tags` needs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::Filter;
+
+use super::errors::from_sdk_error;
+use super::stats::ApiCallStats;
+use crate::aws::{AwsError, Ec2Instance, Instances};
+
+/// An EC2 client for one region, in pitstop's words.
+#[derive(Clone, Debug)]
+pub struct SdkInstances {
+    client: Client,
+}
+
+impl SdkInstances {
+    /// Builds the client from `config`, counting its calls into `stats`.
+    ///
+    /// The config must carry a behavior version (a config made from an
+    /// [`SdkConfig`](aws_config::SdkConfig) does); the SDK panics without one.
+    pub fn new(config: aws_sdk_ec2::config::Builder, stats: &Arc<ApiCallStats>) -> Self {
+        Self {
+            client: Client::from_conf(config.interceptor(stats.interceptor()).build()),
+        }
+    }
+
+    /// The underlying SDK client (for set-up in tests and tools; its calls are counted too).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// The filters of a tag query: every tag as `tag:KEY = VALUE`, and running instances only.
+pub fn tag_filters(tags: &BTreeMap<String, String>) -> Vec<Filter> {
+    tags.iter()
+        .map(|(key, value)| Filter::builder().name(format!("tag:{key}")).values(value).build())
+        .chain(std::iter::once(
+            Filter::builder().name("instance-state-name").values("running").build(),
+        ))
+        .collect()
+}
+
+#[async_trait]
+impl Instances for SdkInstances {
+    async fn running_with_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Ec2Instance>, AwsError> {
+        const OP: &str = "DescribeInstances";
+        let mut found = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let output = self
+                .client
+                .describe_instances()
+                .set_filters(Some(tag_filters(tags)))
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| from_sdk_error(OP, &e))?;
+            for instance in output.reservations().iter().flat_map(|r| r.instances()) {
+                let running = instance
+                    .state()
+                    .and_then(|s| s.name())
+                    .is_some_and(|n| n.as_str() == "running");
+                // The filter asks for running ones; an emulator that ignores it must not make
+                // pitstop pick a stopped or terminated instance.
+                if let (Some(id), true) = (instance.instance_id(), running) {
+                    found.push(Ec2Instance {
+                        instance_id: id.to_owned(),
+                        availability_zone: instance
+                            .placement()
+                            .and_then(|p| p.availability_zone())
+                            .map(str::to_owned),
+                    });
+                }
+            }
+            match output.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        found.dedup_by(|a, b| a.instance_id == b.instance_id);
+        Ok(found)
+    }
+}
