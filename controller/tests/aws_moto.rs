@@ -594,10 +594,20 @@ async fn running_instances_with_every_tag_in_id_order_with_their_zones() {
         .await
         .expect("DescribeInstances");
     assert!(none.is_empty(), "{none:?}");
+    // Zones by ID (order: ByZone): an ID EC2 does not know is left out, not an error.
+    let zones = apis
+        .instances
+        .zones(&[r[0].clone(), r[2].clone(), "i-0123456789abcdef9".to_owned()])
+        .await
+        .expect("DescribeInstances");
+    assert_eq!(
+        zones,
+        [(r[0].clone(), zone.clone()), (r[2].clone(), zone.clone())].into()
+    );
     assert_eq!(
         provider.stats().snapshot().get(ApiOperation::DescribeInstances),
         OperationCounts {
-            calls: 2,
+            calls: 3,
             errors: 0,
             throttled: 0
         }

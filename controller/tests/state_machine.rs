@@ -76,6 +76,7 @@ fn all_healthy() -> Observed {
         command: None,
         turn_held_by: None,
         tagged: None,
+        zones: None,
     }
 }
 

@@ -287,3 +287,64 @@ async fn a_tag_selector_maintains_the_running_tagged_instances_through_describe_
     );
     sandbox.shutdown().await.expect("sandbox stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_zone_the_real_pitstop_run_finishes_one_zone_before_it_starts_the_next() {
+    // Four instances in zones a, b, c, a (the sandbox places them in turn).
+    let sandbox = Sandbox::start(SandboxConfig::default().with_instances(4))
+        .await
+        .expect("sandbox starts (haproxy installed? `make haproxy`)");
+    let ids = sandbox.instance_ids();
+    let region = sandbox.region().to_owned();
+    let zone_of = |id: &str| {
+        let index = ids.iter().position(|i| i == id).unwrap_or(0);
+        format!("{region}{}", ["a", "b", "c"][index % 3])
+    };
+    let out = tempfile::tempdir().expect("temp dir");
+    let plan_path = out.path().join("plan.yaml");
+    let state_path = out.path().join("state.json");
+    let yaml = format!(
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: zoned\nspec:\n  targetGroupArn: {}\n  instances: [{}]\n  order: ByZone\n  timeouts:\n    healthySeconds: 60\n",
+        sandbox.target_group_arn(),
+        ids.join(", ")
+    );
+    std::fs::write(&plan_path, yaml).expect("plan");
+    let exit = run_to_end(&plan_path, &state_path, &sandbox).await;
+    assert_eq!(exit, Some(0));
+    let status = read_status(&state_path, "zoned").expect("status");
+    assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
+    let order: Vec<String> = status.instances.iter().map(|i| i.instance_id.clone()).collect();
+    assert_eq!(order, [&ids[0], &ids[3], &ids[1], &ids[2]].map(String::clone));
+    for instance in &status.instances {
+        assert_eq!(instance.zone.as_deref(), Some(zone_of(&instance.instance_id).as_str()));
+    }
+    // From the sandbox's call log: every instance of a zone is back before the next zone's
+    // first one leaves, and each zone is visited once.
+    let mut zones: Vec<String> = Vec::new();
+    let mut out_now: Vec<String> = Vec::new();
+    for call in sandbox.call_log().records() {
+        let Some(id) = call.instance_ids.first() else { continue };
+        match call.operation.as_str() {
+            "DeregisterTargets" => {
+                let zone = zone_of(id);
+                assert!(
+                    out_now.iter().all(|o| zone_of(o) == zone),
+                    "{id} left while {out_now:?} was out"
+                );
+                if zones.last() != Some(&zone) {
+                    assert!(!zones.contains(&zone), "{zone} visited twice");
+                    zones.push(zone);
+                }
+                out_now.push(id.clone());
+            }
+            "RegisterTargets" => out_now.retain(|o| o != id),
+            _ => {}
+        }
+    }
+    println!("zones in the order pitstop visited them: {zones:?}");
+    assert_eq!(
+        zones,
+        [format!("{region}a"), format!("{region}b"), format!("{region}c")]
+    );
+    sandbox.shutdown().await.expect("sandbox stops");
+}

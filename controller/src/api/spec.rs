@@ -177,6 +177,32 @@ pub struct MaintenancePlanSpec {
     /// what would be done, changing nothing on AWS.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+
+    /// The order instances are maintained in: `Listed` (default: the list's order, or a
+    /// selector's ID order) or `ByZone`: one Availability Zone after the other, zones in name
+    /// order (from EC2 DescribeInstances when the run starts, recorded per instance in
+    /// `status.instances[].zone`), so a bad patch stays inside one zone. With `ByZone` the
+    /// run's instances and their order are fixed when the run starts, as with a selector.
+    #[serde(default, skip_serializing_if = "Order::is_listed")]
+    pub order: Order,
+}
+
+/// The order of a plan's instances (`spec.order`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Order {
+    /// As listed (`instances`), or in ID order (a selector).
+    #[default]
+    Listed,
+    /// One Availability Zone after the other, zones in name order, instances in their usual
+    /// order within a zone (an instance EC2 does not know goes last).
+    ByZone,
+}
+
+impl Order {
+    /// True for the default.
+    pub fn is_listed(&self) -> bool {
+        *self == Self::Listed
+    }
 }
 
 impl MaintenancePlanSpec {
@@ -256,6 +282,7 @@ impl Default for MaintenancePlanSpec {
             suspend: false,
             schedule: None,
             dry_run: false,
+            order: Order::Listed,
         }
     }
 }

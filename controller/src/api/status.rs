@@ -2,6 +2,8 @@
 //! restarted controller needs to carry on (command IDs, when a drain began, whether the
 //! instance is out of rotation) is written here before or right after it happens.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -59,7 +61,8 @@ pub struct MaintenancePlanStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunRecord>,
 
-    /// With `spec.selector`: what the selector matched when the current (or last) run started.
+    /// With `spec.selector` or `order: ByZone`: the run's instances, in order, as resolved when
+    /// the current (or last) run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<SelectionStatus>,
 
@@ -126,6 +129,11 @@ pub struct SelectionStatus {
     /// What the selector matched, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+
+    /// With `order: ByZone`: each instance's Availability Zone, as EC2 showed it when the run
+    /// started.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zones: BTreeMap<String, String>,
 }
 
 /// One target group an instance is taken out of, and the port it is registered on there.
@@ -209,6 +217,10 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["targetGroupArn"]))]
     pub target_groups: Vec<TargetGroupRegistration>,
+
+    /// With `order: ByZone`: the instance's Availability Zone when the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 
     /// The drain limit that applies to this instance, in seconds (from `timeouts.drainSeconds`
     /// or the target group's deregistration delay).

@@ -587,6 +587,15 @@ impl Instances for FakeAws {
             })
             .collect())
     }
+
+    async fn zones(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeInstances")?;
+        Ok(instance_ids
+            .iter()
+            .filter_map(|id| world.ec2.get(id).map(|i| (id.clone(), i.zone.clone())))
+            .collect())
+    }
 }
 
 #[async_trait]

@@ -77,6 +77,10 @@ impl Instances for Metered<dyn Instances> {
     async fn running_with_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Ec2Instance>, AwsError> {
         self.report("DescribeInstances", self.inner.running_with_tags(tags).await)
     }
+
+    async fn zones(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        self.report("DescribeInstances", self.inner.zones(instance_ids).await)
+    }
 }
 
 #[async_trait]

@@ -116,6 +116,10 @@ pub trait Instances: Send + Sync {
     /// The running instances carrying every one of `tags` (key and value), in ID order
     /// (DescribeInstances with `tag:KEY` and `instance-state-name=running` filters, every page).
     async fn running_with_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Ec2Instance>, AwsError>;
+
+    /// The Availability Zone of each of `instance_ids` EC2 knows (DescribeInstances with an
+    /// `instance-id` filter, every page: an unknown ID is left out, not an error).
+    async fn zones(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError>;
 }
 
 /// An ELBv2 target group, in the operations pitstop needs.

@@ -2,7 +2,7 @@
 
 use crate::api::{InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsApis, AwsError, CommandKind, CommandTag, TargetHealth};
-use crate::machine::{CommandView, Observed, Wants};
+use crate::machine::{self, CommandView, Observed, Wants};
 
 /// An observation failed; nothing was decided or changed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,14 @@ pub async fn observe(
         && let Some(selector) = &spec.selector
     {
         observed.tagged = Some(apis.instances.running_with_tags(&selector.tags).await?);
+    }
+    if wants.zones {
+        // The instances the run will have: the listed ones, or the members just read.
+        let ids = match &spec.selector {
+            None => spec.instances.clone(),
+            Some(_) => machine::selection_members(spec, &observed).unwrap_or_default(),
+        };
+        observed.zones = Some(apis.instances.zones(&ids).await?);
     }
     let Some(instance_id) = wants.instance_id.as_deref() else {
         return Ok(observed);

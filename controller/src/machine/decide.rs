@@ -563,6 +563,7 @@ fn merge_instances(status: &mut MaintenancePlanStatus, spec: &MaintenancePlanSpe
     }
     let ids = selection::run_instances(spec, Some(status)).to_vec();
     let floor = status.selection.as_ref().map_or(0, |s| s.attempt_floor);
+    let zones = status.selection.as_ref().map(|s| s.zones.clone()).unwrap_or_default();
     let mut old = std::mem::take(&mut status.instances);
     let mut merged: Vec<InstanceStatus> = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -579,6 +580,11 @@ fn merge_instances(status: &mut MaintenancePlanStatus, spec: &MaintenancePlanSpe
         }
     }
     merged.extend(old.into_iter().filter(|i| is_active(spec, i)));
+    for instance in &mut merged {
+        if let Some(zone) = zones.get(&instance.instance_id) {
+            instance.zone = Some(zone.clone());
+        }
+    }
     status.instances = merged;
 }
 

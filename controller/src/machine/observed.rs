@@ -25,6 +25,8 @@ pub struct Wants {
     /// The running EC2 instances carrying `spec.selector.tags` (a run that starts resolves
     /// its selector).
     pub tagged_instances: bool,
+    /// The Availability Zones of the run's instances (`order: ByZone`, when the run starts).
+    pub zones: bool,
 }
 
 /// What observe read.
@@ -45,6 +47,8 @@ pub struct Observed {
     pub turn_held_by: Option<String>,
     /// The running EC2 instances carrying the selector's tags, in ID order, when asked for.
     pub tagged: Option<Vec<Ec2Instance>>,
+    /// The Availability Zone of each of the run's instances EC2 knows, when asked for.
+    pub zones: Option<BTreeMap<String, String>>,
 }
 
 /// A command of the current instance, as seen this round.
@@ -156,6 +160,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             agent: false,
             command,
             tagged_instances: false,
+            zones: false,
         };
     }
     if crate::api::validate::validate(spec).is_err() {
@@ -173,10 +178,13 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
         return Wants::default();
     }
     if super::selection::needs_resolving(spec, status) {
+        let tagged = spec.selector.as_ref().is_some_and(|s| !s.tags.is_empty());
         // The run starts: its instances are the members of the groups now.
         return Wants {
             group_health: true,
-            tagged_instances: spec.selector.as_ref().is_some_and(|s| !s.tags.is_empty()),
+            tagged_instances: tagged,
+            // A tag selector's DescribeInstances brings the zones along.
+            zones: spec.order == crate::api::Order::ByZone && !tagged,
             ..Wants::default()
         };
     }
@@ -196,6 +204,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             agent: spec.preflight.require_agent_online,
             command: None,
             tagged_instances: false,
+            zones: false,
         },
         None => Wants::default(),
     }

@@ -7,20 +7,26 @@
 //! meanwhile; an instance that is gone when its turn comes is skipped (see
 //! [`super::reason::GONE`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 
-use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus, SelectionStatus};
+use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus, Order, SelectionStatus};
 use crate::aws::TargetState;
 
 use super::decision::Transition;
 use super::observed::Observed;
 use super::preflight::group_name;
 
-/// True when the plan selects its instances and the current run has not resolved them yet.
+/// True when a plan's instances (or their order) are worked out when each run starts: it
+/// selects them, or orders them by zone.
+pub fn resolves_per_run(spec: &MaintenancePlanSpec) -> bool {
+    spec.selector.is_some() || spec.order == Order::ByZone
+}
+
+/// True when the plan's run resolves its instances and the current run has not yet.
 pub fn needs_resolving(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>) -> bool {
-    spec.selector.is_some()
+    resolves_per_run(spec)
         && status
             .and_then(|s| s.selection.as_ref())
             .is_none_or(|s| s.resolved_at.is_none())
@@ -29,7 +35,7 @@ pub fn needs_resolving(spec: &MaintenancePlanSpec, status: Option<&MaintenancePl
 /// The instances of the current run, in order: `spec.instances`, or with a selector the
 /// ones recorded when the run started (none before that).
 pub fn run_instances<'a>(spec: &'a MaintenancePlanSpec, status: Option<&'a MaintenancePlanStatus>) -> &'a [String] {
-    if spec.selector.is_none() {
+    if !resolves_per_run(spec) {
         return &spec.instances;
     }
     status
@@ -51,7 +57,7 @@ pub(super) fn expire(status: &mut MaintenancePlanStatus) {
 /// The members of the plan's target groups: every instance registered in at least one of
 /// them (any state but `draining` and `unused`: one on its way out is no longer a member),
 /// sorted by ID. None when the groups were not read this round.
-pub(super) fn members(spec: &MaintenancePlanSpec, observed: &Observed) -> Option<Vec<String>> {
+pub fn members(spec: &MaintenancePlanSpec, observed: &Observed) -> Option<Vec<String>> {
     let groups = spec.target_groups();
     if !observed.has_groups(&groups) {
         return None;
@@ -67,46 +73,65 @@ pub(super) fn members(spec: &MaintenancePlanSpec, observed: &Observed) -> Option
     Some(ids.into_iter().collect())
 }
 
-/// Resolves the selector from this round's observation into `status.selection`. Returns
-/// None (and changes nothing) when what it needs was not read; otherwise the transition
-/// that says what was selected.
+/// Resolves the run's instances from this round's observation into `status.selection`: the
+/// selector's matches (or the listed instances), and with `order: ByZone` their zones, zone
+/// after zone. Returns None (and changes nothing) when what it needs was not read; otherwise
+/// the transition that says what was resolved.
 pub(super) fn resolve(
     spec: &MaintenancePlanSpec,
     status: &mut MaintenancePlanStatus,
     observed: &Observed,
     now: Timestamp,
 ) -> Option<Transition> {
-    let selector = spec.selector.as_ref()?;
     let groups = spec
         .target_groups()
         .into_iter()
         .map(group_name)
         .collect::<Vec<_>>()
         .join(", ");
-    let instances = if selector.target_group_members {
-        members(spec, observed)?
-    } else if !selector.tags.is_empty() {
-        observed
-            .tagged
-            .as_ref()?
+    let (mut instances, source) = match &spec.selector {
+        None => (spec.instances.clone(), None),
+        Some(selector) if selector.target_group_members => (members(spec, observed)?, Some(format!("in {groups}"))),
+        Some(selector) if !selector.tags.is_empty() => (
+            observed
+                .tagged
+                .as_ref()?
+                .iter()
+                .map(|i| i.instance_id.clone())
+                .collect(),
+            Some(format!(
+                "tagged {}",
+                selector
+                    .tags
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ),
+        Some(_) => return None,
+    };
+    let zones: BTreeMap<String, String> = if spec.order == Order::ByZone {
+        let known = match (&observed.zones, &observed.tagged) {
+            (Some(zones), _) => zones.clone(),
+            (None, Some(tagged)) => tagged
+                .iter()
+                .filter_map(|i| Some((i.instance_id.clone(), i.availability_zone.clone()?)))
+                .collect(),
+            (None, None) => return None,
+        };
+        // Zone after zone, in name order (an instance EC2 did not place last); the usual
+        // order within a zone (a stable sort).
+        instances.sort_by(|a, b| {
+            let key = |id: &String| (!known.contains_key(id), known.get(id).cloned());
+            key(a).cmp(&key(b))
+        });
+        instances
             .iter()
-            .map(|i| i.instance_id.clone())
+            .filter_map(|id| Some((id.clone(), known.get(id)?.clone())))
             .collect()
     } else {
-        return None;
-    };
-    let source = if selector.target_group_members {
-        format!("in {groups}")
-    } else {
-        format!(
-            "tagged {}",
-            selector
-                .tags
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        BTreeMap::new()
     };
     // Attempt numbers go on across runs (and across an instance leaving the selection and
     // coming back), so a try's command tag is never one an earlier run used.
@@ -117,34 +142,57 @@ pub(super) fn resolve(
         .chain(status.selection.as_ref().map(|s| s.attempt_floor))
         .max()
         .unwrap_or(0);
-    let (reason, message, warning) = if instances.is_empty() {
-        let none = if selector.target_group_members {
-            format!("no registered target {source}")
-        } else {
-            format!("no running instance {source}")
-        };
-        (
-            EMPTY_SELECTION,
-            format!("the selector matched no instance: {none}"),
-            true,
-        )
+    let by_zone = if zones.is_empty() {
+        String::new()
     } else {
-        (
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for zone in zones.values() {
+            *counts.entry(zone.as_str()).or_default() += 1;
+        }
+        format!(
+            "; zone by zone: {}",
+            counts
+                .iter()
+                .map(|(zone, n)| format!("{zone} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let (reason, message, warning) = match (&source, instances.is_empty()) {
+        (Some(source), true) => {
+            let none = if spec.selector.as_ref().is_some_and(|s| s.target_group_members) {
+                format!("no registered target {source}")
+            } else {
+                format!("no running instance {source}")
+            };
+            (
+                EMPTY_SELECTION,
+                format!("the selector matched no instance: {none}"),
+                true,
+            )
+        }
+        (Some(source), false) => (
             "Selected",
             format!(
-                "the selector matched {} instance{} {source}: {}",
+                "the selector matched {} instance{} {source}: {}{by_zone}",
                 instances.len(),
                 if instances.len() == 1 { "" } else { "s" },
                 instances.join(", ")
             ),
             false,
-        )
+        ),
+        (None, _) => (
+            "Ordered",
+            format!("the instances in zone order: {}{by_zone}", instances.join(", ")),
+            false,
+        ),
     };
     status.selection = Some(SelectionStatus {
         resolved_at: Some(now),
         instances,
         attempt_floor: floor,
         message: Some(message.clone()),
+        zones,
     });
     Some(Transition {
         instance_id: None,

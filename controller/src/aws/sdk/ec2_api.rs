@@ -85,4 +85,40 @@ impl Instances for SdkInstances {
         found.dedup_by(|a, b| a.instance_id == b.instance_id);
         Ok(found)
     }
+
+    async fn zones(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        const OP: &str = "DescribeInstances";
+        let mut zones = BTreeMap::new();
+        // Up to 200 values per filter.
+        for chunk in instance_ids.chunks(200) {
+            let filter = Filter::builder()
+                .name("instance-id")
+                .set_values(Some(chunk.to_vec()))
+                .build();
+            let mut next_token: Option<String> = None;
+            loop {
+                let output = self
+                    .client
+                    .describe_instances()
+                    .filters(filter.clone())
+                    .set_next_token(next_token.take())
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk_error(OP, &e))?;
+                for instance in output.reservations().iter().flat_map(|r| r.instances()) {
+                    if let (Some(id), Some(zone)) = (
+                        instance.instance_id(),
+                        instance.placement().and_then(|p| p.availability_zone()),
+                    ) {
+                        zones.insert(id.to_owned(), zone.to_owned());
+                    }
+                }
+                match output.next_token() {
+                    Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(zones)
+    }
 }
