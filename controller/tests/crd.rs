@@ -140,8 +140,40 @@ fn printer_columns_and_list_semantics() {
         spec["properties"]["instances"]["x-kubernetes-list-type"], "set",
         "the apiserver rejects duplicates"
     );
-    assert_eq!(spec["required"], json!(["instances", "targetGroupArn"]));
+    // Exactly one of targetGroupArn and targetGroupArns, which JSON Schema's `required`
+    // cannot say: a CEL rule does (checked on a real apiserver by the kube e2e).
     let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"];
+    // Exactly one of instances and selector likewise: neither is required by the schema.
+    assert_eq!(spec["required"], Value::Null);
+    let rules: Vec<&str> = spec["x-kubernetes-validations"]
+        .as_array()
+        .expect("spec-level CEL rules")
+        .iter()
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    assert!(
+        rules.contains(&"has(self.targetGroupArn) != has(self.targetGroupArns)"),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&"has(self.instances) != has(self.selector)"),
+        "{rules:?}"
+    );
+    let selector_rules = &spec["properties"]["selector"]["x-kubernetes-validations"];
+    assert_eq!(
+        selector_rules[0]["rule"], "has(self.targetGroupMembers) && self.targetGroupMembers",
+        "a selector must select something"
+    );
+    assert_eq!(
+        rules.iter().filter(|r| r.contains("oldSelf")).count(),
+        2,
+        "both target group fields are immutable, and neither can be swapped for the other: {rules:?}"
+    );
+    assert_eq!(spec["properties"]["targetGroupArns"]["x-kubernetes-list-type"], "set");
+    assert_eq!(
+        status["properties"]["instances"]["items"]["properties"]["targetGroups"]["x-kubernetes-list-map-keys"],
+        json!(["targetGroupArn"])
+    );
     assert_eq!(
         status["properties"]["conditions"]["x-kubernetes-list-map-keys"],
         json!(["type"])
@@ -156,12 +188,18 @@ fn plan(spec: Value) -> Value {
 fn schema_rejects_bad_input_it_can_describe() {
     let validator = jsonschema::validator_for(&schema()).expect("the CRD schema compiles as JSON Schema");
     let arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
-    let good = plan(json!({"targetGroupArn": arn, "instances": ["i-0123456789abcdef0"]}));
-    assert!(
-        validator.is_valid(&good),
-        "{:?}",
-        validator.iter_errors(&good).map(|e| e.to_string()).collect::<Vec<_>>()
-    );
+    let tls = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
+    for good in [
+        plan(json!({"targetGroupArn": arn, "instances": ["i-0123456789abcdef0"]})),
+        plan(json!({"targetGroupArns": [arn, tls], "instances": ["i-0123456789abcdef0"]})),
+    ] {
+        assert!(
+            validator.is_valid(&good),
+            "{:?}",
+            validator.iter_errors(&good).map(|e| e.to_string()).collect::<Vec<_>>()
+        );
+    }
+    let eleven: Vec<String> = (0..11).map(|i| format!("{}{i:x}", &arn[..arn.len() - 1])).collect();
     let bad = [
         (
             "bad ARN",
@@ -169,7 +207,22 @@ fn schema_rejects_bad_input_it_can_describe() {
         ),
         ("empty list", json!({"targetGroupArn": arn, "instances": []})),
         ("bad instance", json!({"targetGroupArn": arn, "instances": ["i-12"]})),
-        ("missing instances", json!({"targetGroupArn": arn})),
+        (
+            "a selector that is not an object",
+            json!({"targetGroupArn": arn, "selector": true}),
+        ),
+        (
+            "empty targetGroupArns",
+            json!({"targetGroupArns": [], "instances": ["i-01234567"]}),
+        ),
+        (
+            "11 target groups",
+            json!({"targetGroupArns": eleven, "instances": ["i-01234567"]}),
+        ),
+        (
+            "a bad ARN among the target groups",
+            json!({"targetGroupArns": [arn, "arn:aws:ec2:eu-west-1:1:x"], "instances": ["i-01234567"]}),
+        ),
         (
             "bad onFailure",
             json!({"targetGroupArn": arn, "instances": ["i-01234567"], "onFailure": "Ignore"}),

@@ -42,7 +42,7 @@ fn status_writes(calls: &[Call]) -> Vec<&MaintenancePlanStatus> {
     calls
         .iter()
         .filter_map(|c| match c {
-            Call::ApplyStatus { status, .. } => Some(status),
+            Call::ApplyStatus { status, .. } => Some(status.as_ref()),
             _ => None,
         })
         .collect()

@@ -472,3 +472,113 @@ async fn a_plan_that_stops_on_aws_with_an_instance_still_out_keeps_the_group_and
         .count();
     assert_eq!(deregistered, 1);
 }
+
+/// `pitstop run` with plans over several target groups: every instance leaves, and comes
+/// back into, both groups on its port in each; plans listing the shared groups in opposite
+/// orders both finish (turns are taken in one sorted order), one instance out per group.
+#[tokio::test]
+async fn plans_sharing_two_groups_in_opposite_orders_both_finish_one_out_per_group() {
+    const TLS: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
+    let fake = instant_fake();
+    fake.add_group(TLS, &IDS, 8443);
+    let plan = |name: &str, instances: &[&str], groups: [&str; 2]| {
+        format!(
+            "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: {name}\nspec:\n  targetGroupArns: [{}]\n  instances: [{}]\n",
+            groups.join(", "),
+            instances.join(", ")
+        )
+    };
+    let yaml = format!(
+        "{}---\n{}",
+        plan("forward", &IDS[..2], [ARN, TLS]),
+        plan("backward", &IDS[2..], [TLS, ARN])
+    );
+    let stores = FileStore::open(None).expect("memory store");
+    let recorder = Recorder::default();
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&yaml, &stores),
+            &options(),
+            &recorder,
+            interrupt,
+        ),
+    )
+    .await
+    .expect("finishes: no deadlock");
+    for outcome in &outcomes {
+        assert_eq!(
+            outcome.status.as_ref().map(|s| s.phase),
+            Some(PlanPhase::Succeeded),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(fake.max_out_at_once(), 1, "one instance out of each group at a time");
+    for id in IDS {
+        for (arn, port) in [(ARN, 8080), (TLS, 8443)] {
+            let calls: Vec<_> = fake
+                .writes()
+                .into_iter()
+                .filter(|w| w.instance_id == id && w.target_group_arn.as_deref() == Some(arn))
+                .map(|w| (w.operation, w.port))
+                .collect();
+            assert_eq!(
+                calls,
+                [("DeregisterTargets", Some(port)), ("RegisterTargets", Some(port))],
+                "{id} in {arn}"
+            );
+            assert!(fake.state(arn, id).is_registered());
+        }
+    }
+}
+
+/// A run stopped on AWS puts an instance that is out back into every group it left, on its
+/// port in each (the merge of issue 14's put-back with several target groups).
+#[tokio::test]
+async fn a_denied_send_command_puts_the_instance_back_into_every_group_it_left() {
+    const TLS: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
+    let fake = instant_fake();
+    fake.add_group(TLS, &IDS, 8443);
+    fake.behave(|b| b.denied_operations = vec!["SendCommand"]);
+    let yaml = format!(
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: web\nspec:\n  targetGroupArns: [{ARN}, {TLS}]\n  instances: [{}]\n",
+        IDS.join(", ")
+    );
+    let stores = FileStore::open(None).expect("memory store");
+    let (_stop, interrupt) = watch::channel(false);
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_plans(
+            Arc::new(fake.clone()),
+            runs(&yaml, &stores),
+            &options(),
+            &Recorder::default(),
+            interrupt,
+        ),
+    )
+    .await
+    .expect("ends at once");
+    let line = outcomes[0].aws_failure.clone().expect("stopped on AWS");
+    println!("{line}");
+    assert!(!outcomes[0].still_out, "{line}");
+    for (arn, port) in [(ARN, 8080), (TLS, 8443)] {
+        assert!(
+            line.contains(&format!(
+                "{} was out of target group {arn} and is registered again",
+                IDS[0]
+            )),
+            "{line}"
+        );
+        assert!(fake.state(arn, IDS[0]).is_registered(), "back in {arn}");
+        let registers: Vec<_> = fake
+            .writes()
+            .into_iter()
+            .filter(|w| w.operation == "RegisterTargets" && w.target_group_arn.as_deref() == Some(arn))
+            .map(|w| (w.instance_id, w.port))
+            .collect();
+        assert_eq!(registers, [(IDS[0].to_owned(), Some(port))], "{arn}");
+    }
+    assert_eq!(pitstop::cli::run::exit_code(&outcomes), pitstop::cli::run::EXIT_AWS);
+}

@@ -45,6 +45,11 @@ fn at(seconds: i64) -> Timestamp {
     t0() + SignedDuration::from_secs(seconds)
 }
 
+/// The observation of the plan's one target group.
+fn in_group(targets: Vec<TargetHealth>) -> std::collections::BTreeMap<String, Vec<TargetHealth>> {
+    std::collections::BTreeMap::from([(ARN.to_owned(), targets)])
+}
+
 fn group(states: &[(&str, TargetState)]) -> Vec<TargetHealth> {
     states
         .iter()
@@ -63,7 +68,7 @@ fn group(states: &[(&str, TargetState)]) -> Vec<TargetHealth> {
 
 fn all_healthy() -> Observed {
     Observed {
-        group: Some(group(&[
+        groups: in_group(group(&[
             (A, TargetState::Healthy),
             (B, TargetState::Healthy),
             (C, TargetState::Healthy),
@@ -77,7 +82,7 @@ fn all_healthy() -> Observed {
 
 fn with_a(state: TargetState) -> Observed {
     Observed {
-        group: Some(group(&[
+        groups: in_group(group(&[
             (A, state),
             (B, TargetState::Healthy),
             (C, TargetState::Healthy),
@@ -163,6 +168,7 @@ fn pending_plan_takes_first_instance_out_with_write_ahead() {
     assert_eq!(
         d.action,
         Some(Action::Deregister {
+            target_group_arn: ARN.into(),
             target: Target {
                 instance_id: A.into(),
                 port: Some(8080)
@@ -504,6 +510,7 @@ fn a_refused_or_unsent_send_clears_the_attempt_and_a_lost_answer_keeps_it() {
     );
     // Only SendCommand has an attempt to clear.
     let deregister = Action::Deregister {
+        target_group_arn: ARN.into(),
         target: Target {
             instance_id: A.into(),
             port: Some(8080),
@@ -674,14 +681,14 @@ fn preflight_gates_fail_before_touching_anything() {
     let cases: Vec<(Observed, &str)> = vec![
         (
             Observed {
-                group: Some(group(&[(B, TargetState::Healthy), (C, TargetState::Healthy)])),
+                groups: in_group(group(&[(B, TargetState::Healthy), (C, TargetState::Healthy)])),
                 ..all_healthy()
             },
             reason::NOT_IN_TARGET_GROUP,
         ),
         (
             Observed {
-                group: Some(group(&[
+                groups: in_group(group(&[
                     (A, TargetState::Unhealthy),
                     (B, TargetState::Healthy),
                     (C, TargetState::Healthy),
@@ -692,7 +699,7 @@ fn preflight_gates_fail_before_touching_anything() {
         ),
         (
             Observed {
-                group: Some(group(&[
+                groups: in_group(group(&[
                     (A, TargetState::Healthy),
                     (B, TargetState::Initial),
                     (C, TargetState::Healthy),
@@ -710,7 +717,7 @@ fn preflight_gates_fail_before_touching_anything() {
         ),
         (
             Observed {
-                group: Some(group(&[(A, TargetState::Healthy)])),
+                groups: in_group(group(&[(A, TargetState::Healthy)])),
                 ..all_healthy()
             },
             reason::TOO_FEW_HEALTHY_TARGETS,
@@ -747,7 +754,7 @@ fn min_healthy_targets_zero_allows_a_single_target_group() {
     s.instances = vec![A.into()];
     s.preflight.min_healthy_targets = Some(0);
     let observed = Observed {
-        group: Some(group(&[(A, TargetState::Healthy)])),
+        groups: in_group(group(&[(A, TargetState::Healthy)])),
         ..all_healthy()
     };
     let d = run(&s, None, &observed, at(0));
@@ -930,7 +937,7 @@ fn an_invalid_spec_with_nothing_in_flight_reads_nothing() {
 #[test]
 fn a_gate_that_opens_while_waited_for_lets_the_instance_go() {
     let unhealthy_b = Observed {
-        group: Some(group(&[
+        groups: in_group(group(&[
             (A, TargetState::Healthy),
             (B, TargetState::Unhealthy),
             (C, TargetState::Healthy),
@@ -1008,7 +1015,7 @@ fn dry_run_checks_every_instance_and_changes_nothing() {
     let mut s = spec();
     s.dry_run = true;
     let blocked_c = Observed {
-        group: Some(group(&[(A, TargetState::Healthy), (B, TargetState::Healthy)])),
+        groups: in_group(group(&[(A, TargetState::Healthy), (B, TargetState::Healthy)])),
         ..all_healthy()
     };
     let mut status: Option<MaintenancePlanStatus> = None;
@@ -1112,7 +1119,7 @@ fn a_failed_plan_whose_spec_is_fixed_runs_again_and_keeps_what_is_done() {
     let status = a_registered(&s, 70);
     // B fails preflight at once (not in the group), the plan fails.
     let not_b = Observed {
-        group: Some(group(&[(A, TargetState::Healthy), (C, TargetState::Healthy)])),
+        groups: in_group(group(&[(A, TargetState::Healthy), (C, TargetState::Healthy)])),
         ..all_healthy()
     };
     let d = run(&s, Some(&status), &not_b, at(71));
@@ -1455,4 +1462,42 @@ fn a_plan_whose_aws_calls_are_denied_is_stalled_for_gitops_tools_until_aws_answe
     pitstop::machine::summarize_again(&mut status, &spec(), Some(1), at(3));
     assert_eq!(kstatus(&status, 1), "InProgress");
     assert_eq!(argocd(&spec(), &status, 1).0, "Progressing");
+}
+
+/// `pitstop run` asks whether a finished scheduled plan has a window open that it has not
+/// run in (then it runs the plan again rather than ending at once).
+#[test]
+fn a_new_window_is_open_only_for_a_finished_scheduled_plan_outside_its_last_window() {
+    let mut s = spec();
+    sunday_night(&mut s);
+    // Sunday 4 January 2026, 22:00 in London (GMT), and the Sunday after.
+    let first_window = ts("2026-01-04T22:00:00Z");
+    let finished = MaintenancePlanStatus {
+        phase: PlanPhase::Succeeded,
+        window_start: Some(first_window),
+        ..MaintenancePlanStatus::default()
+    };
+    let new_window_open = pitstop::machine::new_window_open;
+    assert!(new_window_open(&s, Some(&finished), ts("2026-01-11T22:05:00Z")));
+    assert!(
+        !new_window_open(&s, Some(&finished), ts("2026-01-04T22:30:00Z")),
+        "the window it ran in"
+    );
+    assert!(
+        !new_window_open(&s, Some(&finished), ts("2026-01-08T12:00:00Z")),
+        "no window open"
+    );
+    let running = MaintenancePlanStatus {
+        phase: PlanPhase::Running,
+        ..finished.clone()
+    };
+    assert!(
+        !new_window_open(&s, Some(&running), ts("2026-01-11T22:05:00Z")),
+        "not finished"
+    );
+    assert!(!new_window_open(&s, None, ts("2026-01-11T22:05:00Z")), "never ran");
+    assert!(
+        !new_window_open(&spec(), Some(&finished), ts("2026-01-11T22:05:00Z")),
+        "no schedule"
+    );
 }

@@ -7,14 +7,23 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use pitstop::api::{CommandSpec, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, Preflight, Timeouts};
+use pitstop::api::{
+    CommandSpec, FleetSelector, InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, Preflight,
+    Timeouts,
+};
 use pitstop::aws::fake::FakeAws;
 use pitstop::aws::{AwsErrorKind, CommandKind, CommandTag};
 use pitstop::engine::{StatusStore, step};
 use pitstop::machine::PlanView;
 use proptest::prelude::*;
 
-const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+/// Up to three target groups (HTTP, HTTPS, an NLB's), each on its own port.
+const ARNS: [&str; 3] = [
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef",
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/1123456789abcdef",
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/nlb/2123456789abcdef",
+];
+const PORTS: [i32; 3] = [8080, 8443, 9000];
 const UID: &str = "0f6c7a52-1111-4222-8333-944455556666";
 const IDS: [&str; 5] = [
     "i-00000000000000001",
@@ -87,6 +96,32 @@ struct Scenario {
     lost_answer_rounds: Vec<bool>,
     list_lag: u64,
     steps: Vec<u64>,
+    /// How many target groups the plan names (1: the single `targetGroupArn`).
+    groups: usize,
+    /// Per instance, whether it is registered in each group at the start.
+    membership: Vec<[bool; 3]>,
+    /// The plan selects its instances (`selector.targetGroupMembers`) instead of listing them.
+    selector: bool,
+    /// Per instance, the round from which it is gone (terminated: out of every group), if
+    /// it is still untouched then; only with a selector.
+    gone_at: Vec<Option<usize>>,
+}
+
+impl Scenario {
+    fn arns(&self) -> &[&'static str] {
+        &ARNS[..self.groups]
+    }
+
+    /// The groups `id` was registered in at the start, among the plan's.
+    fn groups_of(&self, id: &str) -> Vec<&'static str> {
+        let index = IDS.iter().position(|i| *i == id).unwrap_or(0);
+        self.arns()
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| self.membership[index][*g])
+            .map(|(_, arn)| *arn)
+            .collect()
+    }
 }
 
 fn fate() -> impl Strategy<Value = WriteFate> {
@@ -115,7 +150,22 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             prop::collection::vec(prop::bool::weighted(0.1), 1..200),
             0u64..30,
         ),
-        prop::collection::vec(1u64..20, 1..50),
+        (
+            prop::collection::vec(1u64..20, 1..50),
+            1usize..=3,
+            prop::collection::vec(
+                (
+                    prop::bool::weighted(0.9),
+                    prop::bool::weighted(0.7),
+                    prop::bool::weighted(0.7),
+                ),
+                5,
+            ),
+        ),
+        (
+            prop::bool::weighted(0.4),
+            prop::collection::vec(prop::option::weighted(0.25, 0usize..60), 5),
+        ),
     )
         .prop_map(
             |(
@@ -127,7 +177,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 (with_verify, max_attempts, dry_run),
                 fates,
                 (throttle_rounds, lost_answer_rounds, list_lag),
-                steps,
+                (steps, groups, membership),
+                (selector, gone_at),
             )| Scenario {
                 instances,
                 drain_time: drain,
@@ -147,6 +198,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 lost_answer_rounds,
                 list_lag,
                 steps,
+                groups,
+                membership: membership.into_iter().map(|(a, b, c)| [a, b, c]).collect(),
+                gone_at: if selector { gone_at } else { vec![None; 5] },
+                selector,
             },
         )
 }
@@ -158,10 +213,23 @@ fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
         parameters: [("commands".to_owned(), vec!["true".to_owned()])].into(),
         timeout_seconds: Some(120),
     };
+    let (single, several) = match s.arns() {
+        [one] => ((*one).to_owned(), Vec::new()),
+        // Listed in another order than the lock order, which must not matter.
+        several => (String::new(), several.iter().rev().map(|a| (*a).to_owned()).collect()),
+    };
     MaintenancePlanSpec {
-        target_group_arn: ARN.into(),
+        target_group_arn: single,
+        target_group_arns: several,
         region: None,
-        instances: IDS[..s.instances].iter().map(|s| (*s).to_owned()).collect(),
+        instances: if s.selector {
+            Vec::new()
+        } else {
+            IDS[..s.instances].iter().map(|s| (*s).to_owned()).collect()
+        },
+        selector: s.selector.then_some(FleetSelector {
+            target_group_members: true,
+        }),
         maintenance: None,
         verify: s.with_verify.then_some(command),
         preflight: Preflight {
@@ -191,12 +259,29 @@ fn pick(flags: &[bool], n: usize) -> Vec<String> {
         .collect()
 }
 
+/// What the simulation did besides the plan's rounds.
+#[derive(Debug, Default)]
+struct World {
+    /// Instances made gone, with the number of AWS writes made before.
+    gone: Vec<(String, usize)>,
+}
+
 /// Runs the scenario to the end; returns the fake and the last durable status.
-async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<MaintenancePlanStatus>) {
+async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<MaintenancePlanStatus>, World) {
     let start: Timestamp = "2026-11-23T00:00:00Z".parse().expect("timestamp");
     let spec = spec_for(s);
     let ids: Vec<&str> = IDS[..s.instances].to_vec();
-    let fake = FakeAws::new(ARN, &ids, start);
+    let members = |g: usize| -> Vec<&str> {
+        ids.iter()
+            .enumerate()
+            .filter(|(i, _)| s.membership[*i][g])
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    let fake = FakeAws::new(ARNS[0], &members(0), start);
+    for g in 1..s.groups {
+        fake.add_group(ARNS[g], &members(g), PORTS[g]);
+    }
     fake.behave(|b| {
         b.drain_time = Duration::from_secs(s.drain_time);
         b.healthy_time = Duration::from_secs(s.healthy_time);
@@ -214,11 +299,12 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         next: 0,
     };
     let mut now = start;
+    let mut world = World::default();
     // Long enough for the slowest legal run: every try of every instance using every limit
     // (drain 60 s, the default maintenance limit 1800 s, the longest backoff 300 s, verify
     // 120 s, healthy 60 s twice, and the look-up grace of a lost SendCommand answer for both
     // commands), so a plan still running after it is stuck, not slow.
-    let per_try = 60 + 1800 + 300 + 120 + 2 * 60 + 2 * 90 + 100;
+    let per_try = 60 + 1800 + 300 + 120 + 2 * 60 + 2 * 90 + 100 + 2 * 20 * 3;
     let horizon = start + SignedDuration::from_secs((s.instances as u32 * s.max_attempts * per_try) as i64);
     for round in 0.. {
         if now > horizon {
@@ -235,6 +321,21 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         }
         fake.set_now(now);
         let recorded = store.durable.clone();
+        // An instance whose time has come is terminated, if the plan has not touched it: AWS
+        // takes it out of every group.
+        for (index, id) in ids.iter().enumerate() {
+            let untouched = recorded.as_ref().is_none_or(|st| {
+                st.instances
+                    .iter()
+                    .find(|i| i.instance_id == *id)
+                    .is_none_or(|i| i.phase == InstancePhase::Pending && !i.out_of_rotation)
+            });
+            let due = s.gone_at[index].is_some_and(|at| at <= round);
+            if due && untouched && !world.gone.iter().any(|(g, _)| g == id) {
+                world.gone.push(((*id).to_owned(), fake.writes().len()));
+                fake.terminate(id);
+            }
+        }
         let finished = recorded.as_ref().is_some_and(|st| st.phase.is_finished());
         if finished && round > 0 {
             break;
@@ -259,7 +360,7 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         now += SignedDuration::from_secs(s.steps[round % s.steps.len()] as i64);
     }
     let durable = store.durable.clone();
-    (fake, spec, durable)
+    (fake, spec, durable, world)
 }
 
 proptest! {
@@ -268,18 +369,26 @@ proptest! {
     #[test]
     fn safety_holds_across_crashes_throttling_and_lost_answers(s in scenario()) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let (fake, spec, status) = runtime.block_on(simulate(&s));
+        let (fake, spec, status, world) = runtime.block_on(simulate(&s));
+        let is_gone = |id: &str| world.gone.iter().any(|(g, _)| g == id);
         let status = status.expect("at least one status write landed");
 
         // The plan ends.
         prop_assert!(status.phase.is_finished(), "plan did not finish: {:?}", status.phase);
 
-        // At most one instance of the plan out of rotation at any time.
-        prop_assert!(fake.max_out_at_once() <= 1, "{} instances were out at once", fake.max_out_at_once());
+        // At most one instance of the plan out of rotation at any time, in every group.
+        prop_assert!(fake.max_out_at_once() <= 1, "{} instances were out of one group at once", fake.max_out_at_once());
 
-        // No maintenance command to an instance that is registered or draining.
+        // No maintenance command to an instance that is registered or draining in any group.
         for write in fake.writes().iter().filter(|w| w.operation == "SendCommand") {
             prop_assert_eq!(write.state_before, pitstop::aws::TargetState::Unused, "command sent to {:?}", write);
+        }
+
+        // Each group's calls carry the instance's own port in that group.
+        for write in fake.writes().iter().filter(|w| w.target_group_arn.is_some()) {
+            let arn = write.target_group_arn.as_deref().unwrap_or_default();
+            prop_assert_eq!(write.port, fake.port(arn), "{:?}", write);
+            prop_assert!(s.arns().contains(&arn), "a call to a group the plan does not name: {:?}", write);
         }
 
         // A dry run writes nothing at all.
@@ -288,22 +397,84 @@ proptest! {
         }
 
         // At most one maintenance command per instance per attempt, across restarts.
-        for id in &spec.instances {
+        let planned: Vec<String> = status.instances.iter().map(|i| i.instance_id.clone()).collect();
+        for id in &planned {
             for (kind, attempt) in [CommandKind::Maintenance, CommandKind::Verify].into_iter().flat_map(|k| (1..=s.max_attempts).map(move |a| (k, a))) {
                 let tag = CommandTag { plan_uid: UID.into(), kind, attempt }.comment();
                 prop_assert!(fake.sends_with_comment(id, &tag) <= 1, "{} sends of {} to {}", fake.sends_with_comment(id, &tag), tag, id);
             }
         }
 
-        // Every instance pitstop deregistered is back, unless the plan says LeaveOut for a failed one.
+        // Every instance pitstop deregistered is back in every group it was in, unless the
+        // plan says LeaveOut for a failed one; and the status says out exactly when it is out
+        // of one of them.
         for instance in &status.instances {
-            let state = fake.state(ARN, &instance.instance_id);
+            let groups = s.groups_of(&instance.instance_id);
+            if is_gone(&instance.instance_id) {
+                // A gone instance is skipped untouched (or never reached), never failed.
+                prop_assert!(
+                    matches!(instance.phase, InstancePhase::Skipped | InstancePhase::Pending)
+                        || s.dry_run,
+                    "gone instance {:?}", instance
+                );
+                prop_assert!(!instance.out_of_rotation);
+                continue;
+            }
             let left_out = spec.on_failure == OnFailure::LeaveOut && instance.phase == pitstop::api::InstancePhase::Failed;
+            let mut out_somewhere = false;
+            for arn in &groups {
+                let state = fake.state(arn, &instance.instance_id);
+                out_somewhere |= !state.is_registered();
+                if !left_out {
+                    prop_assert!(state.is_registered(), "{} ended {} in {} ({:?})", instance.instance_id, state, arn, instance);
+                }
+            }
             if !left_out {
-                prop_assert!(state.is_registered(), "{} ended {} ({:?})", instance.instance_id, state, instance);
                 prop_assert!(!instance.out_of_rotation);
             }
-            prop_assert_eq!(instance.out_of_rotation, !state.is_registered(), "status agrees with AWS for {}", instance.instance_id);
+            prop_assert_eq!(instance.out_of_rotation, out_somewhere, "status agrees with AWS for {}", instance.instance_id);
+            // An instance in none of the groups fails before anything is done to it (or is
+            // never reached, when an earlier failure stopped the plan).
+            if groups.is_empty() && !s.dry_run && instance.phase != pitstop::api::InstancePhase::Pending {
+                prop_assert_eq!(instance.failure_reason.as_deref(), Some(pitstop::machine::reason::NOT_IN_TARGET_GROUP));
+            }
+        }
+        for write in fake.writes() {
+            prop_assert!(
+                !s.groups_of(&write.instance_id).is_empty(),
+                "a call for an instance in none of the groups: {:?}", write
+            );
+        }
+        // Nothing is done to an instance once it is gone.
+        let writes = fake.writes();
+        for (id, before) in &world.gone {
+            prop_assert!(
+                writes[*before..].iter().all(|w| &w.instance_id != id),
+                "a call for {} after it was gone: {:?}", id, &writes[*before..]
+            );
+        }
+        if s.selector {
+            // The selection is every member at the start of the run, in ID order (less any
+            // gone before the run resolved it).
+            let selection = status.selection.clone().expect("a selected plan records its selection");
+            let members: Vec<String> = IDS[..s.instances]
+                .iter()
+                .filter(|id| !s.groups_of(id).is_empty())
+                .map(|id| (*id).to_owned())
+                .collect();
+            prop_assert!(
+                selection.instances.iter().all(|id| members.contains(id)),
+                "selected a non-member: {:?} of {:?}", selection.instances, members
+            );
+            prop_assert!(
+                members.iter().all(|id| selection.instances.contains(id) || is_gone(id)),
+                "left out a member: {:?} of {:?}", selection.instances, members
+            );
+            // Skipped instances never fail the plan.
+            let failed = status.instances.iter().any(|i| i.phase == InstancePhase::Failed);
+            if !failed && !s.dry_run && !selection.instances.is_empty() {
+                prop_assert_eq!(status.phase, pitstop::api::PlanPhase::Succeeded, "{:?}", status);
+            }
         }
     }
 }

@@ -1056,3 +1056,273 @@ async fn a_policy_lets_one_tenants_plan_run_and_refuses_the_others_without_an_aw
     )
     .await;
 }
+
+/// The target group fields on the real apiserver: exactly one of `targetGroupArn` and
+/// `targetGroupArns` (CEL), at most 10 groups (schema), and neither can be changed nor
+/// swapped for the other once the plan exists (CEL transition rules), while a plan naming
+/// one group the old way stays valid and editable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_takes_exactly_one_of_the_target_group_fields_and_keeps_them_immutable() {
+    kube_support::run("target-group-fields", |harness| async move {
+        let plans = harness.plans();
+        let web = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+        let tls = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
+        let plan = |name: &str, fields: serde_json::Value| {
+            let mut spec = serde_json::json!({ "instances": ["i-0123456789abcdef0"], "suspend": true });
+            if let (Some(spec), Some(fields)) = (spec.as_object_mut(), fields.as_object()) {
+                spec.extend(fields.clone());
+            }
+            serde_json::json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "metadata": { "name": name, "namespace": harness.namespace },
+                "spec": spec,
+            })
+        };
+        let apply = |name: &str, object: serde_json::Value| {
+            let plans = plans.clone();
+            let name = name.to_owned();
+            async move {
+                plans
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::apply(kube_support::FIELD_MANAGER).force(),
+                        &kube::api::Patch::Apply(&object),
+                    )
+                    .await
+                    .map_err(|err| err.to_string())
+            }
+        };
+        let eleven: Vec<String> = (0..11).map(|i| format!("{}{i:x}", &web[..web.len() - 1])).collect();
+        for (what, fields, expected) in [
+            (
+                "both fields",
+                serde_json::json!({ "targetGroupArn": web, "targetGroupArns": [tls] }),
+                "set exactly one of targetGroupArn and targetGroupArns",
+            ),
+            (
+                "neither field",
+                serde_json::json!({}),
+                "set exactly one of targetGroupArn and targetGroupArns",
+            ),
+            (
+                "11 target groups",
+                serde_json::json!({ "targetGroupArns": eleven }),
+                "must have at most 10 items",
+            ),
+        ] {
+            let refused = apply("refused", plan("refused", fields)).await;
+            let message = refused.expect_err(what);
+            println!("{what}: {message}");
+            assert!(message.contains(expected), "{what}: {message}");
+        }
+
+        // Several groups: accepted; the list cannot change, nor become the single field.
+        apply(
+            "several",
+            plan("several", serde_json::json!({ "targetGroupArns": [web, tls] })),
+        )
+        .await
+        .expect("a plan of two target groups");
+        let changed = apply(
+            "several",
+            plan("several", serde_json::json!({ "targetGroupArns": [web] })),
+        )
+        .await
+        .expect_err("the list is immutable");
+        println!("changed list: {changed}");
+        assert!(changed.contains("targetGroupArns is immutable"), "{changed}");
+        let swapped = apply("several", plan("several", serde_json::json!({ "targetGroupArn": web })))
+            .await
+            .expect_err("cannot swap for the single field");
+        println!("swapped: {swapped}");
+        assert!(swapped.contains("targetGroupArns is immutable"), "{swapped}");
+
+        // One group the old way: still valid, still editable elsewhere, not swappable.
+        apply("single", plan("single", serde_json::json!({ "targetGroupArn": web })))
+            .await
+            .expect("a plan of one target group, as before");
+        let mut edited = plan("single", serde_json::json!({ "targetGroupArn": web }));
+        edited["spec"]["maxFailures"] = serde_json::json!(1);
+        apply("single", edited).await.expect("other fields stay editable");
+        let swapped = apply(
+            "single",
+            plan("single", serde_json::json!({ "targetGroupArns": [web] })),
+        )
+        .await
+        .expect_err("cannot swap for the list");
+        println!("swapped single: {swapped}");
+        assert!(swapped.contains("targetGroupArn is immutable"), "{swapped}");
+    })
+    .await;
+}
+
+/// The fleet fields on the real apiserver: exactly one of `instances` and `selector` (CEL),
+/// a selector that selects something (CEL), while a plan listing its instances as before
+/// stays valid, and a plan can move from a list to a selector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_takes_exactly_one_of_instances_and_selector() {
+    kube_support::run("fleet-fields", |harness| async move {
+        let plans = harness.plans();
+        let web = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+        let plan = |name: &str, fields: serde_json::Value| {
+            let mut spec = serde_json::json!({ "targetGroupArn": web, "suspend": true });
+            if let (Some(spec), Some(fields)) = (spec.as_object_mut(), fields.as_object()) {
+                spec.extend(fields.clone());
+            }
+            serde_json::json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "metadata": { "name": name, "namespace": harness.namespace },
+                "spec": spec,
+            })
+        };
+        let apply = |name: &str, object: serde_json::Value| {
+            let plans = plans.clone();
+            let name = name.to_owned();
+            async move {
+                plans
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::apply(kube_support::FIELD_MANAGER).force(),
+                        &kube::api::Patch::Apply(&object),
+                    )
+                    .await
+                    .map_err(|err| err.to_string())
+            }
+        };
+        for (what, fields, expected) in [
+            (
+                "both instances and selector",
+                serde_json::json!({
+                    "instances": ["i-0123456789abcdef0"],
+                    "selector": { "targetGroupMembers": true }
+                }),
+                "set exactly one of instances and selector",
+            ),
+            (
+                "neither instances nor selector",
+                serde_json::json!({}),
+                "set exactly one of instances and selector",
+            ),
+            (
+                "a selector that selects nothing",
+                serde_json::json!({ "selector": {} }),
+                "the selector selects nothing",
+            ),
+        ] {
+            let refused = apply("refused", plan("refused", fields)).await;
+            let message = refused.expect_err(what);
+            println!("{what}: {message}");
+            assert!(message.contains(expected), "{what}: {message}");
+        }
+        apply(
+            "selected",
+            plan(
+                "selected",
+                serde_json::json!({ "selector": { "targetGroupMembers": true } }),
+            ),
+        )
+        .await
+        .expect("a plan with a selector");
+        apply(
+            "listed",
+            plan("listed", serde_json::json!({ "instances": ["i-0123456789abcdef0"] })),
+        )
+        .await
+        .expect("a plan listing its instances, as before");
+        apply(
+            "listed",
+            plan(
+                "listed",
+                serde_json::json!({ "selector": { "targetGroupMembers": true } }),
+            ),
+        )
+        .await
+        .expect("a list can become a selector");
+    })
+    .await;
+}
+
+/// A plan with a selector through the real controller and apiserver: the selection is
+/// written to the status (and kept by the CRD's schema), an instance terminated while the
+/// first one is out is Skipped (InstanceGone) with an Event, and the plan succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selected_plan_skips_an_instance_terminated_mid_run() {
+    kube_support::run(
+        "a_selected_plan_skips_an_instance_terminated_mid_run",
+        |h: Harness| async move {
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            let ids = fleet.sandbox.instance_ids();
+            // By ID: the terminated instance leaves `instance_ids()`.
+            let before = fleet.sandbox.boot_counts();
+            let name = "selected";
+            let plan = serde_json::json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "metadata": { "name": name },
+                "spec": {
+                    "targetGroupArn": fleet.sandbox.target_group_arn(),
+                    "selector": { "targetGroupMembers": true },
+                    "timeouts": { "healthySeconds": 60 },
+                },
+            });
+            fleet
+                .plans
+                .patch(
+                    name,
+                    &kube::api::PatchParams::apply(kube_support::FIELD_MANAGER),
+                    &kube::api::Patch::Apply(&plan),
+                )
+                .await
+                .expect("a plan with a selector");
+            let out = fleet
+                .wait_for_plan(name, "the first instance out", PLAN_LIMIT, |p| {
+                    p.status
+                        .as_ref()
+                        .is_some_and(|s| s.instances.first().is_some_and(|i| i.out_of_rotation))
+                })
+                .await;
+            let selection = out
+                .status
+                .as_ref()
+                .and_then(|s| s.selection.clone())
+                .expect("the selection is in the status");
+            assert_eq!(selection.instances, ids);
+            assert!(selection.resolved_at.is_some());
+            fleet.sandbox.terminate_instance(&ids[2]).await.expect("terminate");
+
+            let plan = fleet
+                .wait_for_plan(name, "phase Succeeded", PLAN_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+            let status = plan.status.clone().expect("a status");
+            println!("status.message: {}", status.message.clone().unwrap_or_default());
+            let gone = status
+                .instances
+                .iter()
+                .find(|i| i.instance_id == ids[2])
+                .expect("still listed");
+            assert_eq!(gone.phase, InstancePhase::Skipped, "{status:#?}");
+            assert_eq!(gone.failure_reason.as_deref(), Some("InstanceGone"));
+            assert_eq!(status.selection.map(|s| s.instances), Some(ids.clone()));
+            let after = fleet.sandbox.boot_counts();
+            let rebooted: Vec<u64> = ids.iter().map(|id| after[id] - before[id]).collect();
+            assert_eq!(rebooted, [1, 1, 0], "the gone instance untouched");
+            let events = fleet
+                .wait_for_events(name, "the InstanceGone Event", |events| {
+                    events.iter().any(|e| e.reason.as_deref() == Some("InstanceGone"))
+                })
+                .await;
+            let gone_event = events
+                .iter()
+                .find(|e| e.reason.as_deref() == Some("InstanceGone"))
+                .expect("found");
+            assert_eq!(gone_event.type_.as_deref(), Some("Normal"));
+            assert_eq!(gone_event.action.as_deref(), Some(ids[2].as_str()));
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}

@@ -8,5 +8,10 @@ pub mod status;
 pub mod validate;
 
 pub use maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
-pub use spec::{CommandSpec, MaintenancePlan, MaintenancePlanSpec, OnFailure, Preflight, Schedule, Timeouts};
-pub use status::{Condition, InstancePhase, InstanceStatus, MaintenancePlanStatus, PlanPhase, RunRecord};
+pub use spec::{
+    CommandSpec, FleetSelector, MaintenancePlan, MaintenancePlanSpec, OnFailure, Preflight, Schedule, Timeouts,
+};
+pub use status::{
+    Condition, InstancePhase, InstanceStatus, MaintenancePlanStatus, PlanPhase, RunRecord, SelectionStatus,
+    TargetGroupRegistration,
+};

@@ -12,6 +12,13 @@ use super::status::MaintenancePlanStatus;
 pub const TARGET_GROUP_ARN_PATTERN: &str =
     r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$";
 
+/// Most target groups a plan may name (`targetGroupArns`): CodeDeploy's limit too.
+pub const MAX_TARGET_GROUPS: usize = 10;
+
+/// Longest target group ARN accepted (real ones are at most about 110 characters); bounds
+/// the cost of the CEL rules that compare them.
+pub const MAX_TARGET_GROUP_ARN_LENGTH: usize = 256;
+
 /// Pattern of an EC2 instance ID: `i-` followed by 8 or 17 lowercase hex digits.
 pub const INSTANCE_ID_PATTERN: &str = r"^i-([0-9a-f]{8}|[0-9a-f]{17})$";
 
@@ -34,27 +41,74 @@ pub const INSTANCE_ID_PATTERN: &str = r"^i-([0-9a-f]{8}|[0-9a-f]{17})$";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.targetGroupArn) != has(self.targetGroupArns)",
+        "message": "set exactly one of targetGroupArn and targetGroupArns"
+    },
+    {
+        "rule": "!has(oldSelf.targetGroupArns) || (has(self.targetGroupArns) && self.targetGroupArns == oldSelf.targetGroupArns)",
+        "message": "targetGroupArns is immutable (and cannot be swapped for targetGroupArn): an instance in flight must go back to the groups it left"
+    },
+    {
+        "rule": "!has(oldSelf.targetGroupArn) || (has(self.targetGroupArn) && self.targetGroupArn == oldSelf.targetGroupArn)",
+        "message": "targetGroupArn is immutable (and cannot be swapped for targetGroupArns): an instance in flight must go back to the group it left"
+    },
+    {
+        "rule": "has(self.instances) != has(self.selector)",
+        "message": "set exactly one of instances and selector"
+    }
+]))]
 pub struct MaintenancePlanSpec {
     /// ARN of the ELBv2 (ALB or NLB) target group the instances serve traffic through,
     /// e.g. `arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef`.
     /// Each instance is deregistered from this group before its maintenance and registered
-    /// again afterwards.
-    #[schemars(regex(pattern = TARGET_GROUP_ARN_PATTERN))]
+    /// again afterwards. Set this or `targetGroupArns`, not both.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(regex(pattern = TARGET_GROUP_ARN_PATTERN), length(max = MAX_TARGET_GROUP_ARN_LENGTH))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "targetGroupArn is immutable: an instance in flight must go back to the group it left"}]))]
     pub target_group_arn: String,
 
-    /// AWS region of the target group and the instances. Defaults to the region named in
-    /// `targetGroupArn` (a target group can only be addressed in its own region).
+    /// ARNs of every ELBv2 target group the instances serve traffic through (up to 10, as
+    /// CodeDeploy accepts), e.g. one for HTTP and one for HTTPS, or an ALB's and an NLB's.
+    /// Each instance is taken out of every listed group it is registered in (on its own port
+    /// in each), maintained once all of them show it `unused`, registered in all of them
+    /// again, and counts as healthy only when it is `healthy` in all. The preflight gates
+    /// apply to each group. An instance registered in none of them fails `NotInTargetGroup`
+    /// untouched. Set this or `targetGroupArn`, not both; immutable like it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(min = 1, max = MAX_TARGET_GROUPS),
+        inner(regex(pattern = TARGET_GROUP_ARN_PATTERN), length(max = MAX_TARGET_GROUP_ARN_LENGTH))
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub target_group_arns: Vec<String>,
+
+    /// AWS region of the target groups and the instances. Defaults to the region named in
+    /// the target group ARNs (a target group can only be addressed in its own region, so
+    /// all of a plan's groups are in one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "region is immutable"}]))]
     pub region: Option<String>,
 
     /// EC2 instance IDs to maintain, in order, one at a time. Each must be a registered,
-    /// healthy target of the target group when its turn comes. No duplicates.
+    /// healthy target of the target group when its turn comes (one that is not fails
+    /// `NotInTargetGroup`). No duplicates. Set this or `selector`, not both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1), inner(regex(pattern = INSTANCE_ID_PATTERN)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub instances: Vec<String>,
+
+    /// Which instances to maintain, as a query instead of a list: resolved when each run
+    /// starts (when the plan is applied, at each schedule window, at a new generation of a
+    /// finished plan) and recorded in `status.selection`, so the run is stable and a restarted
+    /// controller never resolves it again mid-run. Instances are maintained in ID order. One
+    /// that is gone when its turn comes (terminated, or no longer in the target groups) is
+    /// `Skipped` with a reason: it does not count against `maxFailures`. A selection that
+    /// matches nothing fails the run with reason `EmptySelection`. Set this or `instances`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<FleetSelector>,
 
     /// The SSM document to run on each instance while it is out of rotation. When omitted,
     /// pitstop runs a graceful reboot: `AWS-RunShellScript` with a script that writes a
@@ -125,6 +179,46 @@ pub struct MaintenancePlanSpec {
     pub dry_run: bool,
 }
 
+impl MaintenancePlanSpec {
+    /// The target groups of the plan, as listed: `targetGroupArns`, else `targetGroupArn`
+    /// (empty only for a spec that names none, which validation rejects).
+    pub fn target_groups(&self) -> Vec<&str> {
+        if self.target_group_arns.is_empty() {
+            std::iter::once(self.target_group_arn.as_str())
+                .filter(|arn| !arn.is_empty())
+                .collect()
+        } else {
+            self.target_group_arns.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The target groups in the fixed order their turns are taken in (sorted, no
+    /// duplicates), so that two plans sharing groups can never wait for each other in a circle.
+    pub fn target_groups_in_lock_order(&self) -> Vec<&str> {
+        let mut groups = self.target_groups();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+}
+
+/// A query for the instances of a plan (`spec.selector`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.targetGroupMembers) && self.targetGroupMembers",
+        "message": "the selector selects nothing: set targetGroupMembers: true"
+    }
+]))]
+pub struct FleetSelector {
+    /// Every registered target of the plan's target groups (in any of them; a target that is
+    /// draining or unused is not a member), as the load balancer sees the fleet, e.g. an Auto
+    /// Scaling group's instances attached to the groups.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub target_group_members: bool,
+}
+
 fn default_max_attempts() -> u32 {
     1
 }
@@ -139,8 +233,10 @@ impl Default for MaintenancePlanSpec {
     fn default() -> Self {
         Self {
             target_group_arn: String::new(),
+            target_group_arns: Vec::new(),
             region: None,
             instances: Vec::new(),
+            selector: None,
             maintenance: None,
             verify: None,
             preflight: Preflight::default(),

@@ -59,7 +59,11 @@ pub struct MaintenancePlanStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunRecord>,
 
-    /// One entry per instance of the spec, in the spec's order.
+    /// With `spec.selector`: what the selector matched when the current (or last) run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionStatus>,
+
+    /// One entry per instance of the run (the spec's list, or the selection), in its order.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["instanceId"]))]
     pub instances: Vec<InstanceStatus>,
@@ -101,6 +105,43 @@ pub struct RunRecord {
     pub message: Option<String>,
 }
 
+/// The instances a selector matched for a run (`status.selection`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectionStatus {
+    /// When the selector was resolved for the current (or last) run. Unset: it is resolved
+    /// again when the next run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub resolved_at: Option<Timestamp>,
+
+    /// The instance IDs the selector matched, in the order they are maintained.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub instances: Vec<String>,
+
+    /// The highest attempt number the plan's instances had used when the selection was made:
+    /// an instance new to the run starts from here, so a command tag is never reused, even by
+    /// an instance that left the selection and came back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt_floor: u32,
+
+    /// What the selector matched, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One target group an instance is taken out of, and the port it is registered on there.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetGroupRegistration {
+    /// ARN of the target group.
+    pub target_group_arn: String,
+    /// The port the instance was registered on in this group (unset: the group's own port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
 /// Phase of a plan as a whole.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum PlanPhase {
@@ -133,7 +174,7 @@ pub struct InstanceStatus {
 
     /// Pending, Draining (deregistered, connections draining), Rebooting (maintenance
     /// running), Verifying (verification, re-registration and the wait for `healthy`),
-    /// Registered (done and healthy), or Failed.
+    /// Registered (done and healthy), Failed, or Skipped (gone before its turn).
     #[serde(default)]
     pub phase: InstancePhase,
 
@@ -158,9 +199,19 @@ pub struct InstanceStatus {
     #[serde(default)]
     pub out_of_rotation: bool,
 
-    /// The port the instance was registered on, kept so it is registered again on the same.
+    /// The port the instance was registered on, kept so it is registered again on the same
+    /// (with several target groups: its port in the first group of `targetGroups`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
+
+    /// Every target group pitstop takes (or took) the instance out of this try, with its
+    /// port in each: the groups it was registered in when it started, written before the
+    /// first DeregisterTargets, so a restarted controller puts it back into each of them.
+    /// Empty for an instance started by an older pitstop: then the plan's one target group
+    /// and `port` apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["targetGroupArn"]))]
+    pub target_groups: Vec<TargetGroupRegistration>,
 
     /// The drain limit that applies to this instance, in seconds (from `timeouts.drainSeconds`
     /// or the target group's deregistration delay).
@@ -220,7 +271,7 @@ pub struct InstanceStatus {
     #[schemars(schema_with = "timestamp_schema")]
     pub registered_at: Option<Timestamp>,
 
-    /// Why the instance failed, once it has: a short CamelCase reason.
+    /// Why the instance failed (or was skipped), once it has: a short CamelCase reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
 
@@ -245,12 +296,16 @@ pub enum InstancePhase {
     Registered,
     /// Maintenance or a check failed; see `failureReason` and `message`.
     Failed,
+    /// Not maintained, untouched: the instance was gone when its turn came (selected plans
+    /// only: terminated, or no longer a registered target of the plan's groups); see
+    /// `failureReason` and `message`. Does not count against `maxFailures`.
+    Skipped,
 }
 
 impl InstancePhase {
-    /// Registered and Failed are final for an instance.
+    /// Registered, Failed and Skipped are final for an instance.
     pub fn is_finished(self) -> bool {
-        matches!(self, Self::Registered | Self::Failed)
+        matches!(self, Self::Registered | Self::Failed | Self::Skipped)
     }
 
     /// Name as written in the status and in events.
@@ -262,6 +317,7 @@ impl InstancePhase {
             Self::Verifying => "Verifying",
             Self::Registered => "Registered",
             Self::Failed => "Failed",
+            Self::Skipped => "Skipped",
         }
     }
 }

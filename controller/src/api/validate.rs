@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::spec::{INSTANCE_ID_PATTERN, MaintenancePlanSpec, TARGET_GROUP_ARN_PATTERN};
+use super::spec::{
+    INSTANCE_ID_PATTERN, MAX_TARGET_GROUP_ARN_LENGTH, MAX_TARGET_GROUPS, MaintenancePlanSpec, TARGET_GROUP_ARN_PATTERN,
+};
 
 static TARGET_GROUP_ARN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(TARGET_GROUP_ARN_PATTERN).expect("TARGET_GROUP_ARN_PATTERN is a valid regex"));
@@ -25,21 +27,57 @@ pub struct InvalidSpec {
 /// Validates a spec.
 pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
     let mut problems = Vec::new();
-    if !TARGET_GROUP_ARN.is_match(&spec.target_group_arn) {
+    match (spec.target_group_arn.is_empty(), spec.target_group_arns.is_empty()) {
+        (true, true) => problems.push("name the target group: set targetGroupArn or targetGroupArns".to_owned()),
+        (false, false) => problems.push("set exactly one of targetGroupArn and targetGroupArns, not both".to_owned()),
+        _ => {}
+    }
+    if spec.target_group_arns.len() > MAX_TARGET_GROUPS {
         problems.push(format!(
-            "targetGroupArn {:?} is not an ELBv2 target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)",
-            spec.target_group_arn
+            "targetGroupArns names {} target groups; at most {MAX_TARGET_GROUPS} are allowed",
+            spec.target_group_arns.len()
         ));
     }
-    if let (Some(region), Some(arn_region)) = (&spec.region, region_of_arn(&spec.target_group_arn))
+    let field = if spec.target_group_arns.is_empty() {
+        "targetGroupArn"
+    } else {
+        "targetGroupArns"
+    };
+    let mut seen_groups = HashSet::new();
+    for arn in spec.target_groups() {
+        if !TARGET_GROUP_ARN.is_match(arn) || arn.len() > MAX_TARGET_GROUP_ARN_LENGTH {
+            problems.push(format!(
+                "{field} {arn:?} is not an ELBv2 target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)"
+            ));
+        }
+        if !seen_groups.insert(arn) {
+            problems.push(format!("target group {arn} is listed more than once"));
+        }
+    }
+    let arn_regions: Vec<&str> = spec.target_groups().into_iter().filter_map(region_of_arn).collect();
+    if let Some(first) = arn_regions.first()
+        && let Some(other) = arn_regions.iter().find(|r| *r != first)
+    {
+        problems.push(format!(
+            "the target groups are in different regions ({first:?} and {other:?}); a plan works in one region"
+        ));
+    }
+    if let (Some(region), Some(arn_region)) = (&spec.region, arn_regions.first())
         && region != arn_region
     {
         problems.push(format!(
             "region {region:?} differs from the target group's region {arn_region:?}"
         ));
     }
-    if spec.instances.is_empty() {
-        problems.push("instances is empty: name at least one EC2 instance ID".to_owned());
+    match (&spec.selector, spec.instances.is_empty()) {
+        (None, true) => {
+            problems.push("instances is empty: name at least one EC2 instance ID, or set a selector".to_owned())
+        }
+        (Some(_), false) => problems.push("set exactly one of instances and selector, not both".to_owned()),
+        (Some(selector), true) if !selector.target_group_members => {
+            problems.push("the selector selects nothing: set targetGroupMembers: true".to_owned());
+        }
+        _ => {}
     }
     let mut seen = HashSet::new();
     for id in &spec.instances {
@@ -76,9 +114,11 @@ pub fn region_of_arn(arn: &str) -> Option<&str> {
     arn.split(':').nth(3).filter(|r| !r.is_empty())
 }
 
-/// The region a plan works in: `spec.region`, else the target group ARN's.
+/// The region a plan works in: `spec.region`, else its (first) target group ARN's.
 pub fn plan_region(spec: &MaintenancePlanSpec) -> Option<&str> {
-    spec.region.as_deref().or_else(|| region_of_arn(&spec.target_group_arn))
+    spec.region
+        .as_deref()
+        .or_else(|| spec.target_groups().first().and_then(|arn| region_of_arn(arn)))
 }
 
 #[cfg(test)]
@@ -119,6 +159,71 @@ mod tests {
         assert!(err.problems[0].contains("targetGroupArn"));
         assert!(err.problems[1].contains("i-xyz"));
         assert!(err.problems[2].contains("more than once"));
+    }
+
+    const ARN2: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
+
+    #[test]
+    fn accepts_several_target_groups_and_exactly_one_of_the_two_fields() {
+        let mut s = spec("", &["i-01234567"]);
+        s.target_group_arns = vec![ARN.to_owned(), ARN2.to_owned()];
+        assert_eq!(validate(&s), Ok(()));
+        assert_eq!(s.target_groups(), vec![ARN, ARN2]);
+        assert_eq!(plan_region(&s), Some("eu-west-1"));
+
+        let neither = spec("", &["i-01234567"]);
+        assert!(
+            validate(&neither)
+                .expect_err("no group")
+                .to_string()
+                .contains("set targetGroupArn or targetGroupArns")
+        );
+        let mut both = spec(ARN, &["i-01234567"]);
+        both.target_group_arns = vec![ARN2.to_owned()];
+        assert!(validate(&both).expect_err("both").to_string().contains("exactly one"));
+    }
+
+    #[test]
+    fn takes_exactly_one_of_instances_and_a_selector_that_selects_something() {
+        let selector = |members: bool| crate::api::FleetSelector {
+            target_group_members: members,
+        };
+        let mut selected = spec(ARN, &[]);
+        selected.selector = Some(selector(true));
+        assert_eq!(validate(&selected), Ok(()));
+        let mut both = spec(ARN, &["i-01234567"]);
+        both.selector = Some(selector(true));
+        assert!(
+            validate(&both)
+                .expect_err("both")
+                .to_string()
+                .contains("exactly one of instances and selector")
+        );
+        let mut nothing = spec(ARN, &[]);
+        nothing.selector = Some(selector(false));
+        assert!(
+            validate(&nothing)
+                .expect_err("selects nothing")
+                .to_string()
+                .contains("selects nothing")
+        );
+        assert!(
+            validate(&spec(ARN, &[]))
+                .expect_err("neither")
+                .to_string()
+                .contains("or set a selector")
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_foreign_region_and_too_many_target_groups() {
+        let mut s = spec("", &["i-01234567"]);
+        s.target_group_arns = vec![ARN.to_owned(), ARN.to_owned(), ARN2.replace("eu-west-1", "us-east-1")];
+        let err = validate(&s).expect_err("invalid");
+        assert!(err.to_string().contains("more than once"), "{err}");
+        assert!(err.to_string().contains("different regions"), "{err}");
+        s.target_group_arns = (0..11).map(|i| format!("{}{i:x}", &ARN[..ARN.len() - 1])).collect();
+        assert!(validate(&s).expect_err("11 groups").to_string().contains("at most 10"));
     }
 
     #[test]

@@ -77,8 +77,13 @@ pub struct WriteCall {
     pub operation: &'static str,
     /// The instance.
     pub instance_id: String,
-    /// The instance's target state just before the call.
+    /// The instance's target state just before the call: in the call's target group, or,
+    /// for the SSM calls, in the first group that has it registered (`unused` if none).
     pub state_before: TargetState,
+    /// For the target group calls: the group.
+    pub target_group_arn: Option<String>,
+    /// For the target group calls: the port asked for.
+    pub port: Option<i32>,
     /// For SendCommand: the comment (tag).
     pub comment: Option<String>,
 }
@@ -106,6 +111,8 @@ struct World {
     now: Timestamp,
     behaviour: FakeBehaviour,
     groups: HashMap<String, BTreeMap<String, Registration>>,
+    /// The port each group's targets are registered on.
+    ports: HashMap<String, i32>,
     commands: Vec<FakeCommand>,
     writes: Vec<WriteCall>,
     calls: u64,
@@ -130,6 +137,7 @@ impl FakeAws {
             now,
             behaviour: FakeBehaviour::default(),
             groups: HashMap::from([(target_group_arn.to_owned(), group)]),
+            ports: HashMap::from([(target_group_arn.to_owned(), 8080)]),
             commands: Vec::new(),
             writes: Vec::new(),
             calls: 0,
@@ -160,6 +168,23 @@ impl FakeAws {
         change(&mut self.lock().behaviour);
     }
 
+    /// Adds another target group holding `instances` on `port`, all registered and healthy.
+    pub fn add_group(&self, target_group_arn: &str, instances: &[&str], port: i32) {
+        let mut world = self.lock();
+        let long_ago = world.now - jiff::SignedDuration::from_hours(1);
+        let group = instances
+            .iter()
+            .map(|id| ((*id).to_owned(), Registration::Registered { since: long_ago }))
+            .collect();
+        world.groups.insert(target_group_arn.to_owned(), group);
+        world.ports.insert(target_group_arn.to_owned(), port);
+    }
+
+    /// The port the targets of a group are registered on.
+    pub fn port(&self, target_group_arn: &str) -> Option<i32> {
+        self.lock().ports.get(target_group_arn).copied()
+    }
+
     /// Registers or removes an instance behind pitstop's back.
     pub fn set_registered(&self, target_group_arn: &str, instance_id: &str, registered: bool) {
         let mut world = self.lock();
@@ -172,6 +197,15 @@ impl FakeAws {
                 Registration::Unregistered
             };
             group.insert(instance_id.to_owned(), registration);
+        }
+    }
+
+    /// Terminates an instance behind pitstop's back: AWS takes it out of every group (it is
+    /// no longer listed anywhere, so it does not count as out of rotation either).
+    pub fn terminate(&self, instance_id: &str) {
+        let mut world = self.lock();
+        for group in world.groups.values_mut() {
+            group.remove(instance_id);
         }
     }
 
@@ -281,15 +315,36 @@ impl World {
         .with_outcome_unknown())
     }
 
-    fn record_write(&mut self, operation: &'static str, arn: &str, instance_id: &str, comment: Option<String>) {
-        let state_before = self.state(arn, instance_id);
+    fn record_write(
+        &mut self,
+        operation: &'static str,
+        group: Option<(&str, &Target)>,
+        instance_id: &str,
+        comment: Option<String>,
+    ) {
+        let state_before = match group {
+            Some((arn, _)) => self.state(arn, instance_id),
+            None => self.state_anywhere(instance_id),
+        };
         self.writes.push(WriteCall {
             at: self.now,
             operation,
             instance_id: instance_id.to_owned(),
             state_before,
+            target_group_arn: group.map(|(arn, _)| arn.to_owned()),
+            port: group.and_then(|(_, target)| target.port),
             comment,
         });
+    }
+
+    /// The instance's state in the first group (by ARN) that does not show it `unused`.
+    fn state_anywhere(&self, instance_id: &str) -> TargetState {
+        let mut arns: Vec<&String> = self.groups.keys().collect();
+        arns.sort();
+        arns.into_iter()
+            .map(|arn| self.state(arn, instance_id))
+            .find(|state| *state != TargetState::Unused)
+            .unwrap_or(TargetState::Unused)
     }
 
     fn update_out_count(&mut self) {
@@ -297,10 +352,6 @@ impl World {
             let out = group.keys().filter(|id| !self.state(arn, id).is_registered()).count();
             self.max_out_at_once = self.max_out_at_once.max(out);
         }
-    }
-
-    fn any_group_arn(&self) -> String {
-        self.groups.keys().next().cloned().unwrap_or_default()
     }
 }
 
@@ -326,6 +377,7 @@ impl TargetGroups for FakeAws {
             .groups
             .get(arn)
             .ok_or_else(|| not_found("DescribeTargetHealth", arn))?;
+        let port = world.ports.get(arn).copied();
         Ok(group
             .keys()
             .map(|id| (id, world.state(arn, id)))
@@ -333,7 +385,7 @@ impl TargetGroups for FakeAws {
             .map(|(id, state)| TargetHealth {
                 target: Target {
                     instance_id: id.clone(),
-                    port: Some(8080),
+                    port,
                 },
                 state,
                 reason: None,
@@ -369,7 +421,7 @@ impl TargetGroups for FakeAws {
     async fn deregister(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
         let mut world = self.lock();
         world.call("DeregisterTargets")?;
-        world.record_write("DeregisterTargets", arn, &target.instance_id, None);
+        world.record_write("DeregisterTargets", Some((arn, target)), &target.instance_id, None);
         let now = world.now;
         let state = world.state(arn, &target.instance_id);
         let group = world
@@ -386,7 +438,7 @@ impl TargetGroups for FakeAws {
     async fn register(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
         let mut world = self.lock();
         world.call("RegisterTargets")?;
-        world.record_write("RegisterTargets", arn, &target.instance_id, None);
+        world.record_write("RegisterTargets", Some((arn, target)), &target.instance_id, None);
         let now = world.now;
         let state = world.state(arn, &target.instance_id);
         let group = world
@@ -414,8 +466,7 @@ impl Commands for FakeAws {
                 format!("document {} does not exist", request.document_name),
             ));
         }
-        let arn = world.any_group_arn();
-        world.record_write("SendCommand", &arn, &request.instance_id, Some(request.comment.clone()));
+        world.record_write("SendCommand", None, &request.instance_id, Some(request.comment.clone()));
         let id = format!("cmd-{:04}", world.commands.len() + 1);
         let instance_id = request.instance_id.clone();
         let command = FakeCommand {
@@ -480,8 +531,7 @@ impl Commands for FakeAws {
     async fn cancel(&self, command_id: &str, instance_id: &str) -> Result<(), AwsError> {
         let mut world = self.lock();
         world.call("CancelCommand")?;
-        let arn = world.any_group_arn();
-        world.record_write("CancelCommand", &arn, instance_id, None);
+        world.record_write("CancelCommand", None, instance_id, None);
         if let Some(command) = world
             .commands
             .iter_mut()

@@ -235,6 +235,8 @@ impl RunObserver for TerminalProgress {
                 }
                 if let Some(bar) = self.bar(plan) {
                     let done = report.status.instances.iter().filter(|i| i.phase.is_finished()).count();
+                    // A selected plan learns its instances when its run starts.
+                    bar.set_length(report.status.instances.len() as u64);
                     bar.set_position(done as u64);
                     let current = report
                         .status

@@ -20,12 +20,18 @@ pub enum ActOutcome {
 }
 
 /// Makes the call.
-pub async fn act(apis: &AwsApis, target_group_arn: &str, action: &Action) -> Result<ActOutcome, AwsError> {
+pub async fn act(apis: &AwsApis, action: &Action) -> Result<ActOutcome, AwsError> {
     match action {
-        Action::Deregister { target } => {
+        Action::Deregister {
+            target_group_arn,
+            target,
+        } => {
             apis.target_groups.deregister(target_group_arn, target).await?;
         }
-        Action::Register { target } => {
+        Action::Register {
+            target_group_arn,
+            target,
+        } => {
             apis.target_groups.register(target_group_arn, target).await?;
         }
         Action::Send { kind, request } => {

@@ -1,6 +1,6 @@
 //! Reading what the state machine asked for.
 
-use crate::api::{InstanceStatus, MaintenancePlanStatus};
+use crate::api::{InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsApis, AwsError, CommandKind, CommandTag, TargetHealth};
 use crate::machine::{CommandView, Observed, Wants};
 
@@ -9,24 +9,30 @@ use crate::machine::{CommandView, Observed, Wants};
 #[error("could not read AWS state: {0}")]
 pub struct ObserveError(#[from] pub AwsError);
 
-/// Makes the read calls `wants` lists.
+/// Makes the read calls `wants` lists (the target group calls for each of the plan's groups).
 pub async fn observe(
     apis: &AwsApis,
-    target_group_arn: &str,
+    spec: &MaintenancePlanSpec,
     plan_uid: &str,
     status: Option<&MaintenancePlanStatus>,
     wants: &Wants,
 ) -> Result<Observed, ObserveError> {
     let mut observed = Observed::default();
+    // Also without an instance: a run that starts resolves its selector from the groups.
+    if wants.group_health {
+        for arn in spec.target_groups() {
+            let group: Vec<TargetHealth> = apis.target_groups.target_health(arn).await?;
+            observed.groups.insert(arn.to_owned(), group);
+        }
+    }
     let Some(instance_id) = wants.instance_id.as_deref() else {
         return Ok(observed);
     };
-    if wants.group_health {
-        let group: Vec<TargetHealth> = apis.target_groups.target_health(target_group_arn).await?;
-        observed.group = Some(group);
-    }
     if wants.deregistration_delay {
-        observed.deregistration_delay = Some(apis.target_groups.deregistration_delay(target_group_arn).await?);
+        for arn in spec.target_groups() {
+            let delay = apis.target_groups.deregistration_delay(arn).await?;
+            observed.deregistration_delay = observed.deregistration_delay.max(Some(delay));
+        }
     }
     if wants.agent {
         observed.agent = Some(apis.commands.agent_ping(instance_id).await?);

@@ -90,7 +90,7 @@ pub async fn step<S: StatusStore>(
         },
         None => {
             let wants = machine::wants_at(spec, recorded, now);
-            observe(apis, &spec.target_group_arn, plan.uid, recorded, &wants).await?
+            observe(apis, spec, plan.uid, recorded, &wants).await?
         }
     };
     let Decision {
@@ -103,7 +103,7 @@ pub async fn step<S: StatusStore>(
         store.save(&status).await.map_err(StepError::Store)?;
     }
     if let Some(action) = &action {
-        match act(apis, &spec.target_group_arn, action).await {
+        match act(apis, action).await {
             Ok(ActOutcome::Done) => {}
             Ok(ActOutcome::Sent {
                 kind,

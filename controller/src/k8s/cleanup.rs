@@ -1,16 +1,17 @@
 //! What deleting a plan must undo on AWS, worked out from its status alone (pure).
 //!
 //! The status is the controller's only memory, and it says which instances pitstop has
-//! out of the target group (`outOfRotation`), on which port, and which commands it sent.
+//! out of the target group (`outOfRotation`), out of which groups on which port
+//! (`targetGroups`), and which commands it sent.
 
 use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure};
-use crate::aws::{CommandKind, CommandTag, Target};
-use crate::machine::reason;
+use crate::aws::{CommandKind, CommandTag};
+use crate::machine::{GroupTarget, groups_out, reason};
 
 /// The clean-up of a deleted plan.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cleanup {
-    /// Instances to put back into the target group, in the status's order.
+    /// Instances to put back into their target groups, in the status's order.
     pub returns: Vec<Return>,
     /// Instances that stay out, and why.
     pub left_out: Vec<LeftOut>,
@@ -26,8 +27,10 @@ impl Cleanup {
 /// An instance to put back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Return {
-    /// The target, on the port it was registered on.
-    pub target: Target,
+    /// The instance.
+    pub instance_id: String,
+    /// Every target group it was taken out of, on the port it was registered on there.
+    pub groups: Vec<GroupTarget>,
     /// A command that may still be running on it, to cancel first: an instance must not
     /// get traffic while a reboot may still come.
     pub cancel: Option<RunningCommand>,
@@ -93,10 +96,8 @@ pub fn cleanup_for(uid: &str, spec: &MaintenancePlanSpec, status: Option<&Mainte
             }
         }
         cleanup.returns.push(Return {
-            target: Target {
-                instance_id: instance.instance_id.clone(),
-                port: instance.port,
-            },
+            instance_id: instance.instance_id.clone(),
+            groups: groups_out(spec, instance),
             cancel: running_command(uid, spec, instance),
         });
     }
@@ -126,7 +127,11 @@ fn running_command(uid: &str, spec: &MaintenancePlanSpec, instance: &InstanceSta
             (None, Some(_)) => Some(command(CommandKind::Maintenance, &instance.maintenance_command_id)),
             (None, None) => None,
         },
-        InstancePhase::Pending | InstancePhase::Draining | InstancePhase::Verifying | InstancePhase::Registered => None,
+        InstancePhase::Pending
+        | InstancePhase::Draining
+        | InstancePhase::Verifying
+        | InstancePhase::Registered
+        | InstancePhase::Skipped => None,
     }
 }
 
@@ -196,10 +201,14 @@ mod tests {
         assert_eq!(
             cleanup.returns,
             [Return {
-                target: Target {
-                    instance_id: "i-0000000b".into(),
-                    port: Some(8080)
-                },
+                instance_id: "i-0000000b".into(),
+                groups: vec![GroupTarget {
+                    target_group_arn: ARN.into(),
+                    target: crate::aws::Target {
+                        instance_id: "i-0000000b".into(),
+                        port: Some(8080)
+                    },
+                }],
                 cancel: Some(RunningCommand {
                     kind: CommandKind::Maintenance,
                     command_id: Some("cmd-1".into()),
@@ -226,6 +235,32 @@ mod tests {
         assert_eq!(cancel.kind, CommandKind::Verify);
         assert_eq!(cancel.command_id, None);
         assert_eq!(cancel.comment, "pitstop/uid/verify/2");
+    }
+
+    #[test]
+    fn an_instance_out_of_several_groups_goes_back_into_each_on_its_port() {
+        const TLS: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/tls/fedcba9876543210";
+        let mut s = spec(OnFailure::Register);
+        s.target_group_arn = String::new();
+        s.target_group_arns = vec![ARN.into(), TLS.into()];
+        let mut draining = instance("i-0000000a", InstancePhase::Draining, true);
+        draining.target_groups = vec![
+            crate::api::TargetGroupRegistration {
+                target_group_arn: ARN.into(),
+                port: Some(8080),
+            },
+            crate::api::TargetGroupRegistration {
+                target_group_arn: TLS.into(),
+                port: Some(8443),
+            },
+        ];
+        let cleanup = cleanup_for("uid", &s, Some(&status(vec![draining])));
+        let back: Vec<_> = cleanup.returns[0]
+            .groups
+            .iter()
+            .map(|g| (g.target_group_arn.as_str(), g.target.port))
+            .collect();
+        assert_eq!(back, [(ARN, Some(8080)), (TLS, Some(8443))]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use kube::runtime::events::EventType;
 
 use crate::aws::{AwsApis, AwsError, AwsErrorKind};
+use crate::machine::GroupTarget;
 
 use super::cleanup::{Cleanup, LeftOutReason, Return};
 use super::error::Error;
@@ -16,14 +17,9 @@ pub const FINALIZER: &str = "pitstop.dev/return-instances";
 /// registers the instance again, for every instance to return; reports those that stay
 /// out. Returns once every RegisterTargets call has succeeded (or found the target group
 /// or instance gone); any other failure keeps the finalizer, and the error policy retries.
-pub async fn clean_up(
-    apis: &AwsApis,
-    target_group_arn: &str,
-    cleanup: &Cleanup,
-    events: &PlanEvents<'_>,
-) -> Result<(), Error> {
+pub async fn clean_up(apis: &AwsApis, cleanup: &Cleanup, events: &PlanEvents<'_>) -> Result<(), Error> {
     for instance in &cleanup.returns {
-        put_back(apis, target_group_arn, instance, events).await?;
+        put_back(apis, instance, events).await?;
     }
     for left in &cleanup.left_out {
         let message = match left.why {
@@ -42,13 +38,8 @@ pub async fn clean_up(
     Ok(())
 }
 
-async fn put_back(
-    apis: &AwsApis,
-    target_group_arn: &str,
-    instance: &Return,
-    events: &PlanEvents<'_>,
-) -> Result<(), Error> {
-    let instance_id = instance.target.instance_id.as_str();
+async fn put_back(apis: &AwsApis, instance: &Return, events: &PlanEvents<'_>) -> Result<(), Error> {
+    let instance_id = instance.instance_id.as_str();
     let failed = |source: AwsError| Error::Cleanup {
         instance_id: instance_id.to_owned(),
         source,
@@ -80,14 +71,40 @@ async fn put_back(
             }
         }
     }
-    match apis.target_groups.register(target_group_arn, &instance.target).await {
+    // Into every group it was taken out of; a repeat of one already done is harmless.
+    for group in &instance.groups {
+        register_again(apis, group, instance_id, &mut done, events)
+            .await
+            .map_err(failed)?;
+    }
+    let message = format!(
+        "the plan was deleted while the instance was out of rotation; {}",
+        done.join(", ")
+    );
+    tracing::info!(instance = %instance_id, "{message}");
+    events
+        .instance(EventType::Normal, REASON_PLAN_DELETED, instance_id, &message)
+        .await;
+    Ok(())
+}
+
+/// RegisterTargets of the instance in one of its groups; a group or instance that is gone
+/// counts as done.
+async fn register_again(
+    apis: &AwsApis,
+    group: &GroupTarget,
+    instance_id: &str,
+    done: &mut Vec<String>,
+    events: &PlanEvents<'_>,
+) -> Result<(), AwsError> {
+    match apis
+        .target_groups
+        .register(&group.target_group_arn, &group.target)
+        .await
+    {
         Ok(()) => {
-            let port = instance
-                .target
-                .port
-                .map(|p| format!(" on port {p}"))
-                .unwrap_or_default();
-            done.push(format!("registered it again{port}"));
+            let port = group.target.port.map(|p| format!(" on port {p}")).unwrap_or_default();
+            done.push(format!("registered it again in {}{port}", group.target_group_arn));
         }
         // The target group or the instance is gone: nothing is left to put back.
         Err(error) if error.kind == AwsErrorKind::NotFound => {
@@ -105,17 +122,9 @@ async fn put_back(
                     .instance(EventType::Warning, REASON_PLAN_DELETED, instance_id, &message)
                     .await;
             }
-            return Err(failed(error));
+            return Err(error);
         }
     }
-    let message = format!(
-        "the plan was deleted while the instance was out of rotation; {}",
-        done.join(", ")
-    );
-    tracing::info!(instance = %instance_id, "{message}");
-    events
-        .instance(EventType::Normal, REASON_PLAN_DELETED, instance_id, &message)
-        .await;
     Ok(())
 }
 

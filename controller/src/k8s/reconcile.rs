@@ -114,7 +114,7 @@ async fn apply(
             store.save(&decision.status).await.map_err(Error::RecordInvalid)?;
         }
         ctx.locks
-            .release(&ctx.client, &plan.spec.target_group_arn, key, false, now)
+            .release_all(&ctx.client, &plan.spec.target_groups_in_lock_order(), key, false, now)
             .await
             .map_err(Error::TargetGroupLock)?;
         record(
@@ -129,7 +129,8 @@ async fn apply(
         return Ok(requeue_action(decision.requeue, ctx.poll_interval));
     }
 
-    let arn = plan.spec.target_group_arn.as_str();
+    // Every group of the plan, in the one order all plans take them in (no deadlock).
+    let groups = plan.spec.target_groups_in_lock_order();
     let asker = Asker {
         key,
         uid,
@@ -141,7 +142,7 @@ async fn apply(
     if busy || needs_turn {
         match ctx
             .locks
-            .take(&ctx.client, arn, asker, now)
+            .take_all(&ctx.client, &groups, asker, now)
             .await
             .map_err(Error::TargetGroupLock)?
         {
@@ -170,7 +171,7 @@ async fn apply(
         }
     } else {
         ctx.locks
-            .stop_waiting(&ctx.client, arn, key, false)
+            .stop_waiting_all(&ctx.client, &groups, key, false)
             .await
             .map_err(Error::TargetGroupLock)?;
     }
@@ -241,7 +242,7 @@ async fn apply(
         // After a round that had an instance out, read the lease in any case: it may be held
         // since before a restart, which this process does not remember.
         ctx.locks
-            .release(&ctx.client, arn, key, busy, now)
+            .release_all(&ctx.client, &groups, key, busy, now)
             .await
             .map_err(Error::TargetGroupLock)?;
     }
@@ -295,22 +296,23 @@ async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &Plan
     let cleanup = cleanup_for(uid, &plan.spec, recorded.as_ref());
     if !cleanup.is_empty() {
         if let Some(first) = cleanup.returns.first() {
-            tracing::Span::current().record("instance", first.target.instance_id.as_str());
+            tracing::Span::current().record("instance", first.instance_id.as_str());
         }
         let region = plan_region(&plan.spec).unwrap_or_default();
         let apis = ctx.apis(region).await;
-        clean_up(&apis, &plan.spec.target_group_arn, &cleanup, events).await?;
+        clean_up(&apis, &cleanup, events).await?;
     }
     tracing::info!("plan deleted; released");
     ctx.statuses.forget(uid);
     ctx.metrics.set_plan_phase(key, None);
     ctx.metrics.forget_plan_instances(key);
+    let groups = plan.spec.target_groups_in_lock_order();
     ctx.locks
-        .stop_waiting(&ctx.client, &plan.spec.target_group_arn, key, true)
+        .stop_waiting_all(&ctx.client, &groups, key, true)
         .await
         .map_err(Error::TargetGroupLock)?;
     ctx.locks
-        .release(&ctx.client, &plan.spec.target_group_arn, key, true, ctx.now())
+        .release_all(&ctx.client, &groups, key, true, ctx.now())
         .await
         .map_err(Error::TargetGroupLock)?;
     Ok(Action::await_change())

@@ -442,6 +442,84 @@ impl TargetGroupLocks {
         }
     }
 
+    /// Takes the turn of every one of `target_group_arns` for `asker`, in the order given,
+    /// which callers make the fixed sorted order
+    /// ([`crate::api::MaintenancePlanSpec::target_groups_in_lock_order`]): two plans that
+    /// share groups then ask for them in the same order, so neither can hold one the other
+    /// waits for while waiting for one the other holds. A plan with nothing out stops at the
+    /// first group held by another plan (the ones it took before are given back at the end
+    /// of its round, as it then holds no turn); a plan with an instance out takes every
+    /// group it can, whoever holds the others.
+    pub async fn take_all(
+        &self,
+        client: &kube::Client,
+        target_group_arns: &[&str],
+        asker: Asker<'_>,
+        now: Timestamp,
+    ) -> Result<Turn, kube::Error> {
+        let was_waiting = self.waiting().contains(asker.key);
+        let mut took_over = None;
+        let mut held_by = None;
+        for arn in target_group_arns {
+            match self.take(client, arn, asker, now).await? {
+                Turn::Ours { took_over: Some(t) } => {
+                    took_over.get_or_insert(t);
+                }
+                Turn::Ours { took_over: None } => {}
+                Turn::HeldBy { holder, .. } => {
+                    held_by.get_or_insert(holder);
+                    if !asker.instance_out {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(match held_by {
+            Some(holder) => {
+                // Taking an earlier group may have cleared the wait; it goes on.
+                self.waiting().insert(asker.key.to_owned());
+                Turn::HeldBy {
+                    holder,
+                    first: !was_waiting,
+                }
+            }
+            None => Turn::Ours { took_over },
+        })
+    }
+
+    /// [`Self::release`] of every one of `target_group_arns`; true if any was given back.
+    pub async fn release_all(
+        &self,
+        client: &kube::Client,
+        target_group_arns: &[&str],
+        plan: &str,
+        check: bool,
+        now: Timestamp,
+    ) -> Result<bool, kube::Error> {
+        let mut released = false;
+        for arn in target_group_arns {
+            released |= self.release(client, arn, plan, check, now).await?;
+        }
+        Ok(released)
+    }
+
+    /// [`Self::stop_waiting`] for every one of `target_group_arns`: the plan leaves each
+    /// group's queue it may be in.
+    pub async fn stop_waiting_all(
+        &self,
+        client: &kube::Client,
+        target_group_arns: &[&str],
+        plan: &str,
+        check: bool,
+    ) -> Result<(), kube::Error> {
+        // Whether this process saw it waiting is known once, before the first group clears it.
+        let check = check || self.waiting().contains(plan);
+        for arn in target_group_arns {
+            self.stop_waiting(client, arn, plan, check).await?;
+        }
+        Ok(())
+    }
+
     /// Gives the lease of `target_group_arn` back if `plan` holds it. Without `check`, only
     /// a lease this process took is looked at; with it, the lease is read in any case (a
     /// plan that had an instance out may hold it from before a restart).

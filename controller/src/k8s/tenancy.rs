@@ -131,7 +131,7 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
     }
     // It may have held the target group's turn at a preflight gate.
     ctx.locks
-        .release(&ctx.client, &plan.spec.target_group_arn, key, false, now)
+        .release_all(&ctx.client, &plan.spec.target_groups_in_lock_order(), key, false, now)
         .await
         .map_err(Error::TargetGroupLock)?;
     ctx.metrics.set_plan_phase(key, Some(status.phase));

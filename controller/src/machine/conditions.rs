@@ -69,6 +69,11 @@ pub(super) fn summarize(
         .iter()
         .filter(|i| i.phase == InstancePhase::Failed)
         .count();
+    let skipped = status
+        .instances
+        .iter()
+        .filter(|i| i.phase == InstancePhase::Skipped)
+        .count();
     status.progress = Some(format!("{done}/{total}"));
 
     let current = status
@@ -114,12 +119,32 @@ pub(super) fn summarize(
                 format!("dry run: {blocked} of {total} instances would be blocked; nothing was changed")
             }
         }
+        (PlanPhase::Succeeded, _) if skipped > 0 => {
+            let maintained = status
+                .instances
+                .iter()
+                .filter(|i| i.phase == InstancePhase::Registered)
+                .count();
+            let failed = if failed > 0 {
+                format!(", {failed} failed (within maxFailures)")
+            } else {
+                String::new()
+            };
+            format!(
+                "{maintained}/{total} instances maintained and healthy, {skipped} skipped (gone before their turn){failed}"
+            )
+        }
         (PlanPhase::Succeeded, _) if failed > 0 => {
             format!("{done}/{total} instances done, {failed} failed (within maxFailures)")
         }
         (PlanPhase::Succeeded, _) => format!("all {total} instances maintained and healthy"),
         (PlanPhase::Failed, _) => match invalid {
             Some(invalid) => invalid.to_string(),
+            None if failure_reason == Some(super::selection::EMPTY_SELECTION) => status
+                .selection
+                .as_ref()
+                .and_then(|s| s.message.clone())
+                .unwrap_or_else(|| "the selector matched no instance".to_owned()),
             None => format!("{failed} of {total} instances failed; the plan stopped"),
         },
     };

@@ -11,9 +11,9 @@ use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, Maintenance
 use super::conditions::summarize;
 use super::decision::{Decision, Requeue, Transition};
 use super::instance::{self, DRAIN_MARGIN, PlanContext, Step};
-use super::observed::{Observed, is_active};
+use super::observed::{Observed, groups_out, is_active};
 use super::turn::WAITING_FOR_TURN;
-use super::{dry_run, preflight, reason};
+use super::{dry_run, preflight, reason, selection};
 
 /// How long a closed preflight gate is waited for by default.
 const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -73,6 +73,17 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
             requeue,
             transitions,
         };
+    }
+
+    // A plan that selects its instances resolves the selector in the first round of a run
+    // that may start an instance, and never again during the run.
+    if selection::needs_resolving(spec, Some(&status))
+        && validity.is_ok()
+        && !spec.suspend
+        && (closed_until.is_none() || spec.dry_run)
+        && !status.instances.iter().any(|i| is_active(spec, i))
+    {
+        return resolve_selection(plan, status, observed, transitions, now);
     }
 
     merge_instances(&mut status, spec);
@@ -185,6 +196,61 @@ pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decisi
     }
 }
 
+/// The round that resolves the selector of a run that starts: records what it matched (and
+/// fails the run when that is nothing); no instance is started in the same round, as its
+/// turn and its reads are not there yet. Without the groups read this round, it asks for them.
+fn resolve_selection(
+    plan: PlanView<'_>,
+    mut status: MaintenancePlanStatus,
+    observed: &Observed,
+    mut transitions: Vec<Transition>,
+    now: Timestamp,
+) -> Decision {
+    let spec = plan.spec;
+    let before = status.phase;
+    if let Some(transition) = selection::resolve(spec, &mut status, observed, now) {
+        transitions.push(transition);
+        merge_instances(&mut status, spec);
+        if selection::is_empty(&status) {
+            finish(&mut status, PlanPhase::Failed, now);
+        }
+    }
+    status.current_instance = None;
+    if status.phase != before {
+        transitions.push(plan_transition(before, &status));
+    }
+    conclude(&mut status, spec, None, plan.generation, now);
+    let requeue = if status.phase.is_finished() {
+        match status.next_window {
+            Some(next) => Requeue::After(now.duration_until(next).try_into().unwrap_or_default()),
+            None => Requeue::Idle,
+        }
+    } else {
+        Requeue::Now
+    };
+    Decision {
+        status,
+        action: None,
+        requeue,
+        transitions,
+    }
+}
+
+/// Whether a finished scheduled plan has a window open now that its last run did not run
+/// in: the next round starts a new run. `pitstop run` (which otherwise ends once its plans
+/// have finished) uses it, so that running it again in the next window with the same state
+/// file maintains the fleet again.
+pub fn new_window_open(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>, now: Timestamp) -> bool {
+    let Some(status) = status else {
+        return false;
+    };
+    spec.schedule
+        .as_ref()
+        .and_then(|schedule| window_state(schedule, now).ok())
+        .and_then(|w| w.open)
+        .is_some_and(|window| status.phase.is_finished() && status.window_start != Some(window.start))
+}
+
 /// Takes the next Pending instance through the preflight gates, or finishes the plan.
 fn start_next(
     spec: &MaintenancePlanSpec,
@@ -237,7 +303,7 @@ fn start_next(
             ..Step::default()
         };
     }
-    if observed.group.is_none() {
+    if !observed.has_groups(&spec.target_groups()) {
         return Step {
             requeue: Some(Requeue::Poll),
             ..Step::default()
@@ -262,6 +328,16 @@ fn start_next(
                 .gate_timeout_seconds
                 .map_or(DEFAULT_GATE_TIMEOUT, |s| Duration::from_secs(s.into()));
             let waited: Duration = now.duration_since(since).try_into().unwrap_or_default();
+            // A selected instance that left the groups since the run started is gone: skipped.
+            if closed.reason == reason::NOT_IN_TARGET_GROUP && spec.selector.is_some() {
+                next.waiting_since = None;
+                let transition = skip(next, &closed.message, status.selection.as_ref(), now);
+                return Step {
+                    action: None,
+                    requeue: Some(Requeue::Now),
+                    transitions: vec![transition],
+                };
+            }
             // An instance that is not in the group will not join it by waiting.
             if closed.reason == reason::NOT_IN_TARGET_GROUP || waited >= limit {
                 let message = if closed.reason == reason::NOT_IN_TARGET_GROUP {
@@ -284,21 +360,34 @@ fn start_next(
                 transitions: Vec::new(),
             }
         }
-        Ok(port) => {
+        Ok(groups) => {
             next.waiting_since = None;
-            // Write-ahead: the status says Draining and out of rotation before the call is
-            // made, so a crash in between can only lead to deregistering (again) and then
-            // putting the instance back, never to forgetting it.
+            // Write-ahead: the status says Draining and out of rotation, and names every
+            // group the instance leaves, before the first call is made, so a crash in between
+            // can only lead to deregistering (again) and then putting the instance back into
+            // each of them, never to forgetting one.
             // Attempts count across runs of the plan, so every try's command tag is new: a
             // later run must never find (and adopt) the command of an earlier one.
             next.attempt += 1;
             next.first_attempt = next.attempt;
-            next.port = port;
+            next.port = groups.first().and_then(|g| g.port);
+            next.target_groups = groups;
             next.out_of_rotation = true;
             next.drain_timeout_seconds = Some(drain_limit);
             next.phase = InstancePhase::Draining;
             next.phase_since = Some(now);
-            let message = format!("deregistering from the target group (drain limit {drain_limit}s)");
+            let message = match next.target_groups.as_slice() {
+                [_] => format!("deregistering from the target group (drain limit {drain_limit}s)"),
+                several => format!(
+                    "deregistering from {} target groups: {} (drain limit {drain_limit}s)",
+                    several.len(),
+                    several
+                        .iter()
+                        .map(|g| preflight::group_name(&g.target_group_arn))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             next.message = Some(message.clone());
             let transition = Transition::instance(
                 &next.instance_id,
@@ -307,17 +396,47 @@ fn start_next(
                 "Deregistering",
                 message,
             );
-            let target = crate::aws::Target {
-                instance_id: next.instance_id.clone(),
-                port,
-            };
+            // One group per round: the next rounds deregister the others (see `drain`).
+            let first = groups_out(spec, next).into_iter().next();
             Step {
-                action: Some(super::Action::Deregister { target }),
-                requeue: Some(Requeue::Poll),
+                action: first.map(|g| super::Action::Deregister {
+                    target_group_arn: g.target_group_arn,
+                    target: g.target,
+                }),
+                requeue: Some(if next.target_groups.len() > 1 {
+                    Requeue::Now
+                } else {
+                    Requeue::Poll
+                }),
                 transitions: vec![transition],
             }
         }
     }
+}
+
+/// Marks a selected instance that is gone as Skipped, untouched, with the reason.
+fn skip(
+    instance: &mut InstanceStatus,
+    why: &str,
+    selection: Option<&crate::api::SelectionStatus>,
+    now: Timestamp,
+) -> Transition {
+    let selected = selection
+        .and_then(|s| s.resolved_at)
+        .map(|at| format!(" since the selection at {at}"))
+        .unwrap_or_default();
+    let message = format!("{why}: gone{selected} (terminated or replaced); skipped, untouched");
+    instance.phase = InstancePhase::Skipped;
+    instance.phase_since = Some(now);
+    instance.failure_reason = Some(reason::GONE.to_owned());
+    instance.message = Some(message.clone());
+    Transition::instance(
+        &instance.instance_id,
+        InstancePhase::Pending,
+        InstancePhase::Skipped,
+        reason::GONE,
+        message,
+    )
 }
 
 /// A plan that is not trying to start an instance (suspended, between windows) is not
@@ -370,6 +489,7 @@ fn new_scheduled_run(status: &mut MaintenancePlanStatus, window_start: Timestamp
             start_afresh(instance);
         }
     }
+    selection::expire(status);
     status.window_start = Some(window_start);
     new_run(
         status,
@@ -385,10 +505,11 @@ fn restart_run(status: &mut MaintenancePlanStatus) -> Transition {
     let from = status.phase;
     for instance in status.instances.iter_mut() {
         instance.dry_run = None;
-        if instance.phase == InstancePhase::Failed && !instance.out_of_rotation {
+        if matches!(instance.phase, InstancePhase::Failed | InstancePhase::Skipped) && !instance.out_of_rotation {
             start_afresh(instance);
         }
     }
+    selection::expire(status);
     new_run(
         status,
         from,
@@ -432,10 +553,19 @@ fn finish(status: &mut MaintenancePlanStatus, phase: PlanPhase, now: Timestamp) 
 /// Aligns the instance entries with the spec's list, in its order. Entries of instances
 /// removed from the spec are dropped, except one still in flight: it is finished (and put
 /// back) first.
+///
+/// With a selector the list is the run's selection; until it is resolved the entries stay
+/// as they are (with their attempt numbers). An instance new to a selected run starts from
+/// the selection's attempt floor, so its command tags are new.
 fn merge_instances(status: &mut MaintenancePlanStatus, spec: &MaintenancePlanSpec) {
+    if selection::needs_resolving(spec, Some(status)) {
+        return;
+    }
+    let ids = selection::run_instances(spec, Some(status)).to_vec();
+    let floor = status.selection.as_ref().map_or(0, |s| s.attempt_floor);
     let mut old = std::mem::take(&mut status.instances);
-    let mut merged: Vec<InstanceStatus> = Vec::with_capacity(spec.instances.len());
-    for id in &spec.instances {
+    let mut merged: Vec<InstanceStatus> = Vec::with_capacity(ids.len());
+    for id in &ids {
         if merged.iter().any(|i| &i.instance_id == id) {
             continue; // duplicates are reported by validation
         }
@@ -443,6 +573,7 @@ fn merge_instances(status: &mut MaintenancePlanStatus, spec: &MaintenancePlanSpe
             Some(index) => merged.push(old.swap_remove(index)),
             None => merged.push(InstanceStatus {
                 instance_id: id.clone(),
+                attempt: floor,
                 ..InstanceStatus::default()
             }),
         }
@@ -478,6 +609,9 @@ fn conclude(
 fn plan_failure_reason(status: &MaintenancePlanStatus) -> Option<String> {
     if status.phase != PlanPhase::Failed {
         return None;
+    }
+    if selection::is_empty(status) {
+        return Some(selection::EMPTY_SELECTION.to_owned());
     }
     status
         .instances

@@ -23,13 +23,17 @@ pub struct Decision {
 /// calls are idempotent, and a command is only sent after the tag look-up found none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Take the instance out of the target group.
+    /// Take the instance out of one target group.
     Deregister {
+        /// The target group.
+        target_group_arn: String,
         /// The target.
         target: Target,
     },
-    /// Put the instance back.
+    /// Put the instance back into one target group.
     Register {
+        /// The target group.
+        target_group_arn: String,
         /// The target.
         target: Target,
     },
@@ -53,7 +57,7 @@ impl Action {
     /// The instance the action is about.
     pub fn instance_id(&self) -> &str {
         match self {
-            Self::Deregister { target } | Self::Register { target } => &target.instance_id,
+            Self::Deregister { target, .. } | Self::Register { target, .. } => &target.instance_id,
             Self::Send { request, .. } => &request.instance_id,
             Self::Cancel { instance_id, .. } => instance_id,
         }

@@ -36,7 +36,7 @@ pub(super) fn rehearse_next(
         status.current_instance = None;
         return Step::default();
     };
-    if observed.group.is_none() {
+    if !observed.has_groups(&spec.target_groups()) {
         return Step {
             requeue: Some(Requeue::Poll),
             ..Step::default()
@@ -44,7 +44,7 @@ pub(super) fn rehearse_next(
     }
     status.current_instance = Some(next.instance_id.clone());
     next.dry_run = Some(match preflight::check(spec, &next.instance_id, observed) {
-        Ok(port) => {
+        Ok(groups) => {
             let what = match &spec.maintenance {
                 None => "the graceful reboot (AWS-RunShellScript, exit 194)".to_owned(),
                 Some(command) => command.document_name.clone(),
@@ -54,9 +54,22 @@ pub(super) fn rehearse_next(
                 .as_ref()
                 .map(|v| format!(", verify with {}", v.document_name))
                 .unwrap_or_default();
-            let port = port.map(|p| format!(" (port {p})")).unwrap_or_default();
+            let from = match groups.as_slice() {
+                [one] => one.port.map(|p| format!(" (port {p})")).unwrap_or_default(),
+                several => format!(
+                    " from {}",
+                    several
+                        .iter()
+                        .map(|g| {
+                            let port = g.port.map(|p| format!(" (port {p})")).unwrap_or_default();
+                            format!("{}{port}", super::preflight::group_name(&g.target_group_arn))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             format!(
-                "would deregister{port}, wait for the drain, run {what}{verify}, register again and wait for healthy; gates open"
+                "would deregister{from}, wait for the drain, run {what}{verify}, register again and wait for healthy; gates open"
             )
         }
         Err(closed) => format!("blocked ({}): {}", closed.reason, closed.message),

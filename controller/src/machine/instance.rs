@@ -6,10 +6,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::{CommandSpec, InstancePhase, InstanceStatus, MaintenancePlanSpec, OnFailure};
-use crate::aws::{CommandKind, CommandRequest, CommandStatus, CommandTag, Target, TargetState};
+use crate::aws::{CommandKind, CommandRequest, CommandStatus, CommandTag, TargetState};
 
 use super::decision::{Action, Requeue, Transition};
-use super::observed::{Observed, needs_return};
+use super::observed::{GroupTarget, Observed, groups_out, needs_return};
+use super::preflight::group_name;
 use super::reason;
 use super::reboot_script::reboot_command;
 
@@ -77,7 +78,7 @@ fn enter(instance: &mut InstanceStatus, phase: InstancePhase, message: String, n
         InstancePhase::Rebooting => "Drained",
         InstancePhase::Verifying => "MaintenanceSucceeded",
         InstancePhase::Registered => "Healthy",
-        InstancePhase::Pending | InstancePhase::Failed => "Changed",
+        InstancePhase::Pending | InstancePhase::Failed | InstancePhase::Skipped => "Changed",
     };
     Transition::instance(&instance.instance_id, from, phase, reason, message)
 }
@@ -159,6 +160,63 @@ pub(super) fn fail(
     Transition::instance(&instance.instance_id, from, InstancePhase::Failed, reason, message)
 }
 
+/// The instance in one of the groups it was taken out of, as seen this round.
+#[derive(Clone, Debug)]
+struct Place {
+    group: GroupTarget,
+    state: TargetState,
+}
+
+impl Place {
+    fn deregister(&self) -> Action {
+        Action::Deregister {
+            target_group_arn: self.group.target_group_arn.clone(),
+            target: self.group.target.clone(),
+        }
+    }
+
+    fn register(&self) -> Action {
+        Action::Register {
+            target_group_arn: self.group.target_group_arn.clone(),
+            target: self.group.target.clone(),
+        }
+    }
+}
+
+/// The instance's state in every group it was taken out of, or None when one of them was
+/// not read this round.
+fn places(spec: &MaintenancePlanSpec, instance: &InstanceStatus, observed: &Observed) -> Option<Vec<Place>> {
+    groups_out(spec, instance)
+        .into_iter()
+        .map(|group| {
+            let state = observed.state_in(&group.target_group_arn, &instance.instance_id)?;
+            Some(Place { group, state })
+        })
+        .collect()
+}
+
+/// "unused" for one group, "web: unused, web-tls: draining" for several.
+fn describe(places: &[Place]) -> String {
+    match places {
+        [one] => one.state.to_string(),
+        several => several
+            .iter()
+            .map(|p| format!("{}: {}", group_name(&p.group.target_group_arn), p.state))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// Waits with `action`, or, when further groups remain to be called after it, comes back
+/// at once (one AWS call per round, so each group gets its own round).
+fn one_of(action: Action, more: bool) -> Step {
+    Step {
+        action: Some(action),
+        requeue: Some(if more { Requeue::Now } else { Requeue::Poll }),
+        transitions: Vec::new(),
+    }
+}
+
 /// Advances the in-flight instance by one step.
 pub(super) fn advance(
     plan: &PlanContext<'_>,
@@ -166,22 +224,18 @@ pub(super) fn advance(
     observed: &Observed,
     now: Timestamp,
 ) -> Step {
-    let Some(state) = observed.state_of(&instance.instance_id) else {
-        // The group was not read this round; nothing is safe to decide.
+    let Some(places) = places(plan.spec, instance, observed) else {
+        // A group was not read this round; nothing is safe to decide.
         return Step::wait(None);
     };
-    let target = Target {
-        instance_id: instance.instance_id.clone(),
-        port: instance.port,
-    };
     if needs_return(plan.spec, instance) {
-        return put_back(plan.spec, instance, state, target, now);
+        return put_back(plan.spec, instance, &places, now);
     }
     match instance.phase {
-        InstancePhase::Draining => drain(plan.spec, instance, state, target, now),
+        InstancePhase::Draining => drain(plan.spec, instance, &places, now),
         InstancePhase::Rebooting => {
-            if state != TargetState::Unused {
-                return redrain(instance, state, target, now);
+            if let Some(step) = redrain_if_back(instance, &places, now) {
+                return step;
             }
             if let Some(at) = instance.next_attempt_at {
                 if at > now {
@@ -211,41 +265,47 @@ pub(super) fn advance(
                 } => Step::moved(fail_or_retry(plan.spec, instance, reason, message, now), cancel),
             }
         }
-        InstancePhase::Verifying => verify_and_register(plan, instance, state, target, observed, now),
-        InstancePhase::Pending | InstancePhase::Registered | InstancePhase::Failed => Step::default(),
+        InstancePhase::Verifying => verify_and_register(plan, instance, &places, observed, now),
+        InstancePhase::Pending | InstancePhase::Registered | InstancePhase::Failed | InstancePhase::Skipped => {
+            Step::default()
+        }
     }
 }
 
-/// The failure return path: RegisterTargets, then wait until the target group's health
-/// checks have decided (`healthy` or `unhealthy`), up to the healthy timeout.
+/// The failure return path: RegisterTargets in every group the instance was taken out of
+/// (one per round), then wait until each group's health checks have decided (`healthy` or
+/// `unhealthy`), up to the healthy timeout.
 ///
 /// The instance counts as out until then: a target in `initial` gets no traffic, and the
-/// target group's turn must not pass to another plan while it is not serving, or two of
-/// the group's instances would be without traffic at once.
-fn put_back(
-    spec: &MaintenancePlanSpec,
-    instance: &mut InstanceStatus,
-    state: TargetState,
-    target: Target,
-    now: Timestamp,
-) -> Step {
-    if matches!(state, TargetState::Unused | TargetState::Draining) {
+/// target groups' turns must not pass to another plan while it is not serving, or two of
+/// a group's instances would be without traffic at once.
+fn put_back(spec: &MaintenancePlanSpec, instance: &mut InstanceStatus, places: &[Place], now: Timestamp) -> Step {
+    let missing: Vec<&Place> = places
+        .iter()
+        .filter(|p| matches!(p.state, TargetState::Unused | TargetState::Draining))
+        .collect();
+    if let Some(first) = missing.first() {
         instance.registered_at.get_or_insert(now);
-        return Step::wait(Some(Action::Register { target }));
+        return one_of(first.register(), missing.len() > 1);
     }
     // Registered by an older pitstop or by hand: the wait counts from the first sight.
     let since = *instance.registered_at.get_or_insert(now);
     // While the checks run, the failure message (which says it is being registered again)
     // stays as it is.
-    let back = match state {
-        TargetState::Initial if elapsed(Some(since), now) <= healthy_limit(spec) => {
-            return Step::wait(None);
-        }
-        TargetState::Initial => format!(
-            "registered again, still initial {}s after registration",
+    let initial = places.iter().any(|p| p.state == TargetState::Initial);
+    let back = if initial && elapsed(Some(since), now) <= healthy_limit(spec) {
+        return Step::wait(None);
+    } else if initial {
+        let which = match places {
+            [_] => String::new(),
+            several => format!(" ({})", describe(several)),
+        };
+        format!(
+            "registered again, still initial {}s after registration{which}",
             healthy_limit(spec).as_secs()
-        ),
-        other => format!("registered again: {other}"),
+        )
+    } else {
+        format!("registered again: {}", describe(places))
     };
     instance.out_of_rotation = false;
     let message = format!("{} ({back})", instance.message.as_deref().unwrap_or("failed"));
@@ -268,19 +328,16 @@ fn healthy_limit(spec: &MaintenancePlanSpec) -> Duration {
         .map_or(DEFAULT_HEALTHY_TIMEOUT, |s| Duration::from_secs(s.into()))
 }
 
-fn drain(
-    spec: &MaintenancePlanSpec,
-    instance: &mut InstanceStatus,
-    state: TargetState,
-    target: Target,
-    now: Timestamp,
-) -> Step {
-    if state.is_registered() {
-        // First round after the write-ahead status, a crash before the call went out, or
-        // the call failed (throttled, say): the drain clock has not started.
-        return Step::wait(Some(Action::Deregister { target }));
+/// Draining: DeregisterTargets in every group that still has the instance registered (one
+/// per round); maintenance starts only once every group shows it `unused`.
+fn drain(spec: &MaintenancePlanSpec, instance: &mut InstanceStatus, places: &[Place], now: Timestamp) -> Step {
+    let registered: Vec<&Place> = places.iter().filter(|p| p.state.is_registered()).collect();
+    if let Some(first) = registered.first() {
+        // First rounds after the write-ahead status, a crash before a call went out, or
+        // the call failed (throttled, say): the drain clock has not started there.
+        return one_of(first.deregister(), registered.len() > 1);
     }
-    if state == TargetState::Unused {
+    if places.iter().all(|p| p.state == TargetState::Unused) {
         instance.maintenance_started_at = Some(now);
         let transition = enter(
             instance,
@@ -293,33 +350,37 @@ fn drain(
     let since = *instance.draining_since.get_or_insert(now);
     let limit = Duration::from_secs(u64::from(instance.drain_timeout_seconds.unwrap_or(0)));
     if elapsed(Some(since), now) > limit {
-        let message = format!("still {state} after {}s (drain limit)", limit.as_secs());
+        let message = format!("still {} after {}s (drain limit)", describe(places), limit.as_secs());
         return Step::moved(fail(spec, instance, reason::DRAIN_TIMEOUT, message, now), None);
     }
     Step::wait(None)
 }
 
-/// Someone registered the instance again while it was out: never run maintenance on an
-/// instance that may be serving traffic; drain it again first.
-fn redrain(instance: &mut InstanceStatus, state: TargetState, target: Target, now: Timestamp) -> Step {
-    let message = format!("the target group shows it {state} again (registered by someone else?); draining again");
+/// Someone registered the instance again in one of its groups while it was out: never run
+/// maintenance on an instance that may be serving traffic; drain it again first.
+fn redrain_if_back(instance: &mut InstanceStatus, places: &[Place], now: Timestamp) -> Option<Step> {
+    let back: Vec<&Place> = places.iter().filter(|p| p.state != TargetState::Unused).collect();
+    let first = back.first()?;
+    let message = format!(
+        "the target group shows it {} again (registered by someone else?); draining again",
+        describe(places)
+    );
     instance.draining_since = None;
     let transition = enter(instance, InstancePhase::Draining, message, now);
-    Step::moved(transition, Some(Action::Deregister { target }))
+    Some(Step::moved(transition, Some(first.deregister())))
 }
 
 fn verify_and_register(
     plan: &PlanContext<'_>,
     instance: &mut InstanceStatus,
-    state: TargetState,
-    target: Target,
+    places: &[Place],
     observed: &Observed,
     now: Timestamp,
 ) -> Step {
     if instance.registered_at.is_none() {
         if plan.spec.verify.is_some() {
-            if state != TargetState::Unused {
-                return redrain(instance, state, target, now);
+            if let Some(step) = redrain_if_back(instance, places, now) {
+                return step;
             }
             if instance.verify_started_at.is_none() {
                 instance.verify_started_at = Some(now);
@@ -337,32 +398,39 @@ fn verify_and_register(
             }
         }
         instance.registered_at = Some(now);
-        instance.message = Some("registering the instance again".to_owned());
-        return Step::wait(Some(Action::Register { target }));
+        instance.message = Some(match places {
+            [_] => "registering the instance again".to_owned(),
+            several => format!("registering the instance again in {} target groups", several.len()),
+        });
     }
-    match state {
-        TargetState::Unused | TargetState::Draining => Step::wait(Some(Action::Register { target })),
-        TargetState::Healthy => {
-            instance.out_of_rotation = false;
-            let transition = enter(
-                instance,
-                InstancePhase::Registered,
-                "healthy in the target group again".to_owned(),
-                now,
-            );
-            Step::moved(transition, None)
-        }
-        other => {
-            instance.out_of_rotation = false;
-            let limit = healthy_limit(plan.spec);
-            if elapsed(instance.registered_at, now) > limit {
-                let message = format!("still {other} {}s after registration", limit.as_secs());
-                return Step::moved(fail(plan.spec, instance, reason::HEALTHY_TIMEOUT, message, now), None);
-            }
-            instance.message = Some(format!("registered; target is {other}, waiting for healthy"));
-            Step::wait(None)
-        }
+    let missing: Vec<&Place> = places
+        .iter()
+        .filter(|p| matches!(p.state, TargetState::Unused | TargetState::Draining))
+        .collect();
+    if let Some(first) = missing.first() {
+        return one_of(first.register(), missing.len() > 1);
     }
+    if places.iter().all(|p| p.state == TargetState::Healthy) {
+        instance.out_of_rotation = false;
+        let message = match places {
+            [_] => "healthy in the target group again".to_owned(),
+            several => format!("healthy again in all {} target groups", several.len()),
+        };
+        let transition = enter(instance, InstancePhase::Registered, message, now);
+        return Step::moved(transition, None);
+    }
+    // Registered in every group; some health checks have not passed yet.
+    instance.out_of_rotation = false;
+    let limit = healthy_limit(plan.spec);
+    if elapsed(instance.registered_at, now) > limit {
+        let message = format!("still {} {}s after registration", describe(places), limit.as_secs());
+        return Step::moved(fail(plan.spec, instance, reason::HEALTHY_TIMEOUT, message, now), None);
+    }
+    instance.message = Some(format!(
+        "registered; target is {}, waiting for healthy",
+        describe(places)
+    ));
+    Step::wait(None)
 }
 
 enum CommandProgress {

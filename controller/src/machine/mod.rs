@@ -15,26 +15,31 @@ mod observed;
 mod outcome;
 mod preflight;
 mod reboot_script;
+mod selection;
 mod turn;
 mod turn_queue;
 
 pub use conditions::{
     CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING, CONDITION_STALLED, set_condition,
 };
-pub use decide::{PlanView, decide, summarize_again};
+pub use decide::{PlanView, decide, new_window_open, summarize_again};
 pub use decision::{Action, Decision, Requeue, Transition};
 pub use health::{CONDITION_READY, CONDITION_RECONCILING, Health, set_health};
 pub use instance::SEND_LOOKUP_GRACE;
 pub use not_allowed::{NOT_ALLOWED, is_refused, lift_refusal, refuse};
-pub use observed::{CommandView, Observed, Wants, in_flight, wants, wants_at};
+pub use observed::{CommandView, GroupTarget, Observed, Wants, groups_out, in_flight, wants, wants_at};
 pub use outcome::{record_action_failed, record_send_not_made, record_sent};
 pub use reboot_script::reboot_command;
+pub use selection::{EMPTY_SELECTION, needs_resolving, run_instances};
 pub use turn::{WAITING_FOR_TURN, holds_turn, needs_turn};
 pub use turn_queue::{TurnQueue, Waiter};
 
 /// Failure reasons written to `status.instances[].failureReason` and used in events.
 pub mod reason {
-    /// The instance is not a registered target of the group.
+    /// A selected instance was gone when its turn came (terminated, or no longer a
+    /// registered target of any of the plan's groups): it is skipped, untouched.
+    pub const GONE: &str = "InstanceGone";
+    /// The instance is not a registered target of the group (of any of the plan's groups).
     pub const NOT_IN_TARGET_GROUP: &str = "NotInTargetGroup";
     /// The instance is registered but not healthy.
     pub const INSTANCE_UNHEALTHY: &str = "InstanceUnhealthy";

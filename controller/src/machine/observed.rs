@@ -1,9 +1,12 @@
 //! What the state machine needs to know from AWS, and what it was told.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure};
-use crate::aws::{AgentPing, CommandKind, Invocation, TargetHealth, TargetState};
+use crate::api::{
+    InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, TargetGroupRegistration,
+};
+use crate::aws::{AgentPing, CommandKind, Invocation, Target, TargetHealth, TargetState};
 
 /// What to read from AWS for the plan's current state, so observe makes only the calls
 /// that matter (API rate limits are per account and shared with everything else).
@@ -11,9 +14,9 @@ use crate::aws::{AgentPing, CommandKind, Invocation, TargetHealth, TargetState};
 pub struct Wants {
     /// The instance being worked on (or about to be), if any.
     pub instance_id: Option<String>,
-    /// DescribeTargetHealth of the whole group.
+    /// DescribeTargetHealth of each of the plan's target groups.
     pub group_health: bool,
-    /// The group's deregistration delay (only to start an instance without `timeouts.drainSeconds`).
+    /// The groups' deregistration delays (only to start an instance without `timeouts.drainSeconds`).
     pub deregistration_delay: bool,
     /// The instance's SSM agent ping status.
     pub agent: bool,
@@ -24,10 +27,11 @@ pub struct Wants {
 /// What observe read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
-    /// Every target of the group, when asked for. An instance that is not in the list is
-    /// not registered (`unused`).
-    pub group: Option<Vec<TargetHealth>>,
-    /// The group's deregistration delay, when asked for.
+    /// Every target of each of the plan's target groups, by ARN, when asked for (all of
+    /// them or none). An instance that is not in a group's list is not registered there
+    /// (`unused`).
+    pub groups: BTreeMap<String, Vec<TargetHealth>>,
+    /// The longest deregistration delay of the plan's target groups, when asked for.
     pub deregistration_delay: Option<Duration>,
     /// The instance's agent ping status, when asked for.
     pub agent: Option<AgentPing>,
@@ -48,16 +52,20 @@ pub struct CommandView {
 }
 
 impl Observed {
-    /// State of one instance in the group, or None when the group was not read.
-    pub fn instance_state(&self, instance_id: &str) -> Option<&TargetHealth> {
-        self.group
-            .as_ref()
-            .and_then(|group| group.iter().find(|t| t.target.instance_id == instance_id))
+    /// Every target of one group, or None when it was not read.
+    pub fn group(&self, target_group_arn: &str) -> Option<&[TargetHealth]> {
+        self.groups.get(target_group_arn).map(Vec::as_slice)
     }
 
-    /// Like [`Self::instance_state`], but an instance missing from a group that was read is `unused`.
-    pub fn state_of(&self, instance_id: &str) -> Option<TargetState> {
-        let group = self.group.as_ref()?;
+    /// True when every one of `target_group_arns` was read.
+    pub fn has_groups(&self, target_group_arns: &[&str]) -> bool {
+        !target_group_arns.is_empty() && target_group_arns.iter().all(|arn| self.groups.contains_key(*arn))
+    }
+
+    /// State of an instance in one group (`unused` when the group does not list it), or
+    /// None when the group was not read.
+    pub fn state_in(&self, target_group_arn: &str, instance_id: &str) -> Option<TargetState> {
+        let group = self.groups.get(target_group_arn)?;
         Some(
             group
                 .iter()
@@ -65,6 +73,45 @@ impl Observed {
                 .map_or(TargetState::Unused, |t| t.state),
         )
     }
+}
+
+/// One target group an instance is out of (or on its way back into), as a target to pass
+/// to RegisterTargets or DeregisterTargets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupTarget {
+    /// The target group.
+    pub target_group_arn: String,
+    /// The instance, on its port in that group.
+    pub target: Target,
+}
+
+/// The target groups the instance was taken out of this try, with its port in each: the
+/// ones recorded in its status, or, for an instance started by an older pitstop that
+/// recorded none, the plan's one target group on the recorded port.
+pub fn groups_out(spec: &MaintenancePlanSpec, instance: &InstanceStatus) -> Vec<GroupTarget> {
+    let target = |port| Target {
+        instance_id: instance.instance_id.clone(),
+        port,
+    };
+    if instance.target_groups.is_empty() {
+        return spec
+            .target_groups()
+            .first()
+            .map(|arn| GroupTarget {
+                target_group_arn: (*arn).to_owned(),
+                target: target(instance.port),
+            })
+            .into_iter()
+            .collect();
+    }
+    instance
+        .target_groups
+        .iter()
+        .map(|TargetGroupRegistration { target_group_arn, port }| GroupTarget {
+            target_group_arn: target_group_arn.clone(),
+            target: target(*port),
+        })
+        .collect()
 }
 
 /// True when the instance still has to be put back into the target group after a failure.
@@ -119,9 +166,16 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
     if spec.suspend {
         return Wants::default();
     }
-    // The next instance to start (or, in a dry run, to check): the first of the spec that
+    if super::selection::needs_resolving(spec, status) {
+        // The run starts: its instances are the members of the groups now.
+        return Wants {
+            group_health: true,
+            ..Wants::default()
+        };
+    }
+    // The next instance to start (or, in a dry run, to check): the first of the run that
     // has not started.
-    let next = spec.instances.iter().find(|id| {
+    let next = super::selection::run_instances(spec, status).iter().find(|id| {
         instances
             .iter()
             .find(|i| &i.instance_id == *id)

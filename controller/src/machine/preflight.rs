@@ -2,8 +2,8 @@
 //! `AssertTargetGroupHealthBefore` and `AssertInstanceIsInTargetGroup`, plus the two that a
 //! fleet needs (enough healthy targets left, an SSM agent that can take the command).
 
-use crate::api::MaintenancePlanSpec;
-use crate::aws::{AgentPing, TargetState};
+use crate::api::{MaintenancePlanSpec, TargetGroupRegistration};
+use crate::aws::{AgentPing, TargetHealth, TargetState};
 
 use super::observed::Observed;
 use super::reason;
@@ -21,38 +21,91 @@ impl GateClosed {
     }
 }
 
-/// Checks the gates for `instance_id`; on success returns the port it is registered on.
-/// `observed.group` must have been read.
+/// The short name of a target group for messages: `web` of `…:targetgroup/web/0123…`.
+pub(super) fn group_name(target_group_arn: &str) -> &str {
+    target_group_arn
+        .split_once(":targetgroup/")
+        .and_then(|(_, tail)| tail.split('/').next())
+        .unwrap_or(target_group_arn)
+}
+
+/// Checks the gates for `instance_id` in every target group of the plan it is registered
+/// in; on success returns those groups, in the plan's order, with its port in each.
+/// Groups that do not list the instance are left alone; one that lists it on several
+/// ports, or no group listing it at all, closes the gate for good (`NotInTargetGroup`).
+/// `observed.groups` must have been read.
 pub(super) fn check(
     spec: &MaintenancePlanSpec,
     instance_id: &str,
     observed: &Observed,
-) -> Result<Option<i32>, GateClosed> {
-    let group = observed.group.as_deref().unwrap_or_default();
-    let rows: Vec<_> = group.iter().filter(|t| t.target.instance_id == instance_id).collect();
-    let me = match rows.as_slice() {
-        [] => {
-            return Err(GateClosed::new(
-                reason::NOT_IN_TARGET_GROUP,
-                format!("{instance_id} is not a registered target of {}", spec.target_group_arn),
-            ));
-        }
-        [one] => *one,
-        _ => {
-            return Err(GateClosed::new(
-                reason::NOT_IN_TARGET_GROUP,
-                format!(
-                    "{instance_id} is registered on {} ports of the target group; pitstop handles one registration per instance",
-                    rows.len()
-                ),
-            ));
-        }
-    };
+) -> Result<Vec<TargetGroupRegistration>, GateClosed> {
+    let groups = spec.target_groups();
+    let several = groups.len() > 1;
+    let mut registered_in = Vec::new();
+    for arn in &groups {
+        let group = observed.group(arn).unwrap_or_default();
+        // "the target group" alone, as before, when the plan names only one.
+        let in_group = if several {
+            format!("target group {}", group_name(arn))
+        } else {
+            "the target group".to_owned()
+        };
+        let rows: Vec<_> = group.iter().filter(|t| t.target.instance_id == instance_id).collect();
+        let me = match rows.as_slice() {
+            [] => continue,
+            [one] => *one,
+            _ => {
+                return Err(GateClosed::new(
+                    reason::NOT_IN_TARGET_GROUP,
+                    format!(
+                        "{instance_id} is registered on {} ports of {in_group}; pitstop handles one registration per instance and group",
+                        rows.len()
+                    ),
+                ));
+            }
+        };
+        check_group(spec, instance_id, &in_group, me, group)?;
+        registered_in.push(TargetGroupRegistration {
+            target_group_arn: (*arn).to_owned(),
+            port: me.target.port,
+        });
+    }
+    if registered_in.is_empty() {
+        let message = match groups.as_slice() {
+            [one] => format!("{instance_id} is not a registered target of {one}"),
+            all => format!("{instance_id} is not a registered target of any of {}", all.join(", ")),
+        };
+        return Err(GateClosed::new(reason::NOT_IN_TARGET_GROUP, message));
+    }
+    if spec.preflight.require_agent_online && observed.agent != Some(AgentPing::Online) {
+        let seen = match observed.agent {
+            Some(AgentPing::ConnectionLost) => "ConnectionLost",
+            Some(AgentPing::Inactive) => "Inactive",
+            Some(AgentPing::NotManaged) => "not managed by SSM",
+            Some(AgentPing::Online) | None => "unknown",
+        };
+        return Err(GateClosed::new(
+            reason::AGENT_NOT_ONLINE,
+            format!("the SSM agent of {instance_id} is {seen}, not Online; it could not run the maintenance"),
+        ));
+    }
+    Ok(registered_in)
+}
+
+/// The gates of one group the instance is registered in: it is healthy there, the rest of
+/// the group too (with `requireHealthyTargetGroup`), and enough healthy targets stay.
+fn check_group(
+    spec: &MaintenancePlanSpec,
+    instance_id: &str,
+    in_group: &str,
+    me: &TargetHealth,
+    group: &[TargetHealth],
+) -> Result<(), GateClosed> {
     if me.state != TargetState::Healthy {
         return Err(GateClosed::new(
             reason::INSTANCE_UNHEALTHY,
             format!(
-                "{instance_id} is {} in the target group{}, not healthy",
+                "{instance_id} is {} in {in_group}{}, not healthy",
                 me.state,
                 me.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
             ),
@@ -69,7 +122,7 @@ pub(super) fn check(
             return Err(GateClosed::new(
                 reason::TARGET_GROUP_UNHEALTHY,
                 format!(
-                    "the target group is not all healthy ({}); requireHealthyTargetGroup is on",
+                    "{in_group} is not all healthy ({}); requireHealthyTargetGroup is on",
                     unhealthy.join(", ")
                 ),
             ));
@@ -78,24 +131,17 @@ pub(super) fn check(
     let minimum = spec.preflight.min_healthy_targets.unwrap_or(1) as usize;
     let healthy_left = others.iter().filter(|t| t.state == TargetState::Healthy).count();
     if healthy_left < minimum {
+        let of_group = if in_group == "the target group" {
+            String::new()
+        } else {
+            format!(" in {in_group}")
+        };
         return Err(GateClosed::new(
             reason::TOO_FEW_HEALTHY_TARGETS,
             format!(
-                "taking {instance_id} out would leave {healthy_left} healthy target(s); at least {minimum} must remain (preflight.minHealthyTargets)"
+                "taking {instance_id} out would leave {healthy_left} healthy target(s){of_group}; at least {minimum} must remain (preflight.minHealthyTargets)"
             ),
         ));
     }
-    if spec.preflight.require_agent_online && observed.agent != Some(AgentPing::Online) {
-        let seen = match observed.agent {
-            Some(AgentPing::ConnectionLost) => "ConnectionLost",
-            Some(AgentPing::Inactive) => "Inactive",
-            Some(AgentPing::NotManaged) => "not managed by SSM",
-            Some(AgentPing::Online) | None => "unknown",
-        };
-        return Err(GateClosed::new(
-            reason::AGENT_NOT_ONLINE,
-            format!("the SSM agent of {instance_id} is {seen}, not Online; it could not run the maintenance"),
-        ));
-    }
-    Ok(me.target.port)
+    Ok(())
 }

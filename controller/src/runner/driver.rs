@@ -12,9 +12,9 @@ use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::problem::{describe, reason};
 use crate::aws::{AwsErrorKind, AwsProvider};
 use crate::engine::{StepReport, step};
-use crate::machine::{PlanView, Requeue, holds_turn, in_flight, needs_turn};
+use crate::machine::{PlanView, Requeue, holds_turn, in_flight, needs_turn, new_window_open};
 
-use super::group_turns::GroupTurn;
+use super::group_turns::{GroupTurn, PlanTurns};
 use super::put_back::put_back_after_failure;
 use super::state_file::FileStore;
 
@@ -125,6 +125,7 @@ pub async fn run_plans(
     interrupt: watch::Receiver<bool>,
 ) -> Vec<PlanOutcome> {
     let mut turns: BTreeMap<String, Arc<GroupTurn>> = BTreeMap::new();
+    let released = Arc::new(tokio::sync::watch::Sender::new(0));
     // A plan that stops on an AWS failure stops the whole run (the others finish the instance
     // they have out, start no other, and return as interrupted): the run ends with exit 4.
     let (stop_all, stopping) = watch::channel(*interrupt.borrow());
@@ -138,7 +139,18 @@ pub async fn run_plans(
         }
     };
     let drives = plans.into_iter().map(|mut plan| {
-        let turn = turns.entry(plan.spec.target_group_arn.clone()).or_default().clone();
+        let groups = plan
+            .spec
+            .target_groups_in_lock_order()
+            .into_iter()
+            .map(|arn| {
+                turns
+                    .entry(arn.to_owned())
+                    .or_insert_with(|| Arc::new(GroupTurn::notifying(released.clone())))
+                    .clone()
+            })
+            .collect();
+        let turn = PlanTurns::new(groups, released.clone());
         let aws = aws.clone();
         let stopping = stopping.clone();
         async move {
@@ -167,7 +179,7 @@ pub async fn run_plans(
 async fn drive(
     aws: &dyn AwsProvider,
     plan: &mut PlanRun,
-    turn: &GroupTurn,
+    turn: &PlanTurns,
     options: &RunOptions,
     observer: &dyn RunObserver,
     mut interrupt: watch::Receiver<bool>,
@@ -183,11 +195,13 @@ async fn drive(
     loop {
         let recorded = plan.store.current();
         let busy = recorded.as_ref().and_then(|s| in_flight(&plan.spec, s)).is_some();
-        // A finished plan is done unless its spec changed since (then the engine starts a new run).
+        // A finished plan is done unless its spec changed since, or (scheduled) a window it
+        // has not run in is open: then the engine starts a new run.
         if recorded
             .as_ref()
             .is_some_and(|s| s.phase.is_finished() && s.observed_generation == Some(generation))
             && !busy
+            && !new_window_open(&plan.spec, recorded.as_ref(), Timestamp::now())
         {
             return outcome(plan, recorded, false);
         }

@@ -2,7 +2,7 @@
 //! plans of one run, with the same fair queue as the controller's Lease
 //! ([`crate::machine::TurnQueue`]), kept in memory.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -17,8 +17,9 @@ const NEVER: Duration = Duration::MAX;
 #[derive(Debug)]
 pub struct GroupTurn {
     state: Mutex<State>,
-    /// Bumped whenever the group is given back, to wake the waiting plans.
-    released: watch::Sender<u64>,
+    /// Bumped whenever the group is given back, to wake the waiting plans (shared by all
+    /// the groups of a run: a plan waiting for several groups wakes on any of them).
+    released: Arc<watch::Sender<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -31,12 +32,20 @@ impl Default for GroupTurn {
     fn default() -> Self {
         Self {
             state: Mutex::default(),
-            released: watch::Sender::new(0),
+            released: Arc::new(watch::Sender::new(0)),
         }
     }
 }
 
 impl GroupTurn {
+    /// A group whose releases are told through `released`, shared with the run's other groups.
+    pub fn notifying(released: Arc<watch::Sender<u64>>) -> Self {
+        Self {
+            state: Mutex::default(),
+            released,
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -84,8 +93,55 @@ impl GroupTurn {
             self.released.send_modify(|count| *count = count.wrapping_add(1));
         }
     }
+}
 
-    /// A receiver that changes whenever the group is given back.
+/// The turns of all of one plan's target groups, taken in the fixed sorted order so that
+/// two plans sharing groups can never wait for each other in a circle.
+#[derive(Debug)]
+pub struct PlanTurns {
+    /// One per target group, sorted by ARN.
+    groups: Vec<Arc<GroupTurn>>,
+    /// The run's release notifier, shared by all its groups.
+    released: Arc<watch::Sender<u64>>,
+}
+
+impl PlanTurns {
+    /// The turns of `groups` (in lock order) with the run's notifier.
+    pub fn new(groups: Vec<Arc<GroupTurn>>, released: Arc<watch::Sender<u64>>) -> Self {
+        Self { groups, released }
+    }
+
+    /// Takes every group's turn in order, or tells who holds the first one it cannot have.
+    /// A plan with nothing out stops there (the groups it took are given back after its
+    /// round, as it then holds no turn); a plan with an instance out takes every one it can.
+    pub fn take(&self, plan: &str, instance_out: bool, now: Timestamp) -> Result<(), String> {
+        let mut held_by = None;
+        for group in &self.groups {
+            if let Err(holder) = group.take(plan, instance_out, now) {
+                held_by.get_or_insert(holder);
+                if !instance_out {
+                    break;
+                }
+            }
+        }
+        held_by.map_or(Ok(()), Err)
+    }
+
+    /// Gives back every group `plan` holds.
+    pub fn release(&self, plan: &str) {
+        for group in &self.groups {
+            group.release(plan);
+        }
+    }
+
+    /// `plan` no longer waits for any of its groups.
+    pub fn stop_waiting(&self, plan: &str) {
+        for group in &self.groups {
+            group.stop_waiting(plan);
+        }
+    }
+
+    /// A receiver that changes whenever a group of the run is given back.
     pub fn releases(&self) -> watch::Receiver<u64> {
         self.released.subscribe()
     }
@@ -96,10 +152,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plans_sharing_groups_take_them_in_one_order_and_never_both_hold_one() {
+        let now = Timestamp::UNIX_EPOCH;
+        let released = Arc::new(watch::Sender::new(0));
+        let a = Arc::new(GroupTurn::notifying(released.clone()));
+        let b = Arc::new(GroupTurn::notifying(released.clone()));
+        let first = PlanTurns::new(vec![a.clone(), b.clone()], released.clone());
+        let second = PlanTurns::new(vec![a.clone(), b.clone()], released.clone());
+        assert_eq!(first.take("ns/first", false, now), Ok(()));
+        assert_eq!(second.take("ns/second", false, now), Err("ns/first".to_owned()));
+        // The second plan stopped at the first group: it holds neither.
+        first.release("ns/first");
+        assert_eq!(second.take("ns/second", false, now), Ok(()));
+        assert_eq!(first.take("ns/first", false, now), Err("ns/second".to_owned()));
+        let mut woken = second.releases();
+        woken.mark_unchanged();
+        second.release("ns/second");
+        assert!(
+            woken.has_changed().unwrap_or(false),
+            "a release of any group wakes the waiters"
+        );
+    }
+
+    #[test]
     fn the_plan_that_gives_the_group_back_goes_behind_the_one_that_waits() {
         let now = Timestamp::UNIX_EPOCH;
         let turn = GroupTurn::default();
-        let mut wake = turn.releases();
+        let mut wake = turn.released.subscribe();
         assert_eq!(turn.take("a", false, now), Ok(()));
         assert_eq!(turn.take("b", false, now), Err("a".to_owned()));
         turn.release("a");

@@ -6,6 +6,7 @@
 use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsApis, AwsErrorKind, TargetState};
 use crate::k8s::cleanup::{LeftOutReason, cleanup_for};
+use crate::machine::GroupTarget;
 
 /// What [`put_back_after_failure`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,18 +24,14 @@ pub async fn put_back_after_failure(
     spec: &MaintenancePlanSpec,
     status: Option<&MaintenancePlanStatus>,
 ) -> PutBack {
-    let arn = spec.target_group_arn.as_str();
     let cleanup = cleanup_for(plan_uid, spec, status);
     let mut notes = Vec::new();
     let mut still_out = false;
     for instance in &cleanup.returns {
-        let id = instance.target.instance_id.as_str();
+        let id = instance.instance_id.as_str();
         // The status is written ahead of DeregisterTargets: if that call is what failed,
         // the instance never left and there is nothing to say about it.
-        if let Ok(health) = apis.target_groups.instance_health(arn, &instance.target).await
-            && matches!(health.state, TargetState::Healthy)
-            && instance.cancel.is_none()
-        {
+        if instance.cancel.is_none() && healthy_in_all(apis, &instance.groups).await {
             continue;
         }
         if let Some(command) = &instance.cancel {
@@ -55,23 +52,33 @@ pub async fn put_back_after_failure(
                 // the load balancer thinks is serving: better out than half-in.
                 still_out = true;
                 notes.push(format!(
-                    "{id} is still out of target group {arn}: its command {command_id} could not be cancelled ({})",
+                    "{id} is still out of {}: its command {command_id} could not be cancelled ({})",
+                    group_list(&instance.groups),
                     error.message
                 ));
                 continue;
             }
         }
-        match apis.target_groups.register(arn, &instance.target).await {
-            Ok(()) => notes.push(format!("{id} was out of the target group and is registered again")),
-            Err(error) if error.kind == AwsErrorKind::NotFound => {
-                notes.push(format!("{id} was out; nothing to register it to ({})", error.message));
-            }
-            Err(error) => {
-                still_out = true;
-                notes.push(format!(
-                    "{id} is still out of target group {arn}: RegisterTargets failed ({}); register it by hand or run again",
-                    error.message
-                ));
+        for group in &instance.groups {
+            let arn = group.target_group_arn.as_str();
+            match apis.target_groups.register(arn, &group.target).await {
+                Ok(()) if instance.groups.len() == 1 => {
+                    notes.push(format!("{id} was out of the target group and is registered again"));
+                }
+                Ok(()) => notes.push(format!("{id} was out of target group {arn} and is registered again")),
+                Err(error) if error.kind == AwsErrorKind::NotFound => {
+                    notes.push(format!(
+                        "{id} was out of {arn}; nothing to register it to ({})",
+                        error.message
+                    ));
+                }
+                Err(error) => {
+                    still_out = true;
+                    notes.push(format!(
+                        "{id} is still out of target group {arn}: RegisterTargets failed ({}); register it by hand or run again",
+                        error.message
+                    ));
+                }
             }
         }
     }
@@ -82,9 +89,41 @@ pub async fn put_back_after_failure(
             LeftOutReason::RegisterRejected => "AWS refused to register it again",
         };
         notes.push(format!(
-            "{} is still out of target group {arn}: {why}",
-            left.instance_id
+            "{} is still out of {}: {why}",
+            left.instance_id,
+            group_list_of(spec)
         ));
     }
     PutBack { notes, still_out }
+}
+
+/// Whether the instance is `healthy` in every group it was to leave (so it never left).
+async fn healthy_in_all(apis: &AwsApis, groups: &[GroupTarget]) -> bool {
+    for group in groups {
+        match apis
+            .target_groups
+            .instance_health(&group.target_group_arn, &group.target)
+            .await
+        {
+            Ok(health) if matches!(health.state, TargetState::Healthy) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn group_list(groups: &[GroupTarget]) -> String {
+    let arns: Vec<&str> = groups.iter().map(|g| g.target_group_arn.as_str()).collect();
+    match arns.as_slice() {
+        [one] => format!("target group {one}"),
+        many => format!("target groups {}", many.join(", ")),
+    }
+}
+
+fn group_list_of(spec: &MaintenancePlanSpec) -> String {
+    let arns = spec.target_groups_in_lock_order();
+    match arns.as_slice() {
+        [one] => format!("target group {one}"),
+        many => format!("target groups {}", many.join(", ")),
+    }
 }

@@ -128,17 +128,26 @@ fn restricted_default() -> MaintenancePolicySpec {
 /// Everything in `spec` that `policy` does not allow, one short clause each.
 fn problems(spec: &MaintenancePlanSpec, policy: &MaintenancePolicySpec) -> Vec<String> {
     let mut problems = Vec::new();
-    let arn = spec.target_group_arn.as_str();
-    if !policy.target_groups.iter().any(|p| Glob::new(p).matches(arn)) {
-        problems.push(format!("target group {arn} matches none of its targetGroups"));
+    // Every one of the plan's target groups must be allowed, and be in an allowed account.
+    for arn in spec.target_groups() {
+        if !policy.target_groups.iter().any(|p| Glob::new(p).matches(arn)) {
+            problems.push(format!("target group {arn} matches none of its targetGroups"));
+        }
     }
     let region = plan_region(spec).unwrap_or_default();
     if !policy.regions.is_empty() && !policy.regions.iter().any(|r| r == region) {
         problems.push(format!("region {region:?} is not in its regions"));
     }
-    let account = arn.split(':').nth(4).unwrap_or_default();
-    if !policy.accounts.is_empty() && !policy.accounts.iter().any(|a| a == account) {
-        problems.push(format!("account {account:?} is not in its accounts"));
+    let mut accounts: Vec<&str> = spec
+        .target_groups()
+        .into_iter()
+        .map(|arn| arn.split(':').nth(4).unwrap_or_default())
+        .collect();
+    accounts.dedup();
+    for account in accounts {
+        if !policy.accounts.is_empty() && !policy.accounts.iter().any(|a| a == account) {
+            problems.push(format!("account {account:?} is not in its accounts"));
+        }
     }
     match &spec.maintenance {
         None if !policy.allow_graceful_reboot => {
@@ -276,6 +285,22 @@ mod tests {
             refusal.message,
             format!("not allowed by MaintenancePolicy team-a (target group {ARN_B} matches none of its targetGroups)")
         );
+    }
+
+    #[test]
+    fn every_target_group_of_a_plan_must_be_allowed() {
+        let labels = BTreeMap::new();
+        let policies = [policy("team-a", &["team-a"], |_| {})];
+        let mut spec = plan("");
+        spec.target_group_arns = vec![ARN_A.to_owned(), ARN_B.to_owned()];
+        let refusal = evaluate(&spec, team_a(&labels), &policies, DefaultPolicy::Unrestricted)
+            .expect_err("one of the groups is team-b's");
+        assert_eq!(
+            refusal.message,
+            format!("not allowed by MaintenancePolicy team-a (target group {ARN_B} matches none of its targetGroups)")
+        );
+        spec.target_group_arns = vec![ARN_A.to_owned()];
+        assert!(evaluate(&spec, team_a(&labels), &policies, DefaultPolicy::Unrestricted).is_ok());
     }
 
     #[test]

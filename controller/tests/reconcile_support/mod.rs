@@ -44,7 +44,8 @@ pub enum Call {
     /// A server-side apply of the status (field manager and force already checked).
     ApplyStatus {
         plan: String,
-        status: MaintenancePlanStatus,
+        /// Boxed: the status is by far the largest thing logged.
+        status: Box<MaintenancePlanStatus>,
     },
     /// An Event created.
     Event(EventCall),
@@ -477,7 +478,7 @@ fn apply_status(
     object["status"] = patch["status"].clone();
     state.calls.push(Call::ApplyStatus {
         plan: name.to_owned(),
-        status,
+        status: Box::new(status),
     });
     state.bump(name);
     ok(serde_json::to_vec(&state.objects[name]).expect("serializable"))
@@ -627,7 +628,7 @@ impl Run {
     pub fn statuses(&self) -> Vec<&MaintenancePlanStatus> {
         self.calls()
             .filter_map(|c| match c {
-                Call::ApplyStatus { status, .. } => Some(status),
+                Call::ApplyStatus { status, .. } => Some(status.as_ref()),
                 _ => None,
             })
             .collect()

@@ -18,6 +18,12 @@ struct Args {
     /// Number of instances.
     #[arg(long, default_value_t = 3)]
     instances: usize,
+    /// Number of target groups every instance is registered in (each its own HAProxy frontend and backend).
+    #[arg(long, default_value_t = 1)]
+    target_groups: usize,
+    /// Spare instances, in no target group until `POST /_sandbox/replace` or `/_sandbox/launch` launches one.
+    #[arg(long, default_value_t = 0)]
+    spare_instances: usize,
     /// Deregistration delay (e.g. `2s`, `500ms`).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     deregistration_delay: Duration,
@@ -65,6 +71,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = SandboxConfig {
         instances: args.instances,
+        target_groups: args.target_groups,
+        spare_instances: args.spare_instances,
         deregistration_delay: args.deregistration_delay,
         health_interval: args.health_interval,
         healthy_threshold: args.healthy_threshold,
@@ -91,11 +99,17 @@ async fn main() -> anyhow::Result<()> {
     for (key, value) in &info.env {
         println!("export {key}={value}");
     }
-    println!("# frontend:      {}", info.frontend_url);
-    println!("# target group:  {}", info.target_group_arn);
+    for (frontend, arn) in info.frontend_urls.iter().zip(&info.target_group_arns) {
+        println!("# frontend:      {frontend}");
+        println!("# target group:  {arn}");
+    }
     println!("# instances:     {}", info.instance_ids.join(" "));
     println!(
         "# admin:         {0}/_sandbox/state {0}/_sandbox/calls {0}/_sandbox/faults",
+        info.aws_endpoint_url
+    );
+    println!(
+        "# fleet:         POST {0}/_sandbox/terminate?instance=ID {0}/_sandbox/replace?instance=ID {0}/_sandbox/launch",
         info.aws_endpoint_url
     );
     println!("# work dir:      {}", info.work_dir.display());

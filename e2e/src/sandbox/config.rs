@@ -22,6 +22,12 @@ const DEBIAN_HAPROXY: &str = "/usr/sbin/haproxy";
 pub struct SandboxConfig {
     /// Number of EC2 instances (backend processes) in the target group.
     pub instances: usize,
+    /// Number of target groups every instance is registered in (1 to 10), each a real HAProxy frontend and
+    /// backend with its own health checks, as an instance serving HTTP and HTTPS, or through an ALB and an NLB.
+    pub target_groups: usize,
+    /// Spare instances: booted with the fleet but in no target group, launched into every group one at a time by
+    /// `Sandbox::replace_instance` or `Sandbox::launch_instance` (as an Auto Scaling group launches a replacement).
+    pub spare_instances: usize,
     /// The target group's `deregistration_delay.timeout_seconds`: how long a deregistered target stays `draining`.
     /// AWS counts whole seconds, so the value reported by `DescribeTargetGroupAttributes` is rounded up.
     pub deregistration_delay: Duration,
@@ -54,6 +60,8 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             instances: 3,
+            target_groups: 1,
+            spare_instances: 0,
             deregistration_delay: Duration::from_secs(2),
             health_interval: Duration::from_secs(1),
             healthy_threshold: 2,
@@ -73,6 +81,18 @@ impl SandboxConfig {
     /// Sets the number of instances.
     pub fn with_instances(mut self, instances: usize) -> Self {
         self.instances = instances;
+        self
+    }
+
+    /// Sets the number of target groups every instance is registered in.
+    pub fn with_target_groups(mut self, target_groups: usize) -> Self {
+        self.target_groups = target_groups;
+        self
+    }
+
+    /// Sets the number of spare instances.
+    pub fn with_spare_instances(mut self, spare_instances: usize) -> Self {
+        self.spare_instances = spare_instances;
         self
     }
 
@@ -150,6 +170,16 @@ impl SandboxConfig {
             self.instances <= 200,
             "a sandbox holds at most 200 instances, not {}",
             self.instances
+        );
+        ensure!(
+            self.instances + self.spare_instances <= 200,
+            "a sandbox holds at most 200 instances, spares included, not {}",
+            self.instances + self.spare_instances
+        );
+        ensure!(
+            (1..=10).contains(&self.target_groups),
+            "a sandbox has 1 to 10 target groups, not {}",
+            self.target_groups
         );
         ensure!(
             self.health_interval >= Duration::from_millis(100),

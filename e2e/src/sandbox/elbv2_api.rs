@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::protocol::{ApiError, QueryParams, Xml};
-use super::targets::{self, TARGET_GROUP_NAME, TARGET_GROUP_PORT, TargetHealth};
+use super::targets::{self, TargetHealth};
 
 /// Instance IDs named by `Targets.member.N.Id`, for the call log.
 pub(crate) fn call_instance_ids(params: &QueryParams) -> Vec<String> {
@@ -30,20 +30,20 @@ pub(crate) async fn execute(shared: &Arc<Shared>, action: &str, params: &QueryPa
     }
 }
 
-/// Checks `TargetGroupArn` names the sandbox's target group.
-fn check_target_group(shared: &Shared, params: &QueryParams) -> Result<(), ApiError> {
+/// The index of the sandbox's target group `TargetGroupArn` names.
+fn check_target_group(shared: &Shared, params: &QueryParams) -> Result<usize, ApiError> {
     let arn = params.require("TargetGroupArn")?;
-    if arn != shared.target_group.arn {
-        return Err(ApiError::client(
+    shared.target_group_index(arn).ok_or_else(|| {
+        ApiError::client(
             "TargetGroupNotFound",
             format!("One or more target groups not found: {arn}"),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// `Targets.member.N` as `(Id, Port)`; a missing port is the target group's.
-fn targets(params: &QueryParams) -> Result<Vec<(String, u16)>, ApiError> {
+fn targets(shared: &Shared, index: usize, params: &QueryParams) -> Result<Vec<(String, u16)>, ApiError> {
+    let default_port = shared.target_groups[index].port;
     params
         .members("Targets")
         .into_iter()
@@ -56,7 +56,7 @@ fn targets(params: &QueryParams) -> Result<Vec<(String, u16)>, ApiError> {
                     .ok()
                     .filter(|p| *p > 0)
                     .ok_or_else(|| ApiError::validation(format!("{port:?} is not a valid port")))?,
-                None => TARGET_GROUP_PORT,
+                None => default_port,
             };
             Ok((id.to_owned(), port))
         })
@@ -96,10 +96,10 @@ fn write_health(xml: &mut Xml, id: &str, port: u16, health: &TargetHealth) {
 
 /// Without `Targets`: every registered or draining target. With them: exactly those, unregistered ones `unused`.
 async fn describe_target_health(shared: &Shared, params: &QueryParams) -> Result<String, ApiError> {
-    check_target_group(shared, params)?;
-    let wanted = targets(params)?;
+    let index = check_target_group(shared, params)?;
+    let wanted = targets(shared, index, params)?;
     check_known(shared, &wanted)?;
-    let health = targets::describe(shared).await?;
+    let health = targets::describe(shared, index).await?;
     let mut xml = Xml::default();
     xml.open("TargetHealthDescriptions");
     if wanted.is_empty() {
@@ -137,7 +137,7 @@ fn describe_target_group_attributes(shared: &Shared, params: &QueryParams) -> Re
     Ok(xml.finish())
 }
 
-/// The one target group, with the health-check settings HAProxy runs, when asked for by ARN, name, or not at all.
+/// The target groups, with the health-check settings HAProxy runs: those asked for by ARN or name, or all.
 fn describe_target_groups(shared: &Shared, params: &QueryParams) -> Result<String, ApiError> {
     let arns: Vec<String> = params
         .members("TargetGroupArns")
@@ -146,7 +146,9 @@ fn describe_target_groups(shared: &Shared, params: &QueryParams) -> Result<Strin
         .map(|(_, v)| v)
         .collect();
     let names: Vec<String> = params.members("Names").into_iter().flatten().map(|(_, v)| v).collect();
-    if arns.iter().any(|a| *a != shared.target_group.arn) || names.iter().any(|n| n != TARGET_GROUP_NAME) {
+    let known_arn = |a: &String| shared.target_groups.iter().any(|g| g.arn == *a);
+    let known_name = |n: &String| shared.target_groups.iter().any(|g| g.name == *n);
+    if !arns.iter().all(known_arn) || !names.iter().all(known_name) {
         return Err(ApiError::client(
             "TargetGroupNotFound",
             "One or more target groups not found",
@@ -155,48 +157,70 @@ fn describe_target_groups(shared: &Shared, params: &QueryParams) -> Result<Strin
     let cfg = &shared.cfg;
     let interval = cfg.health_interval.as_secs().max(1);
     let mut xml = Xml::default();
-    xml.open("TargetGroups").open("member");
-    xml.leaf("TargetGroupArn", &shared.target_group.arn)
-        .leaf("TargetGroupName", TARGET_GROUP_NAME)
-        .leaf("Protocol", "HTTP")
-        .leaf("Port", TARGET_GROUP_PORT)
-        .leaf("VpcId", "vpc-0sandbox")
-        .leaf("HealthCheckProtocol", "HTTP")
-        .leaf("HealthCheckPort", "traffic-port")
-        .leaf("HealthCheckEnabled", "true")
-        .leaf("HealthCheckIntervalSeconds", interval)
-        .leaf("HealthCheckTimeoutSeconds", interval)
-        .leaf("HealthyThresholdCount", cfg.healthy_threshold)
-        .leaf("UnhealthyThresholdCount", cfg.unhealthy_threshold)
-        .leaf("HealthCheckPath", "/health");
-    xml.open("Matcher").leaf("HttpCode", "200").close("Matcher");
-    xml.open("LoadBalancerArns").close("LoadBalancerArns");
-    xml.leaf("TargetType", "instance")
-        .leaf("ProtocolVersion", "HTTP1")
-        .leaf("IpAddressType", "ipv4");
-    xml.close("member").close("TargetGroups");
+    xml.open("TargetGroups");
+    let asked = shared
+        .target_groups
+        .iter()
+        .filter(|g| (arns.is_empty() && names.is_empty()) || arns.contains(&g.arn) || names.contains(&g.name));
+    for group in asked {
+        xml.open("member");
+        xml.leaf("TargetGroupArn", &group.arn)
+            .leaf("TargetGroupName", &group.name)
+            .leaf("Protocol", "HTTP")
+            .leaf("Port", group.port)
+            .leaf("VpcId", "vpc-0sandbox")
+            .leaf("HealthCheckProtocol", "HTTP")
+            .leaf("HealthCheckPort", "traffic-port")
+            .leaf("HealthCheckEnabled", "true")
+            .leaf("HealthCheckIntervalSeconds", interval)
+            .leaf("HealthCheckTimeoutSeconds", interval)
+            .leaf("HealthyThresholdCount", cfg.healthy_threshold)
+            .leaf("UnhealthyThresholdCount", cfg.unhealthy_threshold)
+            .leaf("HealthCheckPath", "/health");
+        xml.open("Matcher").leaf("HttpCode", "200").close("Matcher");
+        xml.open("LoadBalancerArns").close("LoadBalancerArns");
+        xml.leaf("TargetType", "instance")
+            .leaf("ProtocolVersion", "HTTP1")
+            .leaf("IpAddressType", "ipv4");
+        xml.close("member");
+    }
+    xml.close("TargetGroups");
     Ok(xml.finish())
 }
 
 async fn register_targets(shared: &Shared, params: &QueryParams) -> Result<String, ApiError> {
-    check_target_group(shared, params)?;
-    let wanted = targets(params)?;
+    let index = check_target_group(shared, params)?;
+    let wanted = targets(shared, index, params)?;
     if wanted.is_empty() {
         return Err(ApiError::validation("Targets must name at least one target"));
     }
     check_known(shared, &wanted)?;
-    targets::register(shared, &wanted).await?;
+    let not_running: Vec<&str> = wanted
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| shared.instance(id).is_some_and(|i| !i.in_service()))
+        .collect();
+    if !not_running.is_empty() {
+        return Err(ApiError::client(
+            "InvalidTarget",
+            format!(
+                "The following targets are not in a running state and cannot be registered: '{}'",
+                not_running.join("', '")
+            ),
+        ));
+    }
+    targets::register(shared, index, &wanted).await?;
     Ok(String::new())
 }
 
 async fn deregister_targets(shared: &Arc<Shared>, params: &QueryParams) -> Result<String, ApiError> {
-    check_target_group(shared, params)?;
-    let wanted = targets(params)?;
+    let index = check_target_group(shared, params)?;
+    let wanted = targets(shared, index, params)?;
     if wanted.is_empty() {
         return Err(ApiError::validation("Targets must name at least one target"));
     }
     check_known(shared, &wanted)?;
     let ids: Vec<String> = wanted.into_iter().map(|(id, _)| id).collect();
-    targets::deregister(shared, &ids).await?;
+    targets::deregister(shared, index, &ids).await?;
     Ok(String::new())
 }

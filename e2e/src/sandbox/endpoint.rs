@@ -26,6 +26,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/faults", get(get_faults).post(set_faults))
         .route("/_sandbox/state", get(get_state))
         .route("/_sandbox/outage", post(start_outage))
+        .route("/_sandbox/terminate", post(terminate_instance))
+        .route("/_sandbox/replace", post(replace_instance))
+        .route("/_sandbox/launch", post(launch_instance))
         .fallback(aws)
         .with_state(shared)
 }
@@ -282,6 +285,37 @@ async fn start_outage(State(shared): State<Arc<Shared>>, Query(query): Query<Out
     Json(json!({ "refusing_connections_seconds": query.seconds })).into_response()
 }
 
+/// The query of `POST /_sandbox/terminate` and `POST /_sandbox/replace`.
+#[derive(Debug, serde::Deserialize)]
+struct InstanceQuery {
+    instance: String,
+}
+
+/// `POST /_sandbox/terminate?instance=ID`: the instance leaves every target group (after the deregistration delay)
+/// and is powered off for good; answers once it is gone.
+async fn terminate_instance(State(shared): State<Arc<Shared>>, Query(query): Query<InstanceQuery>) -> Response {
+    match super::fleet::terminate(&shared, &query.instance).await {
+        Ok(()) => Json(json!({ "terminated": query.instance })).into_response(),
+        Err(err) => (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("{err:#}") }))).into_response(),
+    }
+}
+
+/// `POST /_sandbox/replace?instance=ID`: terminates the instance and launches a spare into every target group.
+async fn replace_instance(State(shared): State<Arc<Shared>>, Query(query): Query<InstanceQuery>) -> Response {
+    match super::fleet::replace(&shared, &query.instance).await {
+        Ok(launched) => Json(json!({ "terminated": query.instance, "launched": launched })).into_response(),
+        Err(err) => (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("{err:#}") }))).into_response(),
+    }
+}
+
+/// `POST /_sandbox/launch`: launches a spare instance into every target group.
+async fn launch_instance(State(shared): State<Arc<Shared>>) -> Response {
+    match super::fleet::launch(&shared).await {
+        Ok(launched) => Json(json!({ "launched": launched })).into_response(),
+        Err(err) => (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("{err:#}") }))).into_response(),
+    }
+}
+
 /// The query of `POST /_sandbox/outage`.
 #[derive(Debug, serde::Deserialize)]
 struct OutageQuery {
@@ -290,8 +324,8 @@ struct OutageQuery {
 
 /// Per instance: power, boot count, target health and HAProxy's view; plus the worst rotation moment so far.
 async fn get_state(State(shared): State<Arc<Shared>>) -> Response {
-    let health = targets::describe(&shared).await;
-    let rotation = shared.haproxy.server_states().await;
+    let health = targets::describe(&shared, 0).await;
+    let rotation = shared.haproxy.server_states(super::haproxy::BACKEND).await;
     let (health, rotation) = match (health, rotation) {
         (Ok(health), Ok(rotation)) => (health, rotation),
         (Err(err), _) | (_, Err(err)) => {
@@ -319,7 +353,7 @@ async fn get_state(State(shared): State<Arc<Shared>>) -> Response {
         })
         .collect();
     Json(json!({
-        "target_group_arn": shared.target_group.arn,
+        "target_group_arn": shared.target_groups[0].arn,
         "instances": instances,
         "max_out_of_rotation": shared.rotation.max_out_of_rotation(),
     }))

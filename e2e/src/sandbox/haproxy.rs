@@ -15,16 +15,33 @@ use tokio::time::{Instant, sleep, timeout};
 use super::process::{log_tail, tie_to_parent};
 use super::rotation::{AdminState, OperationalState, RotationState};
 
-/// Name of the HAProxy backend holding one server per instance.
+/// Name of the HAProxy backend of the first target group, holding one server per instance.
 pub(crate) const BACKEND: &str = "be_sandbox";
+
+/// Name of the HAProxy backend of target group `index` (0 is [`BACKEND`]); every target group is its own backend,
+/// with its own servers and health checks, behind its own frontend.
+pub(crate) fn backend_name(index: usize) -> String {
+    match index {
+        0 => BACKEND.to_owned(),
+        n => format!("{BACKEND}_{}", n + 1),
+    }
+}
+
+/// Name of the HAProxy frontend of target group `index`.
+fn frontend_name(index: usize) -> String {
+    match index {
+        0 => "fe_sandbox".to_owned(),
+        n => format!("fe_sandbox_{}", n + 1),
+    }
+}
 
 /// Longest path a unix socket accepts (`sun_path` is 108 bytes with the trailing NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
 /// What the HAProxy config is made from.
 pub(crate) struct HaproxySettings {
-    /// Loopback port of the frontend clients use.
-    pub frontend_port: u16,
+    /// Loopback port of each target group's frontend clients use, one per target group.
+    pub frontend_ports: Vec<u16>,
     /// `(server name, loopback port)`, one per instance.
     pub servers: Vec<(String, u16)>,
     /// Health-check interval (`inter`).
@@ -65,21 +82,25 @@ pub(crate) fn render_config(settings: &HaproxySettings) -> String {
     let _ = writeln!(cfg, "    timeout http-keep-alive 30s");
     let _ = writeln!(cfg, "    timeout check {check_timeout}ms");
     let _ = writeln!(cfg);
-    let _ = writeln!(cfg, "frontend fe_sandbox");
-    let _ = writeln!(cfg, "    bind 127.0.0.1:{}", settings.frontend_port);
-    let _ = writeln!(cfg, "    default_backend {BACKEND}");
-    let _ = writeln!(cfg);
-    let _ = writeln!(cfg, "backend {BACKEND}");
-    let _ = writeln!(cfg, "    balance roundrobin");
-    let _ = writeln!(cfg, "    option httpchk GET /health");
-    let _ = writeln!(cfg, "    http-check expect status 200");
-    let _ = writeln!(
-        cfg,
-        "    default-server inter {inter}ms rise {} fall {}",
-        settings.rise, settings.fall
-    );
-    for (name, port) in &settings.servers {
-        let _ = writeln!(cfg, "    server {name} 127.0.0.1:{port} check");
+    for (index, port) in settings.frontend_ports.iter().enumerate() {
+        let backend = backend_name(index);
+        let _ = writeln!(cfg, "frontend {}", frontend_name(index));
+        let _ = writeln!(cfg, "    bind 127.0.0.1:{port}");
+        let _ = writeln!(cfg, "    default_backend {backend}");
+        let _ = writeln!(cfg);
+        let _ = writeln!(cfg, "backend {backend}");
+        let _ = writeln!(cfg, "    balance roundrobin");
+        let _ = writeln!(cfg, "    option httpchk GET /health");
+        let _ = writeln!(cfg, "    http-check expect status 200");
+        let _ = writeln!(
+            cfg,
+            "    default-server inter {inter}ms rise {} fall {}",
+            settings.rise, settings.fall
+        );
+        for (name, port) in &settings.servers {
+            let _ = writeln!(cfg, "    server {name} 127.0.0.1:{port} check");
+        }
+        let _ = writeln!(cfg);
     }
     cfg
 }
@@ -139,10 +160,14 @@ pub(crate) async fn start(binary: &Path, dir: &Path, settings: &HaproxySettings)
             bail!("HAProxy exited at start ({status}): {}", log_tail(&log_path, 2000));
         }
         if api.command("show info").await.is_ok() {
-            let park: Vec<String> = settings
-                .servers
-                .iter()
-                .map(|(name, _)| format!("set server {BACKEND}/{name} state maint"))
+            let park: Vec<String> = (0..settings.frontend_ports.len())
+                .flat_map(|index| {
+                    let backend = backend_name(index);
+                    settings
+                        .servers
+                        .iter()
+                        .map(move |(name, _)| format!("set server {backend}/{name} state maint"))
+                })
                 .collect();
             // In chunks: one command line must fit HAProxy's buffer.
             for chunk in park.chunks(20) {
@@ -208,11 +233,11 @@ impl RuntimeApi {
         Ok(())
     }
 
-    /// Every server's state, by name, read from `show servers state` (admin and operational state) and `show stat`
-    /// (check status).
-    pub(crate) async fn server_states(&self) -> anyhow::Result<BTreeMap<String, RotationState>> {
-        let states = self.command(&format!("show servers state {BACKEND}")).await?;
-        let stat = self.command(&format!("show stat {BACKEND} 4 -1")).await?;
+    /// Every server's state in `backend`, by name, read from `show servers state` (admin and operational state) and
+    /// `show stat` (check status).
+    pub(crate) async fn server_states(&self, backend: &str) -> anyhow::Result<BTreeMap<String, RotationState>> {
+        let states = self.command(&format!("show servers state {backend}")).await?;
+        let stat = self.command(&format!("show stat {backend} 4 -1")).await?;
         parse_server_states(&states, &stat)
     }
 }
@@ -391,7 +416,7 @@ mod tests {
     #[test]
     fn config_mirrors_the_target_group() {
         let cfg = render_config(&HaproxySettings {
-            frontend_port: 8080,
+            frontend_ports: vec![8080, 8443],
             servers: vec![("i-0".into(), 20001)],
             interval: Duration::from_millis(1500),
             rise: 3,
@@ -402,6 +427,16 @@ mod tests {
         assert!(cfg.contains("retries 0"));
         assert!(!cfg.contains("redispatch"));
         assert!(cfg.contains("server i-0 127.0.0.1:20001 check\n"));
+        // One frontend and backend per target group, each with its own checks.
+        assert!(
+            cfg.contains("frontend fe_sandbox\n    bind 127.0.0.1:8080\n    default_backend be_sandbox\n"),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("frontend fe_sandbox_2\n    bind 127.0.0.1:8443\n    default_backend be_sandbox_2\n"),
+            "{cfg}"
+        );
+        assert_eq!(cfg.matches("option httpchk GET /health").count(), 2);
         assert!(cfg.contains("stats socket /tmp/x.sock mode 600 level admin"));
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -32,6 +33,8 @@ pub enum Power {
     Down,
     /// Went down and, by the `never_return` fault, is not coming back until that switch is turned off.
     Lost,
+    /// Terminated: gone for good (see `Sandbox::terminate_instance`).
+    Terminated,
 }
 
 /// Power state and boot counter, changed together so that waiters see them consistently.
@@ -70,6 +73,8 @@ pub(crate) struct Instance {
     pub(crate) log_file: PathBuf,
     power: watch::Sender<PowerState>,
     processes: Mutex<Processes>,
+    /// A spare: booted but not launched into the fleet yet (in no target group, not in service).
+    spare: AtomicBool,
 }
 
 impl Instance {
@@ -96,7 +101,31 @@ impl Instance {
             log_file: dir.join("backend.log"),
             power,
             processes: Mutex::default(),
+            spare: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the instance as a spare, to be launched later ([`Self::take_spare`]).
+    pub(crate) fn make_spare(&self) {
+        self.spare.store(true, Ordering::SeqCst);
+    }
+
+    /// Launches the instance if it is a spare: true once, for the caller that launches it.
+    pub(crate) fn take_spare(&self) -> bool {
+        self.spare.swap(false, Ordering::SeqCst)
+    }
+
+    /// Part of the fleet: launched (not a spare) and not terminated.
+    pub(crate) fn in_service(&self) -> bool {
+        !self.spare.load(Ordering::SeqCst) && self.power().power != Power::Terminated
+    }
+
+    /// Marks the instance terminated, for good.
+    pub(crate) fn terminate(&self) {
+        self.power.send_modify(|state| {
+            state.power = Power::Terminated;
+            state.since = SystemTime::now();
+        });
     }
 
     /// Current power state and boot counter.
@@ -112,7 +141,8 @@ impl Instance {
     /// Sets the power state, keeping the boot counter.
     pub(crate) fn set_power(&self, power: Power) {
         self.power.send_if_modified(|state| {
-            if state.power == power {
+            // Nothing brings a terminated instance back.
+            if state.power == power || state.power == Power::Terminated {
                 return false;
             }
             state.power = power;

@@ -30,6 +30,9 @@ pub(crate) fn start_backend(shared: &Shared, instance: &Instance) -> anyhow::Res
         if shared.is_closed() {
             bail!("the sandbox is shutting down");
         }
+        if instance.power().power == Power::Terminated {
+            bail!("{} is terminated", instance.id);
+        }
         let boot = instance.count_boot();
         let boot_file = instance.home.join("boot-count");
         std::fs::write(&boot_file, format!("{boot}\n")).with_context(|| format!("write {}", boot_file.display()))?;
@@ -88,6 +91,9 @@ pub(crate) fn begin_reboot(shared: &Arc<Shared>, instance: &Arc<Instance>) -> u6
 
 async fn come_back(shared: &Shared, instance: &Instance) -> anyhow::Result<()> {
     tokio::time::sleep(shared.cfg.boot_time).await;
+    if instance.power().power == Power::Terminated {
+        return Ok(());
+    }
     let mut faults = shared.faults.subscribe();
     while shared.faults.never_returns(&instance.id) {
         instance.set_power(Power::Lost);

@@ -24,6 +24,7 @@ mod config;
 mod elbv2_api;
 mod endpoint;
 mod faults;
+mod fleet;
 mod haproxy;
 mod instance;
 mod lifecycle;
@@ -103,7 +104,8 @@ pub(crate) struct Shared {
     pub(crate) cfg: SandboxConfig,
     pub(crate) started: Instant,
     pub(crate) instances: Vec<Arc<Instance>>,
-    pub(crate) target_group: TargetGroup,
+    /// The target groups, at least one; every instance is registered in each at the start.
+    pub(crate) target_groups: Vec<TargetGroup>,
     pub(crate) haproxy: RuntimeApi,
     haproxy_process: Mutex<Option<Child>>,
     pub(crate) commands: CommandStore,
@@ -119,6 +121,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The index of the target group with this ARN.
+    pub(crate) fn target_group_index(&self, arn: &str) -> Option<usize> {
+        self.target_groups.iter().position(|g| g.arn == arn)
+    }
+
     /// The instance with this ID.
     pub(crate) fn instance(&self, id: &str) -> Option<&Arc<Instance>> {
         self.instances.iter().find(|i| i.id == id)
@@ -169,10 +176,16 @@ impl WorkDir {
 pub struct SandboxInfo {
     /// Value for `AWS_ENDPOINT_URL`.
     pub aws_endpoint_url: String,
-    /// URL of HAProxy's frontend, where clients send traffic.
+    /// URL of HAProxy's frontend of the first target group, where clients send traffic.
     pub frontend_url: String,
-    /// ARN of the target group.
+    /// ARN of the first target group.
     pub target_group_arn: String,
+    /// URL of every target group's frontend, in target group order.
+    #[serde(default)]
+    pub frontend_urls: Vec<String>,
+    /// ARN of every target group.
+    #[serde(default)]
+    pub target_group_arns: Vec<String>,
     /// AWS region.
     pub region: String,
     /// Instance IDs, in index order.
@@ -189,7 +202,8 @@ pub struct Sandbox {
     shared: Arc<Shared>,
     work_dir: WorkDir,
     aws_addr: SocketAddr,
-    frontend_addr: SocketAddr,
+    /// One frontend per target group.
+    frontend_addrs: Vec<SocketAddr>,
     ports: Vec<u16>,
     server: Option<JoinHandle<()>>,
     server_stop: Option<oneshot::Sender<()>>,
@@ -215,7 +229,7 @@ impl Sandbox {
         let mut ports = Vec::new();
         let mut instances = Vec::new();
         let instances_dir = work_dir.path().join("instances");
-        for index in 0..cfg.instances {
+        for index in 0..cfg.instances + cfg.spare_instances {
             let port = match net::pick_backend_port() {
                 Ok(port) => port,
                 Err(err) => {
@@ -225,29 +239,44 @@ impl Sandbox {
             };
             ports.push(port);
             match Instance::create(index, port, &instances_dir) {
-                Ok(instance) => instances.push(Arc::new(instance)),
+                Ok(instance) => {
+                    if index >= cfg.instances {
+                        instance.make_spare();
+                    }
+                    instances.push(Arc::new(instance));
+                }
                 Err(err) => {
                     net::release_ports(&ports);
                     return Err(err);
                 }
             }
         }
-        let frontend_port = match net::pick_free_port() {
-            Ok(port) => port,
-            Err(err) => {
-                net::release_ports(&ports);
-                return Err(err);
+        let mut frontend_ports = Vec::new();
+        for _ in 0..cfg.target_groups.max(1) {
+            match net::pick_free_port() {
+                Ok(port) => {
+                    ports.push(port);
+                    frontend_ports.push(port);
+                }
+                Err(err) => {
+                    net::release_ports(&ports);
+                    return Err(err);
+                }
             }
-        };
-        ports.push(frontend_port);
+        }
 
         let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
-        let arn = format!(
-            "arn:aws:elasticloadbalancing:{}:{ACCOUNT_ID}:targetgroup/{}/{:016x}",
-            cfg.region,
-            targets::TARGET_GROUP_NAME,
-            fastrand::u64(..)
-        );
+        let target_groups: Vec<TargetGroup> = (0..frontend_ports.len())
+            .map(|index| {
+                let arn = format!(
+                    "arn:aws:elasticloadbalancing:{}:{ACCOUNT_ID}:targetgroup/{}/{:016x}",
+                    cfg.region,
+                    targets::target_group_name(index),
+                    fastrand::u64(..)
+                );
+                TargetGroup::new(index, arn, &ids)
+            })
+            .collect();
         let socket = work_dir.path().join("haproxy.sock");
         let listener = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await {
             Ok(listener) => listener,
@@ -261,7 +290,7 @@ impl Sandbox {
         let shared = Arc::new(Shared {
             outage,
             started: Instant::now(),
-            target_group: TargetGroup::new(arn, &ids),
+            target_groups,
             haproxy: RuntimeApi::new(socket.clone()),
             haproxy_process: Mutex::new(None),
             commands: CommandStore::default(),
@@ -279,7 +308,10 @@ impl Sandbox {
             shared: Arc::clone(&shared),
             work_dir,
             aws_addr,
-            frontend_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, frontend_port)),
+            frontend_addrs: frontend_ports
+                .iter()
+                .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, *port)))
+                .collect(),
             ports,
             server: None,
             server_stop: None,
@@ -294,7 +326,7 @@ impl Sandbox {
         }
 
         let settings = HaproxySettings {
-            frontend_port,
+            frontend_ports,
             servers: shared.instances.iter().map(|i| (i.id.clone(), i.port)).collect(),
             interval: shared.cfg.health_interval,
             rise: shared.cfg.healthy_threshold,
@@ -316,9 +348,16 @@ impl Sandbox {
         shared.tasks.spawn(monitor::watch_haproxy(Arc::clone(&shared)));
         shared.tasks.spawn(monitor::watch_faults(Arc::clone(&shared)));
 
-        // Every instance starts registered, through the same path as a RegisterTargets call.
-        let all: Vec<(String, u16)> = ids.iter().map(|id| (id.clone(), targets::TARGET_GROUP_PORT)).collect();
-        targets::register(&shared, &all).await?;
+        // Every instance starts registered in every group, on the group's port, through the same path as a
+        // RegisterTargets call.
+        for (index, group) in shared.target_groups.iter().enumerate() {
+            let all: Vec<(String, u16)> = ids
+                .iter()
+                .take(shared.cfg.instances)
+                .map(|id| (id.clone(), group.port))
+                .collect();
+            targets::register(&shared, index, &all).await?;
+        }
         sandbox.wait_until_all_healthy().await?;
         // Read HAProxy now: the monitor's last poll may predate the last check that passed.
         let current = monitor::observe_now(&shared).await?;
@@ -331,8 +370,17 @@ impl Sandbox {
         let limit = Duration::from_secs(20) + cfg.health_interval * (cfg.healthy_threshold + 2) * 2;
         let deadline = Instant::now() + limit;
         loop {
-            let health = targets::describe(&self.shared).await?;
-            if health.values().all(|h| h.state == TargetState::Healthy) {
+            let mut health = Vec::new();
+            for index in 0..self.shared.target_groups.len() {
+                health.push(targets::describe(&self.shared, index).await?);
+            }
+            let in_service = |id: &String| self.shared.instance(id).is_some_and(|i| i.in_service());
+            if health
+                .iter()
+                .flat_map(|h| h.iter())
+                .filter(|(id, _)| in_service(id))
+                .all(|(_, h)| h.state == TargetState::Healthy)
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -352,19 +400,29 @@ impl Sandbox {
         self.aws_addr
     }
 
-    /// URL of HAProxy's frontend: `http://127.0.0.1:<port>`.
+    /// URL of HAProxy's frontend of the first target group: `http://127.0.0.1:<port>`.
     pub fn frontend_url(&self) -> String {
-        format!("http://{}", self.frontend_addr)
+        format!("http://{}", self.frontend_addr())
     }
 
-    /// Address of HAProxy's frontend.
+    /// Address of HAProxy's frontend of the first target group.
     pub fn frontend_addr(&self) -> SocketAddr {
-        self.frontend_addr
+        self.frontend_addrs[0]
     }
 
-    /// ARN of the target group: `arn:aws:elasticloadbalancing:<region>:123456789012:targetgroup/sandbox/<16 hex>`.
+    /// URLs of every target group's frontend, in target group order.
+    pub fn frontend_urls(&self) -> Vec<String> {
+        self.frontend_addrs.iter().map(|a| format!("http://{a}")).collect()
+    }
+
+    /// ARN of the first target group: `arn:aws:elasticloadbalancing:<region>:123456789012:targetgroup/sandbox/<16 hex>`.
     pub fn target_group_arn(&self) -> &str {
-        &self.shared.target_group.arn
+        &self.shared.target_groups[0].arn
+    }
+
+    /// ARNs of every target group (`…/sandbox/…`, `…/sandbox-2/…`, ...), in order.
+    pub fn target_group_arns(&self) -> Vec<String> {
+        self.shared.target_groups.iter().map(|g| g.arn.clone()).collect()
     }
 
     /// AWS region of the sandbox.
@@ -377,9 +435,30 @@ impl Sandbox {
         &self.shared.cfg
     }
 
-    /// Instance IDs, in index order.
+    /// IDs of the instances in service (launched and not terminated), in index order.
     pub fn instance_ids(&self) -> Vec<String> {
-        self.shared.instances.iter().map(|i| i.id.clone()).collect()
+        self.shared
+            .instances
+            .iter()
+            .filter(|i| i.in_service())
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
+    /// Terminates instance `id` as an Auto Scaling group does: out of every target group it is in (after the
+    /// deregistration delay), then powered off for good. Returns once it is gone.
+    pub async fn terminate_instance(&self, id: &str) -> anyhow::Result<()> {
+        fleet::terminate(&self.shared, id).await
+    }
+
+    /// Launches a spare instance into every target group (see [`SandboxConfig::spare_instances`]); returns its ID.
+    pub async fn launch_instance(&self) -> anyhow::Result<String> {
+        fleet::launch(&self.shared).await
+    }
+
+    /// Replaces instance `id`: terminates it, then launches a spare in its place; returns the new instance's ID.
+    pub async fn replace_instance(&self, id: &str) -> anyhow::Result<String> {
+        fleet::replace(&self.shared, id).await
     }
 
     /// How many times instance `id`'s backend has started (1 after the sandbox starts); `None` for an unknown ID.
@@ -406,9 +485,9 @@ impl Sandbox {
         self.shared.instance(id).map(|i| i.home.clone())
     }
 
-    /// HAProxy's admin and operational state of every instance's server, read now.
+    /// HAProxy's admin and operational state of every instance's server in the first target group, read now.
     pub async fn rotation_states(&self) -> anyhow::Result<BTreeMap<String, RotationState>> {
-        self.shared.haproxy.server_states().await
+        self.shared.haproxy.server_states(haproxy::BACKEND).await
     }
 
     /// Rotation states each time they changed, as read by the background poll, every `DescribeTargetHealth` and
@@ -428,10 +507,19 @@ impl Sandbox {
         self.shared.rotation.reset(self.shared.started.elapsed(), None);
     }
 
-    /// Every instance's target health, exactly as `DescribeTargetHealth` would report it now (without a call-log
-    /// entry).
+    /// Every instance's target health in the first target group, exactly as `DescribeTargetHealth` would report it
+    /// now (without a call-log entry).
     pub async fn target_health(&self) -> anyhow::Result<BTreeMap<String, TargetHealth>> {
-        targets::describe(&self.shared).await
+        targets::describe(&self.shared, 0).await
+    }
+
+    /// Every instance's target health in the target group with this ARN, as [`Self::target_health`].
+    pub async fn target_health_in(&self, arn: &str) -> anyhow::Result<BTreeMap<String, TargetHealth>> {
+        let index = self
+            .shared
+            .target_group_index(arn)
+            .with_context(|| format!("no target group {arn} in the sandbox"))?;
+        targets::describe(&self.shared, index).await
     }
 
     /// The fault switches.
@@ -486,6 +574,8 @@ impl Sandbox {
             aws_endpoint_url: self.aws_endpoint_url(),
             frontend_url: self.frontend_url(),
             target_group_arn: self.target_group_arn().to_owned(),
+            frontend_urls: self.frontend_urls(),
+            target_group_arns: self.target_group_arns(),
             region: self.region().to_owned(),
             instance_ids: self.instance_ids(),
             env: self.aws_env(),

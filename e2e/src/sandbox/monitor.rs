@@ -27,16 +27,42 @@ pub(crate) async fn watch_haproxy(shared: Arc<Shared>) {
     }
 }
 
-/// Reads HAProxy's server states once, records them and returns them.
+/// Reads HAProxy's server states of the first target group once, records them and returns them.
+pub(crate) async fn observe_now(shared: &Shared) -> anyhow::Result<BTreeMap<String, RotationState>> {
+    let first = observe_all_now(shared).await?.into_iter().next().unwrap_or_default();
+    Ok(in_service_only(shared, &first))
+}
+
+/// The states of the instances in service: spares not launched and terminated instances are no part of the fleet.
+fn in_service_only(shared: &Shared, states: &BTreeMap<String, RotationState>) -> BTreeMap<String, RotationState> {
+    states
+        .iter()
+        .filter(|(id, _)| shared.instance(id).is_some_and(|i| i.in_service()))
+        .map(|(id, state)| (id.clone(), state.clone()))
+        .collect()
+}
+
+/// Reads HAProxy's server states of every target group once (one backend each), notes them in each group and
+/// records the first group's in the rotation record; returns them, one map per group.
 ///
 /// One reader at a time: two interleaved readers could record an older read after a newer one, and the record would
 /// show a server flapping that never did.
-pub(crate) async fn observe_now(shared: &Shared) -> anyhow::Result<BTreeMap<String, RotationState>> {
+pub(crate) async fn observe_all_now(shared: &Shared) -> anyhow::Result<Vec<BTreeMap<String, RotationState>>> {
     let _turn = shared.observing.lock().await;
-    let states = shared.haproxy.server_states().await?;
-    shared.target_group.observe(&states);
-    shared.rotation.observe(shared.started.elapsed(), &states);
-    Ok(states)
+    let mut all = Vec::with_capacity(shared.target_groups.len());
+    for group in &shared.target_groups {
+        let states = shared.haproxy.server_states(&group.backend).await?;
+        group.observe(&states);
+        all.push(states);
+    }
+    if let Some(first) = all.first() {
+        // The rotation record (and the reports built on it) follow the first group; the others are checked
+        // through their own frontends' traffic. Spares not launched and terminated instances are no part of it.
+        shared
+            .rotation
+            .observe(shared.started.elapsed(), &in_service_only(shared, first));
+    }
+    Ok(all)
 }
 
 /// Heals instances whose `unhealthy_after_boot` switch is turned off: their health check passes again at once.

@@ -8,14 +8,31 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::Shared;
-use super::haproxy::BACKEND;
+use super::haproxy::backend_name;
 use super::rotation::{AdminState, OperationalState, RotationState};
 
-/// Port targets are registered on when a request names none (the target group's port).
+/// Port targets are registered on when a request names none (the first target group's port).
 pub(crate) const TARGET_GROUP_PORT: u16 = 80;
 
-/// Name of the sandbox's target group (in its ARN too).
+/// Name of the sandbox's first target group (in its ARN too).
 pub(crate) const TARGET_GROUP_NAME: &str = "sandbox";
+
+/// Name of target group `index` (0 is [`TARGET_GROUP_NAME`]).
+pub(crate) fn target_group_name(index: usize) -> String {
+    match index {
+        0 => TARGET_GROUP_NAME.to_owned(),
+        n => format!("{TARGET_GROUP_NAME}-{}", n + 1),
+    }
+}
+
+/// Port of target group `index`: 80 for the first, 443 for the second (HTTP and HTTPS), then 8002, 8003...
+pub(crate) fn target_group_port(index: usize) -> u16 {
+    match index {
+        0 => TARGET_GROUP_PORT,
+        1 => 443,
+        n => 8000 + u16::try_from(n).unwrap_or(0),
+    }
+}
 
 /// An ELBv2 target state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,11 +90,17 @@ pub(crate) enum Registration {
     Unused,
 }
 
-/// The sandbox's one target group.
+/// One of the sandbox's target groups: an HAProxy backend (with its own health checks) behind its own frontend.
 #[derive(Debug)]
 pub(crate) struct TargetGroup {
     /// Its ARN.
     pub(crate) arn: String,
+    /// Its name.
+    pub(crate) name: String,
+    /// Its port: where a target is registered when a request names none.
+    pub(crate) port: u16,
+    /// Its HAProxy backend.
+    pub(crate) backend: String,
     registrations: Mutex<HashMap<String, Registration>>,
     /// Serialises registration changes with their HAProxy commands, so commands reach HAProxy in the order the
     /// registrations changed.
@@ -86,14 +109,17 @@ pub(crate) struct TargetGroup {
 }
 
 impl TargetGroup {
-    /// A target group for `instance_ids`, none registered yet.
-    pub(crate) fn new(arn: String, instance_ids: &[String]) -> Self {
+    /// Target group `index` (named, on its port and HAProxy backend) for `instance_ids`, none registered yet.
+    pub(crate) fn new(index: usize, arn: String, instance_ids: &[String]) -> Self {
         let registrations = instance_ids
             .iter()
             .map(|id| (id.clone(), Registration::Unused))
             .collect();
         Self {
             arn,
+            name: target_group_name(index),
+            port: target_group_port(index),
+            backend: backend_name(index),
             registrations: Mutex::new(registrations),
             writes: tokio::sync::Mutex::new(()),
             generations: AtomicU64::new(0),
@@ -102,6 +128,11 @@ impl TargetGroup {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Registration>> {
         self.registrations.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The HAProxy server of instance `id` in this group's backend.
+    fn server(&self, id: &str) -> String {
+        format!("{}/{id}", self.backend)
     }
 
     /// The registration of `id` (unknown IDs read as unused).
@@ -209,11 +240,12 @@ fn failure_reason(server: &RotationState) -> (&'static str, String) {
     }
 }
 
-/// Health of every instance, reading HAProxy now.
-pub(crate) async fn describe(shared: &Shared) -> anyhow::Result<BTreeMap<String, TargetHealth>> {
+/// Health of every instance in target group `index`, reading HAProxy now.
+pub(crate) async fn describe(shared: &Shared, index: usize) -> anyhow::Result<BTreeMap<String, TargetHealth>> {
     // Recorded as well as used, so the rotation record has every state a caller was told about.
-    let states = super::monitor::observe_now(shared).await?;
-    let group = &shared.target_group;
+    let all = super::monitor::observe_all_now(shared).await?;
+    let group = &shared.target_groups[index];
+    let states = all.get(index).cloned().unwrap_or_default();
     let now = Instant::now();
     let unhealthy_after = shared.cfg.health_interval * shared.cfg.unhealthy_threshold;
     Ok(shared
@@ -229,17 +261,14 @@ pub(crate) async fn describe(shared: &Shared) -> anyhow::Result<BTreeMap<String,
         .collect())
 }
 
-fn server(id: &str) -> String {
-    format!("{BACKEND}/{id}")
-}
-
-/// Registers targets: HAProxy takes the server back (`ready`) but forced down, so it gets traffic only once its
-/// checks have passed `rise` times, as an ALB sends none to an `initial` target. Registered targets stay as they are.
-pub(crate) async fn register(shared: &Shared, targets: &[(String, u16)]) -> anyhow::Result<()> {
-    let group = &shared.target_group;
+/// Registers targets in target group `index`: HAProxy takes the server back (`ready`) but forced down, so it gets
+/// traffic only once its checks have passed `rise` times, as an ALB sends none to an `initial` target. Registered
+/// targets stay as they are.
+pub(crate) async fn register(shared: &Shared, index: usize, targets: &[(String, u16)]) -> anyhow::Result<()> {
+    let group = &shared.target_groups[index];
     let _writes = group.writes.lock().await;
     for (id, port) in targets {
-        let srv = server(id);
+        let srv = group.server(id);
         let commands = match group.registration(id) {
             Registration::Registered { .. } => continue,
             // Leaving maintenance puts a server straight up; passing through drain (no new traffic) lets us force it
@@ -270,10 +299,11 @@ pub(crate) async fn register(shared: &Shared, targets: &[(String, u16)]) -> anyh
     Ok(())
 }
 
-/// Deregisters targets: HAProxy drains the server (no new requests) and, after the deregistration delay, puts it in
-/// maintenance and closes what is left, as an ALB does. Targets not registered stay as they are.
-pub(crate) async fn deregister(shared: &Arc<Shared>, ids: &[String]) -> anyhow::Result<()> {
-    let group = &shared.target_group;
+/// Deregisters targets from target group `index`: HAProxy drains the server (no new requests) and, after the
+/// deregistration delay, puts it in maintenance and closes what is left, as an ALB does. Targets not registered stay
+/// as they are.
+pub(crate) async fn deregister(shared: &Arc<Shared>, index: usize, ids: &[String]) -> anyhow::Result<()> {
+    let group = &shared.target_groups[index];
     let _writes = group.writes.lock().await;
     for id in ids {
         let Registration::Registered { port, .. } = group.registration(id) else {
@@ -281,7 +311,7 @@ pub(crate) async fn deregister(shared: &Arc<Shared>, ids: &[String]) -> anyhow::
         };
         shared
             .haproxy
-            .apply(&[format!("set server {} state drain", server(id))])
+            .apply(&[format!("set server {} state drain", group.server(id))])
             .await?;
         let generation = group.generations.fetch_add(1, Ordering::Relaxed);
         group
@@ -291,20 +321,20 @@ pub(crate) async fn deregister(shared: &Arc<Shared>, ids: &[String]) -> anyhow::
         let (shared_task, id) = (Arc::clone(shared), id.clone());
         shared.tasks.spawn(async move {
             tokio::time::sleep(shared_task.cfg.deregistration_delay).await;
-            finish_draining(&shared_task, &id, generation).await;
+            finish_draining(&shared_task, index, &id, generation).await;
         });
     }
     Ok(())
 }
 
 /// Ends a drain, unless the target was registered again (or drained anew) meanwhile.
-async fn finish_draining(shared: &Shared, id: &str, generation: u64) {
-    let group = &shared.target_group;
+async fn finish_draining(shared: &Shared, index: usize, id: &str, generation: u64) {
+    let group = &shared.target_groups[index];
     let _writes = group.writes.lock().await;
     if !matches!(group.registration(id), Registration::Draining { generation: current, .. } if current == generation) {
         return;
     }
-    let srv = server(id);
+    let srv = group.server(id);
     let commands = [
         format!("set server {srv} state maint"),
         format!("shutdown sessions server {srv}"),
@@ -416,7 +446,7 @@ mod tests {
 
     #[test]
     fn observe_ends_the_initial_phase() {
-        let group = TargetGroup::new("arn".into(), &["i-a".to_owned()]);
+        let group = TargetGroup::new(0, "arn".into(), &["i-a".to_owned()]);
         group.lock().insert(
             "i-a".into(),
             Registration::Registered {

@@ -1,0 +1,258 @@
+//! Plans that select their instances (`spec.selector.targetGroupMembers`), reconciled
+//! against the mock apiserver (tower-test) and the in-memory AWS.
+//!
+//! The selector is resolved when a run starts and recorded in `status.selection`; the run
+//! works from that record (a member that joins mid-run waits for the next run, a restarted
+//! controller does not resolve again); an instance gone before its turn is Skipped with a
+//! reason and the plan still succeeds; an empty selection fails the run with its own
+//! condition reason; a scheduled plan resolves again at each window, so a replaced instance
+//! is maintained in the next run and the gone one is not.
+
+mod reconcile_support;
+
+use jiff::Timestamp;
+use kube::runtime::controller::Action;
+use pitstop::api::{InstancePhase, MaintenancePlanStatus, PlanPhase};
+use pitstop::aws::TargetState;
+use pitstop::aws::fake::FakeAws;
+use reconcile_support::*;
+use serde_json::json;
+
+/// An instance that joins the group later (an Auto Scaling group's replacement).
+const NEW: &str = "i-0000000000000000d";
+
+/// A plan naming `targetGroupArn` and a selector instead of `instances`.
+fn selected_plan(name: &str, spec_extra: serde_json::Value) -> serde_json::Value {
+    let mut plan = plan_json(name, &[], json!({ "selector": { "targetGroupMembers": true } }));
+    if let Some(spec) = plan["spec"].as_object_mut() {
+        spec.remove("instances");
+        if let Some(extra) = spec_extra.as_object() {
+            for (key, value) in extra {
+                spec.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    with_finalizer(plan)
+}
+
+fn at(time: &str) -> Timestamp {
+    time.parse().expect("valid timestamp")
+}
+
+fn status_of(server: &ApiServer, name: &str) -> MaintenancePlanStatus {
+    server.status(name).expect("status written")
+}
+
+fn finished(server: &ApiServer) -> bool {
+    server.status("web").is_some_and(|s| s.phase.is_finished())
+}
+
+/// Instance IDs a write operation was made for, in order.
+fn written(fake: &FakeAws, operation: &str) -> Vec<String> {
+    fake.writes()
+        .into_iter()
+        .filter(|w| w.operation == operation)
+        .map(|w| w.instance_id)
+        .collect()
+}
+
+fn phase_of(status: &MaintenancePlanStatus, id: &str) -> Option<InstancePhase> {
+    status.instances.iter().find(|i| i.instance_id == id).map(|i| i.phase)
+}
+
+fn condition<'a>(status: &'a MaintenancePlanStatus, type_: &str) -> &'a pitstop::api::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition: {status:?}"))
+}
+
+#[tokio::test]
+async fn a_selector_maintains_every_member_of_the_group_and_records_the_selection() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        server.insert(selected_plan("web", json!({})));
+        drive(&mut server, &ctx, &fake, "web", finished).await;
+        let status = status_of(&server, "web");
+        assert_eq!(status.phase, PlanPhase::Succeeded, "{status:?}");
+        let selection = status.selection.clone().expect("the selection is recorded");
+        assert_eq!(selection.instances, IDS);
+        assert!(selection.resolved_at.is_some());
+        assert_eq!(
+            status
+                .instances
+                .iter()
+                .map(|i| i.instance_id.as_str())
+                .collect::<Vec<_>>(),
+            IDS
+        );
+        assert!(status.instances.iter().all(|i| i.phase == InstancePhase::Registered));
+        assert_eq!(written(&fake, "DeregisterTargets"), IDS);
+        assert_eq!(written(&fake, "RegisterTargets"), IDS);
+        assert!(IDS.iter().all(|id| fake.state(ARN, id) == TargetState::Healthy));
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn the_selection_is_made_once_per_run_even_across_a_restart_and_a_member_that_joins_mid_run_waits() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = fake_aws();
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client.clone(), &fake);
+        server.insert(selected_plan("web", json!({})));
+        let first_out = |server: &ApiServer| {
+            server
+                .status("web")
+                .is_some_and(|s| s.instances.first().is_some_and(|i| i.out_of_rotation))
+        };
+        rounds(&mut server, &ctx, &fake, "web", first_out).await;
+        let resolved_at = status_of(&server, "web").selection.and_then(|s| s.resolved_at);
+        // A member joins the group mid-run, and the controller restarts (a new context:
+        // nothing but the status survives).
+        fake.set_registered(ARN, NEW, true);
+        let restarted = context(client, &fake);
+        drive(&mut server, &restarted, &fake, "web", finished).await;
+        let status = status_of(&server, "web");
+        assert_eq!(status.phase, PlanPhase::Succeeded, "{status:?}");
+        let selection = status.selection.expect("selection");
+        assert_eq!(selection.instances, IDS, "not resolved again mid-run");
+        assert_eq!(selection.resolved_at, resolved_at);
+        assert_eq!(phase_of(&status_of(&server, "web"), NEW), None);
+        assert!(!written(&fake, "DeregisterTargets").contains(&NEW.to_owned()));
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn an_instance_gone_before_its_turn_is_skipped_with_a_reason_and_the_plan_succeeds() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        // maxFailures 0: a failure would stop the plan; a skipped instance must not.
+        server.insert(selected_plan("web", json!({ "maxFailures": 0 })));
+        let first_out = |server: &ApiServer| {
+            server
+                .status("web")
+                .is_some_and(|s| s.instances.first().is_some_and(|i| i.out_of_rotation))
+        };
+        rounds(&mut server, &ctx, &fake, "web", first_out).await;
+        // The last instance is terminated (AWS takes it out of the group) while the first is out.
+        fake.set_registered(ARN, IDS[2], false);
+        let run = drive(&mut server, &ctx, &fake, "web", finished).await;
+        let status = status_of(&server, "web");
+        assert_eq!(status.phase, PlanPhase::Succeeded, "{status:?}");
+        let gone = status
+            .instances
+            .iter()
+            .find(|i| i.instance_id == IDS[2])
+            .expect("still listed");
+        assert_eq!(gone.phase, InstancePhase::Skipped);
+        assert_eq!(gone.failure_reason.as_deref(), Some("InstanceGone"));
+        let message = gone.message.clone().unwrap_or_default();
+        assert!(message.contains("is not a registered target"), "{message}");
+        assert!(message.contains("skipped"), "{message}");
+        assert!(
+            fake.writes().iter().all(|w| w.instance_id != IDS[2]),
+            "the gone instance is untouched"
+        );
+        assert_eq!(phase_of(&status, IDS[1]), Some(InstancePhase::Registered));
+        assert_eq!(status.progress.as_deref(), Some("3/3"));
+        assert_eq!(
+            status.message.as_deref(),
+            Some("2/3 instances maintained and healthy, 1 skipped (gone before their turn)")
+        );
+        assert_eq!(condition(&status, "Complete").status, "True");
+        assert_eq!(condition(&status, "Failed").status, "False");
+        assert!(
+            run.events().contains(&event("Normal", "InstanceGone", IDS[2])),
+            "{:?}",
+            run.events()
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn an_empty_selection_fails_the_run_with_its_own_reason_and_touches_nothing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        for id in IDS {
+            fake.set_registered(ARN, id, false);
+        }
+        server.insert(selected_plan("web", json!({})));
+        drive(&mut server, &ctx, &fake, "web", finished).await;
+        let status = status_of(&server, "web");
+        assert_eq!(status.phase, PlanPhase::Failed, "{status:?}");
+        assert!(status.instances.is_empty());
+        let failed = condition(&status, "Failed");
+        assert_eq!(failed.status, "True");
+        assert_eq!(failed.reason, "EmptySelection");
+        assert_eq!(
+            status.message.as_deref(),
+            Some("the selector matched no instance: no registered target in web")
+        );
+        assert_eq!(failed.message, status.message.clone().unwrap_or_default());
+        assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_scheduled_selected_plan_resolves_again_at_each_window_and_maintains_the_replacement() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        // Daily at 22:00 UTC for an hour.
+        let schedule = json!({ "schedule": { "cron": "0 22 * * *", "timeZone": "UTC", "windowMinutes": 60 } });
+        fake.set_now(at("2026-01-01T22:00:00Z"));
+        server.insert(selected_plan("web", schedule));
+        let (_, action) = rounds(&mut server, &ctx, &fake, "web", finished).await;
+        assert!(finished(&server), "first run finished: {action:?}");
+        let first = status_of(&server, "web");
+        assert_eq!(first.phase, PlanPhase::Succeeded, "{first:?}");
+        assert_eq!(first.selection.clone().expect("selection").instances, IDS);
+
+        // Between the windows, IDS[1] is replaced by NEW.
+        fake.set_registered(ARN, IDS[1], false);
+        fake.set_registered(ARN, NEW, true);
+        let writes_before = fake.writes().len();
+        fake.set_now(at("2026-01-02T22:00:00Z"));
+        let second_done = |server: &ApiServer| {
+            server
+                .status("web")
+                .is_some_and(|s| s.phase.is_finished() && s.runs.len() == 1)
+        };
+        let (_, action) = rounds(&mut server, &ctx, &fake, "web", second_done).await;
+        assert!(second_done(&server), "second run finished: {action:?}");
+        assert_ne!(action, Action::requeue(POLL));
+        let second = status_of(&server, "web");
+        assert_eq!(second.phase, PlanPhase::Succeeded, "{second:?}");
+        assert_eq!(second.window_start, Some(at("2026-01-02T22:00:00Z")));
+        let selection = second.selection.clone().expect("selection");
+        assert_eq!(selection.instances, [IDS[0], IDS[2], NEW]);
+        assert!(selection.resolved_at.is_some_and(|t| t >= at("2026-01-02T22:00:00Z")));
+        assert_eq!(phase_of(&second, NEW), Some(InstancePhase::Registered));
+        assert_eq!(phase_of(&second, IDS[1]), None, "the gone instance is not in the run");
+        let second_run: Vec<String> = fake.writes()[writes_before..]
+            .iter()
+            .filter(|w| w.operation == "DeregisterTargets")
+            .map(|w| w.instance_id.clone())
+            .collect();
+        assert_eq!(second_run, [IDS[0], IDS[2], NEW]);
+        // The new instance's first try has a command tag no earlier try used.
+        let new_attempt = second
+            .instances
+            .iter()
+            .find(|i| i.instance_id == NEW)
+            .map(|i| i.attempt)
+            .unwrap_or_default();
+        assert!(new_attempt > 1, "attempt {new_attempt} continues from the plan's floor");
+        assert_eq!(second.runs[0].phase, PlanPhase::Succeeded);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -1,0 +1,245 @@
+//! Plans that select their instances (`selector.targetGroupMembers`) on the sandbox, run by
+//! the real `pitstop run`, while the fleet changes under them as an Auto Scaling group
+//! changes it:
+//!
+//! - an instance terminated mid-run (before its turn) is skipped with a reason, untouched,
+//!   and the plan succeeds with zero failed requests;
+//! - a scheduled plan runs in two windows; an instance replaced between them is not in the
+//!   second run, and its replacement is maintained there.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use pitstop::api::{InstancePhase, MaintenancePlanStatus, PlanPhase};
+use pitstop_e2e::experiment::{default_pitstop_binary, pitstop_run_command, read_to_end};
+use pitstop_e2e::load::{self, LoadConfig};
+use pitstop_e2e::sandbox::{Sandbox, SandboxConfig, TargetState};
+
+/// Upper bound on waiting for a run; only keeps a broken run from hanging.
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// A plan over the members of the sandbox's target group, with `extra` spec lines.
+fn selected_plan(name: &str, arn: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: {name}\nspec:\n  targetGroupArn: {arn}\n  selector:\n    targetGroupMembers: true\n  timeouts:\n    healthySeconds: 60\n{extra}"
+    )
+}
+
+/// The plan's status in `pitstop run`'s state file, if written yet.
+fn read_status(state_file: &Path, name: &str) -> Option<MaintenancePlanStatus> {
+    let text = std::fs::read_to_string(state_file).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&text).ok()?;
+    serde_json::from_value(state.get("plans")?.get(name)?.get("status")?.clone()).ok()
+}
+
+/// Waits until the plan's recorded status satisfies `done`; panics with the last status after [`LIMIT`].
+async fn wait_for_status(
+    state_file: &Path,
+    name: &str,
+    what: &str,
+    done: impl Fn(&MaintenancePlanStatus) -> bool,
+) -> MaintenancePlanStatus {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let status = read_status(state_file, name);
+        if let Some(status) = status.as_ref().filter(|s| done(s)) {
+            return status.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not reached; last status {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn phase_of(status: &MaintenancePlanStatus, id: &str) -> Option<InstancePhase> {
+    status.instances.iter().find(|i| i.instance_id == id).map(|i| i.phase)
+}
+
+/// Runs `pitstop run` on the plan file with the state file until it exits; returns its exit code.
+async fn run_to_end(plan_path: &Path, state_path: &Path, sandbox: &Sandbox) -> Option<i32> {
+    let mut child = pitstop_run_command(&binary(), plan_path, state_path, Duration::from_millis(500), sandbox)
+        .spawn()
+        .expect("pitstop run starts");
+    let out_task = read_to_end(child.stdout.take().expect("stdout"));
+    let err_task = read_to_end(child.stderr.take().expect("stderr"));
+    let exit = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .expect("pitstop run finishes")
+        .expect("pitstop run exits");
+    let _ = out_task.await;
+    println!("{}", err_task.await.unwrap_or_default());
+    exit.code()
+}
+
+fn binary() -> std::path::PathBuf {
+    let binary = default_pitstop_binary();
+    assert!(
+        binary.is_file(),
+        "{} not found: `cargo build --workspace --bins` first",
+        binary.display()
+    );
+    binary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_terminated_mid_run_is_skipped_with_a_reason_and_the_plan_succeeds() {
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox starts (haproxy installed? `make haproxy`)");
+    let ids = sandbox.instance_ids();
+    let out = tempfile::tempdir().expect("temp dir");
+    let plan_path = out.path().join("plan.yaml");
+    let state_path = out.path().join("state.json");
+    std::fs::write(&plan_path, selected_plan("fleet", sandbox.target_group_arn(), "")).expect("plan");
+    let boots_before = sandbox.boot_counts();
+    let load = load::start(LoadConfig {
+        url: sandbox.frontend_url(),
+        rate_per_s: 100.0,
+        ..LoadConfig::default()
+    })
+    .expect("the load starts");
+
+    let mut child = pitstop_run_command(&binary(), &plan_path, &state_path, Duration::from_millis(500), &sandbox)
+        .spawn()
+        .expect("pitstop run starts");
+    let out_task = read_to_end(child.stdout.take().expect("stdout"));
+    let err_task = read_to_end(child.stderr.take().expect("stderr"));
+
+    // Once the first instance is out, the last one is terminated (its turn has not come).
+    let status = wait_for_status(&state_path, "fleet", "the first instance out", |s| {
+        s.instances.first().is_some_and(|i| i.out_of_rotation)
+    })
+    .await;
+    assert_eq!(
+        status.selection.as_ref().map(|s| s.instances.clone()),
+        Some(ids.clone()),
+        "every member selected"
+    );
+    sandbox.terminate_instance(&ids[2]).await.expect("terminate");
+
+    let exit = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .expect("pitstop run finishes")
+        .expect("pitstop run exits");
+    let progress = err_task.await.unwrap_or_default();
+    let final_yaml = out_task.await.unwrap_or_default();
+    let load = load.stop().await;
+    println!("{progress}");
+    println!("terminated mid-run, through the frontend: {:?}", load.totals);
+    assert_eq!(exit.code(), Some(0), "pitstop run failed:\n{progress}\n{final_yaml}");
+    let status = read_status(&state_path, "fleet").expect("final status");
+    assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
+    let gone = status
+        .instances
+        .iter()
+        .find(|i| i.instance_id == ids[2])
+        .expect("the terminated instance is still listed");
+    assert_eq!(gone.phase, InstancePhase::Skipped, "{gone:?}");
+    assert_eq!(gone.failure_reason.as_deref(), Some("InstanceGone"));
+    assert!(
+        gone.message.as_deref().is_some_and(|m| m.contains("skipped")),
+        "{gone:?}"
+    );
+    let boots_after = sandbox.boot_counts();
+    for id in &ids[..2] {
+        assert_eq!(phase_of(&status, id), Some(InstancePhase::Registered));
+        assert_eq!(boots_after[id], boots_before[id] + 1, "{id} rebooted once");
+    }
+    assert_eq!(
+        boots_after[&ids[2]], boots_before[&ids[2]],
+        "the gone instance was not touched"
+    );
+    assert!(
+        sandbox
+            .call_log()
+            .records()
+            .iter()
+            .all(|c| !(c.operation == "SendCommand" && c.instance_ids.contains(&ids[2]))),
+        "no command to the gone instance"
+    );
+    assert!(load.totals.sent > 500, "the load ran: {:?}", load.totals);
+    assert_eq!(load.totals.failed(), 0, "{:?}", load.totals);
+    sandbox.shutdown().await.expect("sandbox stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_selected_plan_maintains_the_replacement_in_its_next_window_and_not_the_gone_instance() {
+    let sandbox = Sandbox::start(SandboxConfig::default().with_spare_instances(1))
+        .await
+        .expect("sandbox starts (haproxy installed? `make haproxy`)");
+    let ids = sandbox.instance_ids();
+    assert_eq!(ids.len(), 3, "the spare is not in service yet");
+    let out = tempfile::tempdir().expect("temp dir");
+    let plan_path = out.path().join("plan.yaml");
+    let state_path = out.path().join("state.json");
+    // A window every minute, open for a minute: each minute starts a run once the last one
+    // finished. The plan is the GitOps one: applied once, never edited.
+    let schedule = "  schedule:\n    cron: \"* * * * *\"\n    windowMinutes: 1\n";
+    std::fs::write(
+        &plan_path,
+        selected_plan("weekly", sandbox.target_group_arn(), schedule),
+    )
+    .expect("plan");
+    // Start early in a minute, so the first run (about 25 s) ends inside its window and the
+    // replacement below comes before the next one opens (checked below, not assumed).
+    let second = Timestamp::now().strftime("%S").to_string().parse::<u64>().unwrap_or(0);
+    if second > 15 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+    }
+    let boots_before = sandbox.boot_counts();
+    // `pitstop run` ends once its plans have finished; run again with the same state file in
+    // a later window, it starts that window's run (as a cron job or CI schedule would).
+    let first_exit = run_to_end(&plan_path, &state_path, &sandbox).await;
+    assert_eq!(first_exit, Some(0));
+    let first = read_status(&state_path, "weekly").expect("status after the first run");
+    assert_eq!(first.phase, PlanPhase::Succeeded, "{first:#?}");
+    assert!(first.runs.is_empty(), "one run so far: {first:#?}");
+    assert_eq!(first.selection.as_ref().map(|s| s.instances.clone()), Some(ids.clone()));
+    let first_window = first.window_start.expect("a window");
+
+    // Between the windows, the Auto Scaling group replaces ids[1].
+    let replaced_at = Timestamp::now();
+    let new = sandbox.replace_instance(&ids[1]).await.expect("replace");
+    assert!(!ids.contains(&new));
+    let health = sandbox.target_health().await.expect("health");
+    assert_ne!(health[&ids[1]].state, TargetState::Healthy, "the old one is gone");
+    let health = sandbox.target_health().await.expect("health");
+    assert!(health.contains_key(&new), "the new one is registered");
+
+    // The next window.
+    let next_window = first_window + jiff::SignedDuration::from_secs(60);
+    while Timestamp::now() < next_window {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second_exit = run_to_end(&plan_path, &state_path, &sandbox).await;
+    assert_eq!(second_exit, Some(0));
+    let second_run = read_status(&state_path, "weekly").expect("status after the second run");
+    let selection = second_run.selection.clone().expect("selection");
+    assert!(
+        selection.resolved_at.is_some_and(|t| t > replaced_at),
+        "the second run was resolved before the replacement (its window opened too early); \
+         first window {first_window}, replaced at {replaced_at}: {selection:?}"
+    );
+    assert!(second_run.window_start > Some(first_window));
+    assert_eq!(second_run.phase, PlanPhase::Succeeded, "{second_run:#?}");
+    let mut expected = vec![ids[0].clone(), ids[2].clone(), new.clone()];
+    expected.sort();
+    assert_eq!(selection.instances, expected, "the replacement, not the gone instance");
+    assert_eq!(phase_of(&second_run, &new), Some(InstancePhase::Registered));
+    assert_eq!(phase_of(&second_run, &ids[1]), None);
+    assert_eq!(second_run.runs[0].phase, PlanPhase::Succeeded);
+    let boots_after = sandbox.boot_counts();
+    assert_eq!(
+        boots_after[&ids[1]],
+        boots_before[&ids[1]] + 1,
+        "the gone instance was maintained in the first run only"
+    );
+    assert_eq!(boots_after[&new], boots_before[&new] + 1, "the replacement, once");
+    for id in [&ids[0], &ids[2]] {
+        assert_eq!(boots_after[id], boots_before[id] + 2, "{id} in both runs");
+    }
+    sandbox.shutdown().await.expect("sandbox stops");
+}
