@@ -18,12 +18,12 @@ use pitstop::k8s::{Context, ErrorKind, error_policy};
 use reconcile_support::*;
 use serde_json::json;
 
-/// The `Stalled` condition's (status, reason, message), if any.
+/// The `Stalled=True` condition's (status, reason, message), if there is one.
 fn stalled(status: Option<&MaintenancePlanStatus>) -> Option<(String, String, String)> {
     status?
         .conditions
         .iter()
-        .find(|c| c.type_ == CONDITION_STALLED)
+        .find(|c| c.type_ == CONDITION_STALLED && c.status == "True")
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 

@@ -1,5 +1,7 @@
 //! Every transition and failure path of the pure state machine, one test each.
 
+mod argocd_support;
+
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -1306,6 +1308,162 @@ fn a_bad_schedule_is_an_invalid_spec() {
     let d = run(&s, None, &Observed::default(), at(0));
     assert_eq!(d.status.phase, PlanPhase::Failed);
     assert!(d.status.message.as_deref().unwrap_or_default().contains("Mars/Olympus"));
+}
+
+/// What kstatus (Flux, `kubectl wait`, cli-utils) makes of a plan's conditions, in its order:
+/// a generation not yet seen or `Reconciling=True` is in progress, then `Stalled=True` failed,
+/// then `Ready` says whether it is current.
+fn kstatus(status: &MaintenancePlanStatus, generation: i64) -> &'static str {
+    let is_true = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True" && c.observed_generation == Some(generation))
+    };
+    if status.observed_generation != Some(generation) || is_true("Reconciling") {
+        "InProgress"
+    } else if is_true("Stalled") {
+        "Failed"
+    } else if is_true("Ready") {
+        "Current"
+    } else {
+        "NotReady"
+    }
+}
+
+/// What Argo CD makes of the plan through `deploy/argocd/health.lua`: (status, message).
+fn argocd(spec: &MaintenancePlanSpec, status: &MaintenancePlanStatus, generation: i64) -> (String, String) {
+    argocd_support::argocd_health(&serde_json::json!({
+        "apiVersion": "pitstop.dev/v1alpha1",
+        "kind": "MaintenancePlan",
+        "metadata": {"name": "web", "namespace": "team-a", "generation": generation},
+        "spec": spec,
+        "status": status,
+    }))
+}
+
+fn reason_of<'a>(status: &'a MaintenancePlanStatus, type_: &str) -> &'a str {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map_or("(none)", |c| c.reason.as_str())
+}
+
+#[test]
+fn gitops_tools_see_a_running_plan_in_progress_and_a_finished_one_ready() {
+    let mut one = spec();
+    one.instances = vec![A.into()];
+    let d = run(&one, None, &all_healthy(), at(0));
+    assert_eq!(kstatus(&d.status, 1), "InProgress", "an instance is being taken out");
+    assert_eq!(reason_of(&d.status, "Ready"), "InstanceInProgress");
+    let (health, message) = argocd(&one, &d.status, 1);
+    assert_eq!(health, "Progressing");
+    assert!(message.starts_with(A), "{message}");
+    let status = a_registered(&one, 70);
+    let d = run(&one, Some(&status), &all_healthy(), at(71));
+    assert_eq!(d.status.phase, PlanPhase::Succeeded);
+    assert_eq!(kstatus(&d.status, 1), "Current");
+    assert_eq!(reason_of(&d.status, "Ready"), "Succeeded");
+    assert_eq!(
+        argocd(&one, &d.status, 1),
+        (
+            "Healthy".to_owned(),
+            "all 1 instances maintained and healthy".to_owned()
+        )
+    );
+}
+
+#[test]
+fn gitops_tools_see_a_failed_or_invalid_plan_stalled() {
+    let d = maintenance_ended(&spec(), CommandStatus::Failed, 60);
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Unused), at(61));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Initial), at(62));
+    let d = run(&spec(), Some(&d.status), &with_a(TargetState::Healthy), at(70));
+    let d = run(&spec(), Some(&d.status), &all_healthy(), at(80));
+    assert_eq!(d.status.phase, PlanPhase::Failed);
+    assert_eq!(kstatus(&d.status, 1), "Failed");
+    assert_eq!(reason_of(&d.status, "Stalled"), "MaintenanceFailed");
+    let (health, message) = argocd(&spec(), &d.status, 1);
+    assert_eq!(health, "Degraded");
+    assert!(message.contains("failed"), "{message}");
+    let mut invalid = spec();
+    invalid.target_group_arn = "not-an-arn".into();
+    let d = run(&invalid, None, &Observed::default(), at(0));
+    assert_eq!(kstatus(&d.status, 1), "Failed");
+    assert_eq!(reason_of(&d.status, "Stalled"), "InvalidSpec");
+    let (health, message) = argocd(&invalid, &d.status, 1);
+    assert_eq!(health, "Degraded");
+    assert!(message.contains("targetGroupArn"), "{message}");
+}
+
+#[test]
+fn a_suspended_plan_is_neither_in_progress_nor_failed_and_a_scheduled_one_between_windows_is_ready() {
+    let mut s = spec();
+    s.suspend = true;
+    let d = run(&s, None, &all_healthy(), at(0));
+    assert_eq!(kstatus(&d.status, 1), "NotReady");
+    assert_eq!(reason_of(&d.status, "Ready"), "Suspended");
+    assert_eq!(argocd(&s, &d.status, 1).0, "Suspended");
+    let mut s = spec();
+    sunday_night(&mut s);
+    let d = run(&s, None, &all_healthy(), ts("2026-11-23T10:00:00Z"));
+    assert_eq!(
+        kstatus(&d.status, 1),
+        "Current",
+        "a sync that waits for health must not wait for next Sunday"
+    );
+    assert_eq!(reason_of(&d.status, "Ready"), "WaitingForWindow");
+    let (health, message) = argocd(&s, &d.status, 1);
+    assert_eq!(health, "Healthy");
+    assert!(message.contains("waiting for the maintenance window"), "{message}");
+    let d = run(&s, Some(&d.status), &all_healthy(), ts("2026-11-29T22:00:00Z"));
+    assert_eq!(kstatus(&d.status, 1), "InProgress", "the window opened");
+    assert_eq!(argocd(&s, &d.status, 1).0, "Progressing");
+}
+
+#[test]
+fn a_status_from_an_older_generation_is_in_progress_whatever_it_says() {
+    let mut one = spec();
+    one.instances = vec![A.into()];
+    let status = a_registered(&one, 70);
+    let d = run(&one, Some(&status), &all_healthy(), at(71));
+    assert_eq!(kstatus(&d.status, 1), "Current");
+    assert_eq!(kstatus(&d.status, 2), "InProgress");
+    assert_eq!(argocd(&one, &d.status, 2).0, "Progressing");
+    let never_seen = MaintenancePlanStatus::default();
+    assert_eq!(
+        argocd(&one, &never_seen, 1).0,
+        "Progressing",
+        "no controller has seen it"
+    );
+}
+
+#[test]
+fn a_plan_whose_aws_calls_are_denied_is_stalled_for_gitops_tools_until_aws_answers() {
+    use pitstop::k8s::aws_condition;
+    let d = run(&spec(), None, &all_healthy(), at(0));
+    let mut status = d.status;
+    let denied = AwsError::new(
+        "DeregisterTargets",
+        AwsErrorKind::AccessDenied,
+        Some("AccessDenied".into()),
+        "not allowed",
+    );
+    aws_condition::mark(&mut status, &denied, "eu-west-1", Some(1), at(1));
+    assert_eq!(kstatus(&status, 1), "Failed", "{:?}", status.conditions);
+    assert_eq!(reason_of(&status, "Ready"), "AWSAccessDenied");
+    let (health, message) = argocd(&spec(), &status, 1);
+    assert_eq!(health, "Degraded");
+    assert!(message.contains("elasticloadbalancing:DeregisterTargets"), "{message}");
+    // The state machine keeps what `mark` set; the reconcile clears it on the first round that reaches AWS.
+    let d = run(&spec(), Some(&status), &all_healthy(), at(2));
+    assert_eq!(kstatus(&d.status, 1), "Failed");
+    let mut status = d.status;
+    assert!(aws_condition::clear(&mut status));
+    pitstop::machine::summarize_again(&mut status, &spec(), Some(1), at(3));
+    assert_eq!(kstatus(&status, 1), "InProgress");
+    assert_eq!(argocd(&spec(), &status, 1).0, "Progressing");
 }
 
 /// `pitstop run` asks whether a finished scheduled plan has a window open that it has not

@@ -679,10 +679,18 @@ async fn a_denied_deregister_stalls_the_plan_until_the_policy_allows_it() {
                 })
                 .await;
             let status = plan.status.clone().expect("a status");
-            assert!(
-                status.conditions.iter().all(|c| c.type_ != CONDITION_STALLED),
-                "{status:#?}"
-            );
+            // As kstatus, Flux and `kubectl wait --for=condition=Ready` read it: current.
+            let generation = plan.metadata.generation;
+            let condition = |type_: &str| {
+                status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == type_)
+                    .map(|c| (c.status.as_str(), c.observed_generation))
+            };
+            assert_eq!(condition(CONDITION_STALLED), Some(("False", generation)), "{status:#?}");
+            assert_eq!(condition("Reconciling"), Some(("False", generation)), "{status:#?}");
+            assert_eq!(condition("Ready"), Some(("True", generation)), "{status:#?}");
             let events = fleet.events_for(name).await;
             let denied = events
                 .iter()

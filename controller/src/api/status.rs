@@ -71,9 +71,12 @@ pub struct MaintenancePlanStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["instanceId"]))]
     pub instances: Vec<InstanceStatus>,
 
-    /// Standard conditions, one per `type`: Accepted, Progressing, Complete, Failed; and Stalled
-    /// (reason AWSCredentials, AWSAccessDenied, AWSEndpoint, AWSNotFound, AWSRejected or
-    /// AWSUnreachable) while the plan's AWS calls fail, removed when AWS answers again.
+    /// Standard conditions, one per `type`: Accepted, Progressing, Complete, Failed; and the
+    /// kstatus three that Flux, Argo CD (with pitstop's health check) and `kubectl wait` read,
+    /// at most one of them True: Ready (finished, or a scheduled plan waiting for its window),
+    /// Reconciling (working), Stalled (failed, refused, or AWS calls failing: reason
+    /// AWSCredentials, AWSAccessDenied, AWSEndpoint, AWSNotFound, AWSRejected or
+    /// AWSUnreachable, cleared when AWS answers again).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -16,7 +16,7 @@ use crate::aws::problem::{describe, reason};
 use crate::aws::{AwsError, AwsErrorKind};
 use crate::engine::StatusStore;
 pub use crate::machine::CONDITION_STALLED;
-use crate::machine::set_condition;
+use crate::machine::{Health, set_health};
 
 use super::events::PlanEvents;
 
@@ -45,7 +45,8 @@ pub struct Marked {
     pub new_cause: bool,
 }
 
-/// Sets `Stalled=True` and the message for `error`, a call in `region`.
+/// Sets `Stalled=True` (with `Ready` and `Reconciling` false, as kstatus wants them) and the
+/// message for `error`, a call in `region`.
 pub fn mark(
     status: &mut MaintenancePlanStatus,
     error: &AwsError,
@@ -60,10 +61,9 @@ pub fn mark(
         .iter()
         .any(|c| c.type_ == CONDITION_STALLED && c.status == "True" && c.reason == reason);
     let message = describe(error, region);
-    set_condition(
+    set_health(
         &mut status.conditions,
-        CONDITION_STALLED,
-        true,
+        Health::Stalled,
         reason,
         &message,
         generation,
@@ -155,7 +155,11 @@ mod tests {
                 new_cause: false
             }
         );
-        let condition = &status.conditions[0];
+        let condition = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_STALLED)
+            .expect("Stalled");
         assert_eq!(condition.reason, "AWSAccessDenied");
         assert_eq!(condition.last_transition_time, at(10));
         assert!(
@@ -167,8 +171,16 @@ mod tests {
 
         let down = AwsError::new("DescribeTargetHealth", AwsErrorKind::Transient, None, "timed out");
         assert!(mark(&mut status, &down, "eu-west-1", Some(1), at(30)).new_cause);
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| (c.type_ == CONDITION_STALLED) == (c.status == "True")),
+            "Ready and Reconciling are false while stalled: {:?}",
+            status.conditions
+        );
         assert!(clear(&mut status));
-        assert!(status.conditions.is_empty());
+        assert!(!status.conditions.iter().any(|c| c.type_ == CONDITION_STALLED));
         assert!(!clear(&mut status));
     }
 

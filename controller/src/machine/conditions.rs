@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use crate::api::validate::InvalidSpec;
 use crate::api::{Condition, InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, PlanPhase};
 
+use super::health::{Health, set_health};
 use super::turn::WAITING_FOR_TURN;
 
 /// The spec was accepted (valid).
@@ -230,4 +231,34 @@ pub(super) fn summarize(
         generation,
         now,
     );
+
+    // While AWS calls fail, `k8s::aws_condition` has set the three from the failure, and
+    // they stay until the first round that reaches AWS.
+    let stalled_on_aws = conditions
+        .iter()
+        .any(|c| c.type_ == CONDITION_STALLED && c.status == "True" && c.reason.starts_with("AWS"));
+    if !stalled_on_aws {
+        let waiting_for_window = matches!(status.phase, PlanPhase::Pending | PlanPhase::Running)
+            && current.is_none()
+            && spec.schedule.is_some()
+            && status.window_end.is_none();
+        let (health, reason) = match status.phase {
+            PlanPhase::Succeeded if spec.dry_run => (Health::Ready, "DryRunDone"),
+            PlanPhase::Succeeded => (Health::Ready, "Succeeded"),
+            PlanPhase::Failed => (
+                Health::Stalled,
+                failure_reason.unwrap_or(if invalid.is_some() {
+                    "InvalidSpec"
+                } else {
+                    "InstancesFailed"
+                }),
+            ),
+            PlanPhase::Suspended => (Health::Paused, "Suspended"),
+            // A scheduled plan between windows is as it should be: a GitOps sync that waits
+            // for health must not wait until next Sunday.
+            PlanPhase::Pending | PlanPhase::Running if waiting_for_window => (Health::Ready, "WaitingForWindow"),
+            PlanPhase::Pending | PlanPhase::Running => (Health::InProgress, progressing_reason),
+        };
+        set_health(conditions, health, reason, &message, generation, now);
+    }
 }

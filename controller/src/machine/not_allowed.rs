@@ -9,6 +9,7 @@ use super::conditions::{
     CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING, set_condition,
 };
 use super::decision::Transition;
+use super::health::{Health, set_health};
 
 /// Reason of the conditions, the plan transition and the Warning of a refused plan.
 pub const NOT_ALLOWED: &str = "NotAllowed";
@@ -80,6 +81,7 @@ pub fn refuse(
         generation,
         now,
     );
+    set_health(conditions, Health::Stalled, NOT_ALLOWED, message, generation, now);
     let transition = (before != PlanPhase::Failed).then(|| Transition {
         instance_id: None,
         from: format!("{before:?}"),
