@@ -27,34 +27,30 @@ local function message(c, default)
   return default
 end
 
+local function health(status, text)
+  hs.status = status
+  hs.message = text
+  return hs
+end
+
 local generation = obj.metadata.generation
 if obj.status == nil or obj.status.observedGeneration == nil
     or (generation ~= nil and obj.status.observedGeneration < generation) then
-  hs.status = "Progressing"
-  hs.message = "waiting for the pitstop controller to take up this version of the plan"
-  return hs
+  return health("Progressing", "waiting for the pitstop controller to take up this version of the plan")
 end
 
 local stalled = condition("Stalled")
 if stalled ~= nil and stalled.status == "True" then
-  hs.status = "Degraded"
-  hs.message = message(stalled, "the plan cannot go on")
-  return hs
+  return health("Degraded", message(stalled, "the plan cannot go on"))
 end
 
 if obj.status.phase == "Suspended" then
-  hs.status = "Suspended"
-  hs.message = message(nil, "suspended")
-  return hs
+  return health("Suspended", message(nil, "suspended"))
 end
 
 local ready = condition("Ready")
 if ready ~= nil and ready.status == "True" then
-  hs.status = "Healthy"
-  hs.message = message(ready, "")
-  return hs
+  return health("Healthy", message(ready, ""))
 end
 
-hs.status = "Progressing"
-hs.message = message(condition("Reconciling"), "in progress")
-return hs
+return health("Progressing", message(condition("Reconciling"), "in progress"))

@@ -20,6 +20,11 @@ pub const CONDITION_FAILED: &str = "Failed";
 /// the plan's AWS calls fail (reasons starting with `AWS`), see `k8s::aws_condition`.
 pub const CONDITION_STALLED: &str = "Stalled";
 
+/// Whether `c` is the `Stalled=True` that `k8s::aws_condition` sets while AWS calls fail.
+fn is_stalled_on_aws(c: &Condition) -> bool {
+    c.type_ == CONDITION_STALLED && c.status == "True" && c.reason.starts_with("AWS")
+}
+
 /// Sets one condition, keeping `lastTransitionTime` unless `status` flips, so that a status
 /// that did not really change is written as the same bytes (and the write skipped).
 pub fn set_condition(
@@ -158,7 +163,7 @@ pub(super) fn summarize(
         status
             .conditions
             .iter()
-            .find(|c| c.type_ == CONDITION_STALLED && c.status == "True" && c.reason.starts_with("AWS"))
+            .find(|c| is_stalled_on_aws(c))
             .map_or_else(|| message.clone(), |stalled| stalled.message.clone()),
     );
 
@@ -234,10 +239,7 @@ pub(super) fn summarize(
 
     // While AWS calls fail, `k8s::aws_condition` has set the three from the failure, and
     // they stay until the first round that reaches AWS.
-    let stalled_on_aws = conditions
-        .iter()
-        .any(|c| c.type_ == CONDITION_STALLED && c.status == "True" && c.reason.starts_with("AWS"));
-    if !stalled_on_aws {
+    if !conditions.iter().any(is_stalled_on_aws) {
         let waiting_for_window = matches!(status.phase, PlanPhase::Pending | PlanPhase::Running)
             && current.is_none()
             && spec.schedule.is_some()
