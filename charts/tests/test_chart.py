@@ -698,6 +698,7 @@ READ_ACTIONS = {
     "elasticloadbalancing:DescribeTargetHealth",
     "elasticloadbalancing:DescribeTargetGroupAttributes",
     "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTags",
     "ssm:GetCommandInvocation",
     "ssm:ListCommands",
     "ssm:ListCommandInvocations",

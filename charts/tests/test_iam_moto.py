@@ -57,6 +57,7 @@ PITSTOP_CALLS: dict[str, Call] = {
     "elasticloadbalancing:DescribeTargetGroupAttributes":
         lambda elb, ssm, ec2: elb.describe_target_group_attributes(TargetGroupArn=ARN),
     "elasticloadbalancing:DescribeTargetGroups": lambda elb, ssm, ec2: elb.describe_target_groups(TargetGroupArns=[ARN]),
+    "elasticloadbalancing:DescribeTags": lambda elb, ssm, ec2: elb.describe_tags(ResourceArns=[ARN]),
     "elasticloadbalancing:RegisterTargets": lambda elb, ssm, ec2: elb.register_targets(TargetGroupArn=ARN, Targets=TARGETS),
     "elasticloadbalancing:DeregisterTargets":
         lambda elb, ssm, ec2: elb.deregister_targets(TargetGroupArn=ARN, Targets=TARGETS),

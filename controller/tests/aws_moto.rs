@@ -614,6 +614,80 @@ async fn running_instances_with_every_tag_in_id_order_with_their_zones() {
     );
 }
 
+#[tokio::test]
+async fn the_tags_a_policy_asks_for_are_read_for_groups_and_instances() {
+    let moto = moto();
+    let provider = provider(&moto);
+    let region = "sa-east-1";
+    let fleet = fleet(&moto, &provider, region).await;
+    let r = &fleet.registered;
+    fleet
+        .elb
+        .add_tags()
+        .resource_arns(&fleet.target_group_arn)
+        .tags(
+            elbv2::types::Tag::builder()
+                .key("pitstop.dev/managed")
+                .value("true")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("AddTags");
+    ec2(
+        &moto,
+        region,
+        &[
+            ("Action", "CreateTags"),
+            ("ResourceId.1", &r[0]),
+            ("Tag.1.Key", "pitstop.dev/managed"),
+            ("Tag.1.Value", "true"),
+        ],
+    )
+    .await;
+    ec2(
+        &moto,
+        region,
+        &[("Action", "TerminateInstances"), ("InstanceId.1", &r[2])],
+    )
+    .await;
+
+    let apis = provider.for_region(region).await;
+    let groups = apis
+        .target_groups
+        .tags(std::slice::from_ref(&fleet.target_group_arn))
+        .await
+        .expect("DescribeTags");
+    assert_eq!(
+        groups
+            .get(&fleet.target_group_arn)
+            .and_then(|t| t.get("pitstop.dev/managed")),
+        Some(&"true".to_owned()),
+        "{groups:?}"
+    );
+    let unknown = "i-0123456789abcdef9".to_owned();
+    let instances = apis
+        .instances
+        .tags(&[r[0].clone(), r[1].clone(), r[2].clone(), unknown])
+        .await
+        .expect("DescribeInstances");
+    assert_eq!(
+        instances,
+        [
+            (
+                r[0].clone(),
+                [("pitstop.dev/managed".to_owned(), "true".to_owned())].into()
+            ),
+            (r[1].clone(), Default::default()),
+        ]
+        .into(),
+        "untagged ones read with no tags; terminated and unknown ones are left out"
+    );
+    let snapshot = provider.stats().snapshot();
+    assert_eq!(snapshot.get(ApiOperation::DescribeTags).calls, 1);
+    assert_eq!(snapshot.get(ApiOperation::DescribeInstances).calls, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Commands
 // ---------------------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 //! The reconcile against a mock apiserver (tower-test) and the in-memory AWS, with
 //! MaintenancePolicies: a plan outside its namespace's policy is failed with `NotAllowed`
 //! and makes no AWS call at all; a policy that allows it later lets it go on; without a
-//! policy only the restricted default applies; and an instance already out when a policy
-//! tightens is put back before the plan stops.
+//! policy only the restricted default applies; an instance already out when a policy
+//! tightens is put back before the plan stops; and a policy's tag conditions are decided
+//! from read-only calls, before any instance is touched.
 
 mod reconcile_support;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::Action;
@@ -38,6 +41,8 @@ fn policy(name: &str, target_groups: &str) -> MaintenancePolicy {
                 selector: None,
             },
             target_groups: vec![target_groups.to_owned()],
+            target_group_tags: BTreeMap::new(),
+            instance_tags: BTreeMap::new(),
             regions: vec!["eu-west-1".to_owned()],
             accounts: Vec::new(),
             allow_graceful_reboot: true,
@@ -215,6 +220,80 @@ async fn an_instance_out_when_the_policy_tightens_is_put_back_before_the_plan_st
             "no other instance is touched: {writes:?}"
         );
         assert_eq!(fake.state(ARN, IDS[0]), pitstop::aws::TargetState::Healthy);
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_policy_asking_for_tags_refuses_an_untagged_instance_with_reads_only_and_allows_it_once_tagged() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        const MANAGED: (&str, &str) = ("pitstop.dev/managed", "true");
+        let fake = fake_aws();
+        fake.set_group_tags(ARN, &[MANAGED, ("team", "web")]);
+        fake.set_instance(IDS[0], "eu-west-1a", &[MANAGED]);
+        fake.set_instance(IDS[1], "eu-west-1b", &[MANAGED]);
+        // The last one is someone else's: it must stop the plan before the first is touched.
+        fake.set_instance(IDS[2], "eu-west-1c", &[("Name", "database")]);
+        let (mut server, client) = ApiServer::start();
+        let (ctx, mut policies) = context_with_policies(client, &fake, DefaultPolicy::Restricted);
+        let managed = BTreeMap::from([(MANAGED.0.to_owned(), MANAGED.1.to_owned())]);
+        let mut tagged = policy("managed", WEB_GROUPS);
+        tagged.spec.instance_tags = managed.clone();
+        tagged.spec.target_group_tags = managed.clone();
+        set_policy(&mut policies, tagged);
+        server.insert(plan_json("web", &IDS, json!({})));
+        add_finalizer(&mut server, &ctx, &fake, "web").await;
+
+        let action = server.reconcile(&ctx, "web").await.expect("refused, not an error");
+        assert_eq!(
+            action,
+            Action::requeue(Duration::from_secs(300)),
+            "a tag added on AWS wakes nothing: the tags are read again later"
+        );
+        let status = server.status("web").expect("a status");
+        assert!(refused(&status), "{status:#?}");
+        assert_eq!(
+            status.message.as_deref(),
+            Some(
+                format!(
+                    "not allowed by MaintenancePolicy managed (instances must carry its instanceTags: {} lacks \
+                     pitstop.dev/managed=true)",
+                    IDS[2]
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(aws_writes(&fake), [], "nothing changed on AWS");
+        assert_eq!(fake.call_count(), 2, "one DescribeTags, one DescribeInstances");
+        assert!(server.take_lease_calls().is_empty(), "no target group lease either");
+
+        // Looked at again with nothing changed: the same reads, no new status, no new event.
+        server.take_calls();
+        server.reconcile(&ctx, "web").await.expect("still refused");
+        assert_eq!(server.take_calls(), []);
+        assert_eq!(fake.call_count(), 4);
+
+        // An untagged target group is refused as well, naming the group.
+        fake.set_group_tags(ARN, &[("team", "web")]);
+        server.reconcile(&ctx, "web").await.expect("still refused");
+        let message = server.status("web").and_then(|s| s.message).unwrap_or_default();
+        assert!(
+            message.contains(&format!(
+                "target group {ARN} lacks its targetGroupTags pitstop.dev/managed=true"
+            )),
+            "{message}"
+        );
+
+        // The account owner tags both: the next look lets the plan run to the end.
+        fake.set_group_tags(ARN, &[MANAGED]);
+        fake.set_instance(IDS[2], "eu-west-1c", &[MANAGED, ("Name", "web-3")]);
+        let run = drive(&mut server, &ctx, &fake, "web", |_| false).await;
+        assert_eq!(run.events()[0], event("Normal", "Allowed", "Plan"));
+        let last = server.status("web").expect("a status");
+        assert_eq!(last.phase, PlanPhase::Succeeded, "{last:#?}");
+        assert_eq!(aws_writes(&fake).len(), 9, "three instances, three writes each");
         server.stop(ctx).await;
     })
     .await

@@ -1057,6 +1057,96 @@ async fn a_policy_lets_one_tenants_plan_run_and_refuses_the_others_without_an_aw
     .await;
 }
 
+/// A policy's tag conditions on the real apiserver, with the sandbox's EC2 and ELBv2 tags: a
+/// plan whose instances lack the tag the policy asks for is refused with `NotAllowed` after
+/// read-only calls only (the sandbox's log shows DescribeTags and DescribeInstances, no
+/// write), and goes on to the end once the policy asks for a tag they carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_asking_for_tags_refuses_untagged_instances_after_reads_only() {
+    kube_support::run_with(
+        "a_policy_asking_for_tags_refuses_untagged_instances_after_reads_only",
+        kube_support::Install::ClusterWide,
+        |h: Harness| async move {
+            use pitstop::api::MaintenancePolicy;
+            use serde_json::json;
+
+            let fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            let arn = fleet.sandbox.target_group_arn().to_owned();
+            let ids = fleet.sandbox.instance_ids();
+            let policy_name = format!("{}-tags", h.namespace);
+            let policies = h.policies();
+            let policy = |instance_tags: serde_json::Value| {
+                json!({
+                    "apiVersion": "pitstop.dev/v1alpha1",
+                    "kind": "MaintenancePolicy",
+                    "metadata": { "name": policy_name },
+                    "spec": {
+                        "namespaces": { "names": [h.namespace] },
+                        "targetGroups": [arn],
+                        "targetGroupTags": { "pitstop.dev/fleet": "sandbox" },
+                        "instanceTags": instance_tags,
+                    },
+                })
+            };
+            apply_json::<MaintenancePolicy>(
+                &policies,
+                &policy_name,
+                policy(json!({ "pitstop.dev/managed": "true" })),
+            )
+            .await;
+            fleet.apply_plan("tagged").await;
+
+            let refused = wait_not_allowed(&fleet.plans, "tagged").await;
+            let message = refused.status.and_then(|s| s.message).unwrap_or_default();
+            eprintln!("untagged: {message}");
+            let lacking: Vec<String> = ids
+                .iter()
+                .map(|id| format!("{id} lacks pitstop.dev/managed=true"))
+                .collect();
+            assert_eq!(
+                message,
+                format!(
+                    "not allowed by MaintenancePolicy {policy_name} (instances must carry its instanceTags: {})",
+                    lacking.join(", ")
+                )
+            );
+            let calls = fleet.sandbox.call_log().records();
+            let operations: BTreeSet<&str> = calls.iter().map(|c| c.operation.as_str()).collect();
+            eprintln!("AWS calls of the refused plan: {} ({operations:?})", calls.len());
+            assert_eq!(
+                operations,
+                BTreeSet::from(["DescribeInstances", "DescribeTags"]),
+                "only the tags are read: {calls:#?}"
+            );
+            assert!(calls.iter().all(|c| !c.write), "nothing is changed: {calls:#?}");
+
+            // The platform team asks for a tag the fleet carries: the policy watch wakes the
+            // plan, which goes on and finishes.
+            let before = fleet.boots();
+            apply_json::<MaintenancePolicy>(
+                &policies,
+                &policy_name,
+                policy(json!({ "pitstop.dev/fleet": "sandbox" })),
+            )
+            .await;
+            let deadline = kube_support::Deadline::new("the tagged plan allowed and finished", PLAN_LIMIT);
+            loop {
+                let plan = fleet.plans.get("tagged").await.expect("the plan");
+                if phase(&plan) == Some(PlanPhase::Succeeded) {
+                    break;
+                }
+                deadline
+                    .tick(&format!("{:?}", plan.status.map(|s| (s.phase, s.message))))
+                    .await;
+            }
+            assert_eq!(reboots(&before, &fleet.boots()), [1, 1, 1]);
+            fleet.shutdown().await;
+            let _ = policies.delete(&policy_name, &DeleteParams::default()).await;
+        },
+    )
+    .await;
+}
+
 /// The target group fields on the real apiserver: exactly one of `targetGroupArn` and
 /// `targetGroupArns` (CEL), at most 10 groups (schema), and neither can be changed nor
 /// swapped for the other once the plan exists (CEL transition rules), while a plan naming

@@ -253,3 +253,72 @@ async fn unknown_target_group_and_unknown_instances_get_aws_errors() {
     assert_eq!(errors, vec!["TargetGroupNotFound", "InvalidTarget", "InvalidTarget"]);
     sandbox.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_group_tags_are_read_added_and_removed_as_elbv2_does() {
+    let sandbox = start(fast_config()).await;
+    let (elb, _) = clients(&sandbox, true).await;
+    let arn = sandbox.target_group_arn().to_owned();
+    let tags = |elb: aws_sdk_elasticloadbalancingv2::Client, arn: String| async move {
+        let output = elb
+            .describe_tags()
+            .resource_arns(&arn)
+            .send()
+            .await
+            .expect("DescribeTags");
+        let [description] = output.tag_descriptions() else {
+            panic!("one description per ARN: {output:?}")
+        };
+        assert_eq!(description.resource_arn(), Some(arn.as_str()));
+        description
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        tags(elb.clone(), arn.clone()).await,
+        [
+            ("Name".to_owned(), "sandbox".to_owned()),
+            ("pitstop.dev/fleet".to_owned(), "sandbox".to_owned())
+        ]
+    );
+    elb.add_tags()
+        .resource_arns(&arn)
+        .tags(
+            aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+                .key("pitstop.dev/managed")
+                .value("true")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("AddTags");
+    elb.remove_tags()
+        .resource_arns(&arn)
+        .tag_keys("Name")
+        .send()
+        .await
+        .expect("RemoveTags");
+    assert_eq!(
+        tags(elb.clone(), arn.clone()).await,
+        [
+            ("pitstop.dev/fleet".to_owned(), "sandbox".to_owned()),
+            ("pitstop.dev/managed".to_owned(), "true".to_owned())
+        ]
+    );
+    let unknown = arn.replace("/sandbox/", "/nowhere/");
+    let error = elb
+        .describe_tags()
+        .resource_arns(&unknown)
+        .send()
+        .await
+        .expect_err("an unknown group");
+    assert_eq!(error.code(), Some("TargetGroupNotFound"), "{error:?}");
+    sandbox.shutdown().await.expect("shutdown");
+}

@@ -2,13 +2,15 @@
 //! controller to do with its AWS credentials. Cluster-scoped and owned by the platform team,
 //! so that a tenant who may create MaintenancePlans in a namespace cannot widen it.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A MaintenancePolicy binds namespaces to the target groups, regions, accounts and SSM
-/// documents their MaintenancePlans may use. A plan runs only if one policy that selects its
+/// A MaintenancePolicy binds namespaces to the target groups, instances (by tag), regions,
+/// accounts and SSM documents their MaintenancePlans may use. A plan runs only if one policy that selects its
 /// namespace allows all of it; a namespace no policy selects gets the controller's default
 /// (the built-in graceful reboot and `AWS-RunPatchBaseline`, no free-form commands, unless
 /// the controller runs with `--default-policy unrestricted`).
@@ -35,6 +37,22 @@ pub struct MaintenancePolicySpec {
     /// and account, e.g. `arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/team-a-*/*`.
     #[schemars(length(min = 1))]
     pub target_groups: Vec<String>,
+
+    /// ELBv2 tags every one of a plan's target groups must carry, each key with exactly
+    /// this value, besides matching `targetGroups` (read with DescribeTags before the plan
+    /// takes an instance out; a group that lacks one refuses the plan with `NotAllowed`).
+    /// Lets the owner of the AWS account, not of the cluster, decide which groups pitstop
+    /// may touch, e.g. `pitstop.dev/managed: "true"`. Empty: no tag is needed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_group_tags: BTreeMap<String, String>,
+
+    /// EC2 tags every instance a plan maintains must carry, each key with exactly this value
+    /// (read with DescribeInstances before the plan takes an instance out; an instance that
+    /// lacks one refuses the plan with `NotAllowed` before any of its instances is touched).
+    /// Also bounds what a `selector` may pick up. Empty: any instance of the allowed target
+    /// groups.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instance_tags: BTreeMap<String, String>,
 
     /// AWS regions the plans may work in (the plan's region, or its target group's). Empty:
     /// any region the target group patterns allow.

@@ -120,6 +120,8 @@ struct World {
     /// EC2's view: running instances with their zone and tags (only those given by
     /// [`FakeAws::set_instance`]).
     ec2: BTreeMap<String, FakeInstance>,
+    /// The tags of target groups (DescribeTags), by ARN; a group not here has none.
+    group_tags: HashMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +154,7 @@ impl FakeAws {
             calls: 0,
             max_out_at_once: 0,
             ec2: BTreeMap::new(),
+            group_tags: HashMap::new(),
         };
         Self {
             world: Arc::new(Mutex::new(world)),
@@ -228,6 +231,14 @@ impl FakeAws {
                 zone: zone.to_owned(),
                 tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             },
+        );
+    }
+
+    /// Tags a target group (DescribeTags), replacing its tags.
+    pub fn set_group_tags(&self, target_group_arn: &str, tags: &[(&str, &str)]) {
+        self.lock().group_tags.insert(
+            target_group_arn.to_owned(),
+            tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         );
     }
 
@@ -474,6 +485,19 @@ impl TargetGroups for FakeAws {
         world.update_out_count();
         world.answer("RegisterTargets")
     }
+
+    async fn tags(&self, arns: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeTags")?;
+        arns.iter()
+            .map(|arn| {
+                if !world.groups.contains_key(arn) {
+                    return Err(not_found("DescribeTags", arn));
+                }
+                Ok((arn.clone(), world.group_tags.get(arn).cloned().unwrap_or_default()))
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -594,6 +618,15 @@ impl Instances for FakeAws {
         Ok(instance_ids
             .iter()
             .filter_map(|id| world.ec2.get(id).map(|i| (id.clone(), i.zone.clone())))
+            .collect())
+    }
+
+    async fn tags(&self, instance_ids: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeInstances")?;
+        Ok(instance_ids
+            .iter()
+            .filter_map(|id| world.ec2.get(id).map(|i| (id.clone(), i.tags.clone())))
             .collect())
     }
 }

@@ -70,6 +70,10 @@ impl TargetGroups for Metered<dyn TargetGroups> {
     async fn register(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
         self.report("RegisterTargets", self.inner.register(arn, target).await)
     }
+
+    async fn tags(&self, arns: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
+        self.report("DescribeTags", self.inner.tags(arns).await)
+    }
 }
 
 #[async_trait]
@@ -80,6 +84,10 @@ impl Instances for Metered<dyn Instances> {
 
     async fn zones(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
         self.report("DescribeInstances", self.inner.zones(instance_ids).await)
+    }
+
+    async fn tags(&self, instance_ids: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
+        self.report("DescribeInstances", self.inner.tags(instance_ids).await)
     }
 }
 

@@ -1,5 +1,5 @@
-//! AWS, in pitstop's own words: two small traits, one over an ELBv2 target group and one
-//! over SSM commands. `sdk` implements them with the AWS SDK; `fake` in memory, for the
+//! AWS, in pitstop's own words: small traits, over ELBv2 target groups, SSM commands and
+//! EC2 instances. `sdk` implements them with the AWS SDK; `fake` in memory, for the
 //! state-machine and reconcile tests.
 
 use std::collections::BTreeMap;
@@ -120,6 +120,10 @@ pub trait Instances: Send + Sync {
     /// The Availability Zone of each of `instance_ids` EC2 knows (DescribeInstances with an
     /// `instance-id` filter, every page: an unknown ID is left out, not an error).
     async fn zones(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError>;
+
+    /// The tags of each of `instance_ids` EC2 knows and has not terminated (DescribeInstances
+    /// with an `instance-id` filter, every page: an unknown or terminated ID is left out).
+    async fn tags(&self, instance_ids: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError>;
 }
 
 /// An ELBv2 target group, in the operations pitstop needs.
@@ -140,6 +144,9 @@ pub trait TargetGroups: Send + Sync {
 
     /// RegisterTargets for one target. Idempotent.
     async fn register(&self, target_group_arn: &str, target: &Target) -> Result<(), AwsError>;
+
+    /// The tags of each of `target_group_arns` (DescribeTags, up to 20 ARNs a call).
+    async fn tags(&self, target_group_arns: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError>;
 }
 
 /// An SSM Run Command to send to one instance.

@@ -42,6 +42,11 @@ pub enum Error {
         source: AwsError,
     },
 
+    /// Reading the tags a MaintenancePolicy asks of the plan's target groups or instances
+    /// failed; nothing was taken out.
+    #[error("could not read the tags the MaintenancePolicy asks for: {0}")]
+    PolicyTags(#[source] AwsError),
+
     /// The finalizer helper refused the object (no name, a bad finalizer path).
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -96,7 +101,7 @@ impl Error {
             | Self::AddFinalizer(e)
             | Self::RemoveFinalizer(e) => kube_kind(e),
             Self::Step(step) => step.aws().map_or(ErrorKind::Aws, aws_kind),
-            Self::Cleanup { source, .. } => aws_kind(source),
+            Self::Cleanup { source, .. } | Self::PolicyTags(source) => aws_kind(source),
         }
     }
 }

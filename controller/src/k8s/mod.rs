@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod finalizer;
 pub mod policy;
+mod policy_tags;
 pub mod reconcile;
 pub mod recovery;
 mod status_cache;

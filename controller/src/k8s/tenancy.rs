@@ -8,16 +8,19 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 
+use crate::api::validate::plan_region;
 use crate::api::validate::validate;
 use crate::api::{MaintenancePlan, MaintenancePlanSpec, MaintenancePlanStatus, MaintenancePolicy};
 use crate::engine::StatusStore;
 use crate::machine::{self, NOT_ALLOWED, Requeue};
-use crate::tenancy::{Allowed, DefaultPolicy, NamespaceView, Refusal, evaluate};
+use crate::tenancy::{Allowance, DefaultPolicy, NamespaceView, Refusal, evaluate};
 
+use super::aws_condition::{FailedRound, show_failure};
 use super::context::Context;
 use super::error::Error;
 use super::events::PlanEvents;
 use super::policy::requeue_action;
+use super::policy_tags::{TAG_RECHECK, TagVerdict, tag_verdict};
 
 /// The policies and namespace labels, as last seen through their watches, and the default
 /// for namespaces no policy selects.
@@ -39,7 +42,7 @@ impl Tenancy {
     }
 
     /// Whether the plan in `namespace` may run, by the policies as last seen.
-    pub fn evaluate(&self, spec: &MaintenancePlanSpec, namespace: &str) -> Result<Allowed, Refusal> {
+    pub fn evaluate(&self, spec: &MaintenancePlanSpec, namespace: &str) -> Result<Allowance, Refusal> {
         let labels = self
             .namespaces
             .get(&ObjectRef::new(namespace))
@@ -77,7 +80,8 @@ impl Default for Tenancy {
 pub const REASON_ALLOWED: &str = "Allowed";
 
 /// Checks the plan against its namespace's policies before the round reads or changes
-/// anything on AWS. `None`: go on with the round. `Some(action)`: the round is over, the plan
+/// anything on AWS (but the tags a policy asks for, read when an instance is about to go
+/// out; see [`super::policy_tags`]). `None`: go on with the round. `Some(action)`: the round is over, the plan
 /// was refused (come back when it or a policy changes) or a refusal was lifted (come back at
 /// once, from the lifted status). A refused plan is recorded as Failed with reason
 /// `NotAllowed` and gets a Warning; nothing else happens. An instance already out of rotation is not stopped here:
@@ -100,7 +104,31 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
         return Ok(None);
     }
     let namespace = plan.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let refusal = match ctx.tenancy.evaluate(&plan.spec, &namespace) {
+    let mut by_tags = false;
+    let verdict = match ctx.tenancy.evaluate(&plan.spec, &namespace) {
+        Ok(Allowance::Allowed(allowed)) => Ok(allowed),
+        Ok(Allowance::IfTagged(conditions)) => {
+            by_tags = true;
+            match tag_verdict(&plan.spec, recorded, &conditions, ctx, now).await {
+                TagVerdict::NotNeeded => return Ok(None),
+                TagVerdict::Decided(verdict) => verdict,
+                TagVerdict::Unreadable(error) => {
+                    let round = FailedRound {
+                        recorded,
+                        error: &error,
+                        region: plan_region(&plan.spec).unwrap_or_default(),
+                        generation: plan.metadata.generation,
+                        failures_before: ctx.backoff.failures(key),
+                        now,
+                    };
+                    show_failure(store, events, round).await;
+                    return Err(Error::PolicyTags(error));
+                }
+            }
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let refusal = match verdict {
         Ok(allowed) => {
             let Some(refused) = recorded.filter(|s| machine::is_refused(s)) else {
                 return Ok(None);
@@ -125,6 +153,13 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
     if finished_for_good {
         return Ok(Some(Action::await_change()));
     }
+    // A plan refused from its spec waits for it or a policy to change; one refused for the
+    // tags AWS shows reads them again now and then, as a tag added on AWS wakes nothing.
+    let wait = if by_tags {
+        Action::requeue(TAG_RECHECK)
+    } else {
+        Action::await_change()
+    };
     let (status, transition) = machine::refuse(&plan.spec, recorded, plan.metadata.generation, &refusal.message, now);
     if recorded != Some(&status) {
         store.save(&status).await.map_err(Error::RecordInvalid)?;
@@ -140,5 +175,5 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
         ctx.metrics.observe_transition(&transition, None);
         events.transitions(&[transition], &status).await;
     }
-    Ok(Some(Action::await_change()))
+    Ok(Some(wait))
 }

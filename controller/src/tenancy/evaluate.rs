@@ -7,6 +7,7 @@ use kube::core::{Selector, SelectorExt};
 
 use super::DefaultPolicy;
 use super::glob::Glob;
+use super::tags::TagConditions;
 use crate::api::maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
 use crate::api::validate::plan_region;
 use crate::api::{CommandSpec, MaintenancePlanSpec};
@@ -35,6 +36,26 @@ pub struct Allowed {
     pub by: String,
 }
 
+/// What the policies say of a plan, from the plan alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allowance {
+    /// It may run.
+    Allowed(Allowed),
+    /// It may run if its target groups and instances carry the tags one of these policies
+    /// asks for (see [`super::check_tags`]); in the policies' name order.
+    IfTagged(Vec<TagConditions>),
+}
+
+impl Allowance {
+    /// Who allowed the plan, when no tag is needed.
+    pub fn outright(&self) -> Option<&Allowed> {
+        match self {
+            Self::Allowed(allowed) => Some(allowed),
+            Self::IfTagged(_) => None,
+        }
+    }
+}
+
 /// A plan that may not run: one sentence saying what was refused and by which policy.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -57,13 +78,14 @@ pub fn selects(selection: &NamespaceSelection, namespace: NamespaceView<'_>) -> 
 }
 
 /// Decides whether the plan may run: allowed if any policy that selects its namespace allows
-/// all of it; with none, the `default` decides.
+/// all of it; with none, the `default` decides. A policy that allows the plan but asks for
+/// tags allows it only [`Allowance::IfTagged`], unless another allows it outright.
 pub fn evaluate<'p>(
     spec: &MaintenancePlanSpec,
     namespace: NamespaceView<'_>,
     policies: impl IntoIterator<Item = &'p MaintenancePolicy>,
     default: DefaultPolicy,
-) -> Result<Allowed, Refusal> {
+) -> Result<Allowance, Refusal> {
     let mut selecting: Vec<&MaintenancePolicy> = policies
         .into_iter()
         .filter(|p| selects(&p.spec.namespaces, namespace))
@@ -71,13 +93,13 @@ pub fn evaluate<'p>(
     selecting.sort_by_key(|p| p.name_any());
     if selecting.is_empty() {
         return match default {
-            DefaultPolicy::Unrestricted => Ok(Allowed {
+            DefaultPolicy::Unrestricted => Ok(Allowance::Allowed(Allowed {
                 by: "the controller's unrestricted default policy".to_owned(),
-            }),
+            })),
             DefaultPolicy::Restricted => match problems(spec, &restricted_default()) {
-                problems if problems.is_empty() => Ok(Allowed {
+                problems if problems.is_empty() => Ok(Allowance::Allowed(Allowed {
                     by: "the controller's restricted default policy".to_owned(),
-                }),
+                })),
                 problems => Err(Refusal {
                     message: format!(
                         "not allowed in namespace {}: no MaintenancePolicy selects it, and the controller's default policy \
@@ -90,18 +112,24 @@ pub fn evaluate<'p>(
         };
     }
     let mut refusals = Vec::with_capacity(selecting.len());
+    let mut if_tagged = Vec::new();
     for policy in selecting {
         let problems = problems(spec, &policy.spec);
-        if problems.is_empty() {
-            return Ok(Allowed {
-                by: format!("MaintenancePolicy {}", policy.name_any()),
+        let by = format!("MaintenancePolicy {}", policy.name_any());
+        if !problems.is_empty() {
+            refusals.push(format!("{by} ({})", problems.join("; ")));
+        } else if policy.spec.target_group_tags.is_empty() && policy.spec.instance_tags.is_empty() {
+            return Ok(Allowance::Allowed(Allowed { by }));
+        } else {
+            if_tagged.push(TagConditions {
+                policy: by,
+                target_group_tags: policy.spec.target_group_tags.clone(),
+                instance_tags: policy.spec.instance_tags.clone(),
             });
         }
-        refusals.push(format!(
-            "MaintenancePolicy {} ({})",
-            policy.name_any(),
-            problems.join("; ")
-        ));
+    }
+    if !if_tagged.is_empty() {
+        return Ok(Allowance::IfTagged(if_tagged));
     }
     Err(Refusal {
         message: format!("not allowed by {}", refusals.join(", nor by ")),
@@ -113,6 +141,8 @@ fn restricted_default() -> MaintenancePolicySpec {
     MaintenancePolicySpec {
         namespaces: NamespaceSelection::default(),
         target_groups: vec!["*".to_owned()],
+        target_group_tags: BTreeMap::new(),
+        instance_tags: BTreeMap::new(),
         regions: Vec::new(),
         accounts: Vec::new(),
         allow_graceful_reboot: true,
@@ -238,6 +268,8 @@ mod tests {
             target_groups: vec![
                 "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/team-a-*/*".to_owned(),
             ],
+            target_group_tags: BTreeMap::new(),
+            instance_tags: BTreeMap::new(),
             regions: Vec::new(),
             accounts: Vec::new(),
             allow_graceful_reboot: true,
@@ -267,9 +299,9 @@ mod tests {
         let mut spec = plan(ARN_A);
         assert_eq!(
             evaluate(&spec, team_a(&labels), &policies, DefaultPolicy::Restricted),
-            Ok(Allowed {
+            Ok(Allowance::Allowed(Allowed {
                 by: "MaintenancePolicy team-a".to_owned()
-            })
+            }))
         );
         spec.maintenance = Some(command("AWS-RunPatchBaseline", &[("Operation", "Install")]));
         assert!(evaluate(&spec, team_a(&labels), &policies, DefaultPolicy::Restricted).is_ok());
@@ -422,7 +454,10 @@ mod tests {
         let ns = namespace("team-c", &labels);
         let mut spec = plan(ARN_B);
         let allowed = evaluate(&spec, ns, &elsewhere, DefaultPolicy::Restricted).expect("the graceful reboot");
-        assert_eq!(allowed.by, "the controller's restricted default policy");
+        assert_eq!(
+            allowed.outright().map(|a| a.by.as_str()),
+            Some("the controller's restricted default policy")
+        );
         spec.maintenance = Some(command("AWS-RunPatchBaseline", &[("Operation", "Install")]));
         assert!(evaluate(&spec, ns, &elsewhere, DefaultPolicy::Restricted).is_ok());
 
@@ -465,8 +500,10 @@ mod tests {
         let ns = namespace("shared", &labels);
         let policies = [b.clone(), a.clone()];
         assert_eq!(
-            evaluate(&plan(ARN_B), ns, &policies, DefaultPolicy::Restricted).map(|a| a.by),
-            Ok("MaintenancePolicy team-b".to_owned())
+            evaluate(&plan(ARN_B), ns, &policies, DefaultPolicy::Restricted).map(|a| a.outright().cloned()),
+            Ok(Some(Allowed {
+                by: "MaintenancePolicy team-b".to_owned()
+            }))
         );
         let refusal = evaluate(
             &plan(ARN_OTHER_ACCOUNT.replace("team-a", "team-c").as_str()),
@@ -479,6 +516,39 @@ mod tests {
             refusal.message.starts_with("not allowed by MaintenancePolicy team-a (")
                 && refusal.message.contains("), nor by MaintenancePolicy team-b ("),
             "{refusal}"
+        );
+    }
+
+    #[test]
+    fn a_policy_asking_for_tags_allows_only_if_tagged_unless_another_allows_outright() {
+        let labels = BTreeMap::new();
+        let managed = BTreeMap::from([("pitstop.dev/managed".to_owned(), "true".to_owned())]);
+        let tagged = policy("a-tagged", &["team-a"], |p| {
+            p.instance_tags = managed.clone();
+            p.target_group_tags = managed.clone();
+        });
+        assert_eq!(
+            evaluate(&plan(ARN_A), team_a(&labels), [&tagged], DefaultPolicy::Restricted),
+            Ok(Allowance::IfTagged(vec![TagConditions {
+                policy: "MaintenancePolicy a-tagged".to_owned(),
+                target_group_tags: managed.clone(),
+                instance_tags: managed.clone(),
+            }]))
+        );
+        // A plan the policy refuses from its spec is refused whatever the tags.
+        assert!(evaluate(&plan(ARN_B), team_a(&labels), [&tagged], DefaultPolicy::Restricted).is_err());
+        let outright = policy("b-outright", &["team-a"], |_| {});
+        assert_eq!(
+            evaluate(
+                &plan(ARN_A),
+                team_a(&labels),
+                [&tagged, &outright],
+                DefaultPolicy::Restricted
+            )
+            .map(|a| a.outright().cloned()),
+            Ok(Some(Allowed {
+                by: "MaintenancePolicy b-outright".to_owned()
+            }))
         );
     }
 

@@ -5,12 +5,16 @@
 //! namespace's [`crate::api::MaintenancePolicy`] objects (owned by the platform team), or the
 //! controller's [`DefaultPolicy`] when none selects the namespace, whether a plan's target
 //! group, region, account and SSM documents are allowed. It is pure, and runs before the
-//! controller reads or changes anything on AWS for the plan.
+//! controller reads or changes anything on AWS for the plan. A policy may also ask for tags
+//! on the plan's target groups and instances: [`check_tags`] decides those from the tags the
+//! controller read (the only AWS calls made for a plan not yet allowed, and read-only).
 
 mod evaluate;
 mod glob;
+mod tags;
 
-pub use evaluate::{Allowed, NamespaceView, Refusal, evaluate, selects};
+pub use evaluate::{Allowance, Allowed, NamespaceView, Refusal, evaluate, selects};
+pub use tags::{SeenTags, TagConditions, check as check_tags};
 
 /// What the plans of a namespace that no MaintenancePolicy selects may do.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

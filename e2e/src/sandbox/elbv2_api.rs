@@ -23,6 +23,9 @@ pub(crate) async fn execute(shared: &Arc<Shared>, action: &str, params: &QueryPa
         "DescribeTargetGroups" => describe_target_groups(shared, params),
         "RegisterTargets" => register_targets(shared, params).await,
         "DeregisterTargets" => deregister_targets(shared, params).await,
+        "DescribeTags" => describe_tags(shared, params),
+        "AddTags" => add_tags(shared, params),
+        "RemoveTags" => remove_tags(shared, params),
         other => Err(ApiError::client(
             "InvalidAction",
             format!("the pitstop sandbox does not implement the ELBv2 action {other}"),
@@ -39,6 +42,77 @@ fn check_target_group(shared: &Shared, params: &QueryParams) -> Result<usize, Ap
             format!("One or more target groups not found: {arn}"),
         )
     })
+}
+
+/// The sandbox's target groups `ResourceArns.member.N` names (1 to 20 of them, as ELBv2
+/// allows; the sandbox has no load balancers or listeners to tag).
+fn tagged_groups(shared: &Shared, params: &QueryParams) -> Result<Vec<usize>, ApiError> {
+    let arns: Vec<String> = params
+        .members("ResourceArns")
+        .into_iter()
+        .flatten()
+        .map(|(_, v)| v)
+        .collect();
+    if arns.is_empty() || arns.len() > 20 {
+        return Err(ApiError::validation("ResourceArns must name 1 to 20 resources"));
+    }
+    arns.iter()
+        .map(|arn| {
+            shared.target_group_index(arn).ok_or_else(|| {
+                ApiError::client(
+                    "TargetGroupNotFound",
+                    format!("One or more target groups not found: {arn}"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn describe_tags(shared: &Shared, params: &QueryParams) -> Result<String, ApiError> {
+    let mut xml = Xml::default();
+    xml.open("TagDescriptions");
+    for index in tagged_groups(shared, params)? {
+        let group = &shared.target_groups[index];
+        xml.open("member").leaf("ResourceArn", &group.arn).open("Tags");
+        for (key, value) in group.tags() {
+            xml.open("member")
+                .leaf("Key", &key)
+                .leaf("Value", &value)
+                .close("member");
+        }
+        xml.close("Tags").close("member");
+    }
+    xml.close("TagDescriptions");
+    Ok(xml.finish())
+}
+
+fn add_tags(shared: &Shared, params: &QueryParams) -> Result<String, ApiError> {
+    let tags = params
+        .members("Tags")
+        .into_iter()
+        .map(|fields| {
+            let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let key = field("Key").ok_or_else(|| ApiError::validation("every tag needs a Key"))?;
+            Ok((key, field("Value").unwrap_or_default()))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    for index in tagged_groups(shared, params)? {
+        shared.target_groups[index].retag(&tags, &[]);
+    }
+    Ok(String::new())
+}
+
+fn remove_tags(shared: &Shared, params: &QueryParams) -> Result<String, ApiError> {
+    let keys: Vec<String> = params
+        .members("TagKeys")
+        .into_iter()
+        .flatten()
+        .map(|(_, v)| v)
+        .collect();
+    for index in tagged_groups(shared, params)? {
+        shared.target_groups[index].retag(&[], &keys);
+    }
+    Ok(String::new())
 }
 
 /// `Targets.member.N` as `(Id, Port)`; a missing port is the target group's.

@@ -102,6 +102,8 @@ pub(crate) struct TargetGroup {
     /// Its HAProxy backend.
     pub(crate) backend: String,
     registrations: Mutex<HashMap<String, Registration>>,
+    /// Its tags (DescribeTags, AddTags, RemoveTags).
+    tags: Mutex<BTreeMap<String, String>>,
     /// Serialises registration changes with their HAProxy commands, so commands reach HAProxy in the order the
     /// registrations changed.
     writes: tokio::sync::Mutex<()>,
@@ -115,12 +117,19 @@ impl TargetGroup {
             .iter()
             .map(|id| (id.clone(), Registration::Unused))
             .collect();
+        let name = target_group_name(index);
+        // As the instances are tagged: a name, and the fleet they belong to.
+        let tags = BTreeMap::from([
+            ("Name".to_owned(), name.clone()),
+            ("pitstop.dev/fleet".to_owned(), "sandbox".to_owned()),
+        ]);
         Self {
             arn,
-            name: target_group_name(index),
+            name,
             port: target_group_port(index),
             backend: backend_name(index),
             registrations: Mutex::new(registrations),
+            tags: Mutex::new(tags),
             writes: tokio::sync::Mutex::new(()),
             generations: AtomicU64::new(0),
         }
@@ -128,6 +137,18 @@ impl TargetGroup {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Registration>> {
         self.registrations.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Its tags, now.
+    pub(crate) fn tags(&self) -> BTreeMap<String, String> {
+        self.tags.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Adds or overwrites `tags`, and removes the `removed` keys.
+    pub(crate) fn retag(&self, tags: &[(String, String)], removed: &[String]) {
+        let mut current = self.tags.lock().unwrap_or_else(PoisonError::into_inner);
+        current.extend(tags.iter().cloned());
+        current.retain(|key, _| !removed.contains(key));
     }
 
     /// The HAProxy server of instance `id` in this group's backend.

@@ -1,4 +1,5 @@
-//! [`Instances`] over the EC2 API: the one read `selector.tags` needs.
+//! [`Instances`] over the EC2 API: the DescribeInstances reads of `selector.tags`,
+//! `order: ByZone` and a policy's `instanceTags`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,8 +88,44 @@ impl Instances for SdkInstances {
     }
 
     async fn zones(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
-        const OP: &str = "DescribeInstances";
         let mut zones = BTreeMap::new();
+        for instance in self.by_ids(instance_ids).await? {
+            if let (Some(id), Some(zone)) = (
+                instance.instance_id(),
+                instance.placement().and_then(|p| p.availability_zone()),
+            ) {
+                zones.insert(id.to_owned(), zone.to_owned());
+            }
+        }
+        Ok(zones)
+    }
+
+    async fn tags(&self, instance_ids: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
+        let mut tags = BTreeMap::new();
+        for instance in self.by_ids(instance_ids).await? {
+            let terminated = instance
+                .state()
+                .and_then(|s| s.name())
+                .is_some_and(|n| matches!(n.as_str(), "shutting-down" | "terminated"));
+            if let (Some(id), false) = (instance.instance_id(), terminated) {
+                let instance_tags = instance
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                    .collect();
+                tags.insert(id.to_owned(), instance_tags);
+            }
+        }
+        Ok(tags)
+    }
+}
+
+impl SdkInstances {
+    /// DescribeInstances of `instance_ids` (an `instance-id` filter, so that an unknown ID is
+    /// left out rather than failing the call), every page.
+    async fn by_ids(&self, instance_ids: &[String]) -> Result<Vec<aws_sdk_ec2::types::Instance>, AwsError> {
+        const OP: &str = "DescribeInstances";
+        let mut found = Vec::new();
         // Up to 200 values per filter.
         for chunk in instance_ids.chunks(200) {
             let filter = Filter::builder()
@@ -105,20 +142,13 @@ impl Instances for SdkInstances {
                     .send()
                     .await
                     .map_err(|e| from_sdk_error(OP, &e))?;
-                for instance in output.reservations().iter().flat_map(|r| r.instances()) {
-                    if let (Some(id), Some(zone)) = (
-                        instance.instance_id(),
-                        instance.placement().and_then(|p| p.availability_zone()),
-                    ) {
-                        zones.insert(id.to_owned(), zone.to_owned());
-                    }
-                }
+                found.extend(output.reservations().iter().flat_map(|r| r.instances()).cloned());
                 match output.next_token() {
                     Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
                     _ => break,
                 }
             }
         }
-        Ok(zones)
+        Ok(found)
     }
 }

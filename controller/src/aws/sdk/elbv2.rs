@@ -1,5 +1,6 @@
 //! [`TargetGroups`] over the ELBv2 API.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,5 +181,31 @@ impl TargetGroups for SdkTargetGroups {
             .await
             .map_err(|e| from_sdk_error(OP, &e))?;
         Ok(())
+    }
+
+    async fn tags(&self, target_group_arns: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
+        const OP: &str = "DescribeTags";
+        let mut tags = BTreeMap::new();
+        // DescribeTags takes at most 20 resource ARNs.
+        for chunk in target_group_arns.chunks(20) {
+            let output = self
+                .client
+                .describe_tags()
+                .set_resource_arns(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| from_sdk_error(OP, &e))?;
+            for description in output.tag_descriptions() {
+                if let Some(arn) = description.resource_arn() {
+                    let group_tags = description
+                        .tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                        .collect();
+                    tags.insert(arn.to_owned(), group_tags);
+                }
+            }
+        }
+        Ok(tags)
     }
 }

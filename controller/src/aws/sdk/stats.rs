@@ -32,6 +32,8 @@ pub enum ApiOperation {
     DeregisterTargets,
     /// ELBv2 RegisterTargets.
     RegisterTargets,
+    /// ELBv2 DescribeTags (a MaintenancePolicy's `targetGroupTags`).
+    DescribeTags,
     /// SSM SendCommand.
     SendCommand,
     /// SSM GetCommandInvocation.
@@ -50,11 +52,12 @@ pub enum ApiOperation {
 
 impl ApiOperation {
     /// Every operation, in a stable order (metrics keep the same label set from the start).
-    pub const ALL: [ApiOperation; 11] = [
+    pub const ALL: [ApiOperation; 12] = [
         Self::DescribeTargetHealth,
         Self::DescribeTargetGroupAttributes,
         Self::DeregisterTargets,
         Self::RegisterTargets,
+        Self::DescribeTags,
         Self::SendCommand,
         Self::GetCommandInvocation,
         Self::ListCommands,
@@ -71,6 +74,7 @@ impl ApiOperation {
             Self::DescribeTargetGroupAttributes => "DescribeTargetGroupAttributes",
             Self::DeregisterTargets => "DeregisterTargets",
             Self::RegisterTargets => "RegisterTargets",
+            Self::DescribeTags => "DescribeTags",
             Self::SendCommand => "SendCommand",
             Self::GetCommandInvocation => "GetCommandInvocation",
             Self::ListCommands => "ListCommands",
@@ -87,7 +91,8 @@ impl ApiOperation {
             Self::DescribeTargetHealth
             | Self::DescribeTargetGroupAttributes
             | Self::DeregisterTargets
-            | Self::RegisterTargets => "elasticloadbalancing",
+            | Self::RegisterTargets
+            | Self::DescribeTags => "elasticloadbalancing",
             Self::SendCommand
             | Self::GetCommandInvocation
             | Self::ListCommands
