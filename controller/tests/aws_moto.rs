@@ -618,7 +618,7 @@ async fn running_instances_with_every_tag_in_id_order_with_their_zones() {
 async fn the_tags_a_policy_asks_for_are_read_for_groups_and_instances() {
     let moto = moto();
     let provider = provider(&moto);
-    let region = "sa-east-1";
+    let region = "ca-central-1";
     let fleet = fleet(&moto, &provider, region).await;
     let r = &fleet.registered;
     fleet

@@ -203,6 +203,48 @@ async fn an_empty_selection_fails_the_run_with_its_own_reason_and_touches_nothin
 }
 
 #[tokio::test]
+async fn a_selection_larger_than_a_plan_takes_fails_the_run_with_a_count_and_touches_nothing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        let more: Vec<String> = (0..=pitstop::api::MAX_INSTANCES - IDS.len())
+            .map(|n| format!("i-1{n:016x}"))
+            .collect();
+        fake.add_group(
+            ARN,
+            &more
+                .iter()
+                .chain(IDS.iter().map(|id| id.to_string()).collect::<Vec<_>>().iter())
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            8080,
+        );
+        server.insert(selected_plan("web", json!({})));
+        drive(&mut server, &ctx, &fake, "web", finished).await;
+        let status = status_of(&server, "web");
+        assert_eq!(status.phase, PlanPhase::Failed, "{status:?}");
+        assert!(status.instances.is_empty());
+        let selection = status.selection.clone().expect("a selection");
+        assert_eq!(selection.matched, Some(1001));
+        assert!(selection.instances.is_empty(), "the IDs are not recorded");
+        let failed = condition(&status, "Failed");
+        assert_eq!(
+            (failed.status.as_str(), failed.reason.as_str()),
+            ("True", "SelectionTooLarge")
+        );
+        assert_eq!(
+            status.message.as_deref(),
+            Some(
+                "the selector matched 1001 instances in web, more than the 1000 one plan takes (its status must fit \
+                 one etcd write): narrow the selector or split the fleet across plans"
+            )
+        );
+        assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
 async fn a_scheduled_selected_plan_resolves_again_at_each_window_and_maintains_the_replacement() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let (fake, mut server, ctx) = scenario();

@@ -6,6 +6,8 @@ pub mod binaries;
 pub mod chaos;
 /// The seed's before/after experiment: the sandbox under load, maintained by pitstop or naively.
 pub mod experiment;
+/// The largest plan the API accepts, with the status pitstop writes for it.
+pub mod largest_plan;
 /// Open-loop HTTP load generator used to measure failed requests during maintenance.
 pub mod load;
 /// Load results, phase bands and their JSON, SVG chart and terminal summary.

@@ -1147,6 +1147,66 @@ async fn a_policy_asking_for_tags_refuses_untagged_instances_after_reads_only() 
     .await;
 }
 
+/// The largest plan the schema accepts, with the largest status pitstop writes for it (see
+/// `pitstop_e2e::largest_plan`), is stored by the real apiserver and its etcd; one instance
+/// more is refused by the schema with a message naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_plan_and_its_status_are_stored_and_one_instance_more_is_refused() {
+    kube_support::run_with(
+        "the_largest_plan_and_its_status_are_stored_and_one_instance_more_is_refused",
+        kube_support::Install::ClusterWide,
+        |h: Harness| async move {
+            use kube::api::{Patch, PatchParams, PostParams};
+            use pitstop::api::{MAX_INSTANCES, MaintenancePlan};
+
+            let plans = h.plans();
+            let largest = pitstop_e2e::largest_plan::largest_plan().await;
+            let status = largest.status.clone().expect("a status");
+            let mut plan = MaintenancePlan::new("largest", largest.spec.clone());
+            plan.metadata.namespace = Some(h.namespace.clone());
+            plans
+                .create(&PostParams::default(), &plan)
+                .await
+                .expect("the largest plan is accepted");
+            let body = serde_json::json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "status": status,
+            });
+            plans
+                .patch_status(
+                    "largest",
+                    &PatchParams::apply(kube_support::FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+                .expect("its largest status is stored");
+            let stored = plans.get("largest").await.expect("read back");
+            let size = serde_json::to_vec(&stored).map(|json| json.len()).unwrap_or_default();
+            eprintln!(
+                "stored: {} instances, {size} bytes, managedFields included",
+                stored.status.map(|s| s.instances.len()).unwrap_or_default()
+            );
+            let limit = pitstop_e2e::largest_plan::ETCD_REQUEST_LIMIT;
+            assert!(size < limit / 2, "{size} bytes leaves too little room below etcd's {limit}");
+
+            let mut too_many = plan.clone();
+            too_many.metadata.name = Some("too-many".to_owned());
+            too_many.spec.instances.push(format!("i-{:017x}", MAX_INSTANCES + 1));
+            match plans.create(&PostParams::default(), &too_many).await {
+                Err(kube::Error::Api(status)) if status.code == 422 => {
+                    eprintln!("one more: {}", status.message);
+                    assert!(status.message.contains("spec.instances"), "{}", status.message);
+                    assert!(status.message.contains("1000"), "{}", status.message);
+                }
+                other => panic!("a plan of {} instances must be refused: {other:?}", MAX_INSTANCES + 1),
+            }
+            let _ = plans.delete("largest", &DeleteParams::default()).await;
+        },
+    )
+    .await;
+}
+
 /// The target group fields on the real apiserver: exactly one of `targetGroupArn` and
 /// `targetGroupArns` (CEL), at most 10 groups (schema), and neither can be changed nor
 /// swapped for the other once the plan exists (CEL transition rules), while a plan naming

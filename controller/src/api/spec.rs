@@ -19,6 +19,13 @@ pub const MAX_TARGET_GROUPS: usize = 10;
 /// the cost of the CEL rules that compare them.
 pub const MAX_TARGET_GROUP_ARN_LENGTH: usize = 256;
 
+/// Most instances one plan maintains (`instances`, or what a selector finds): as many as an
+/// Application Load Balancer may have targets, and few enough that the plan and its status
+/// stay far below etcd's 1.5 MiB limit on one write (at most about 575 KB at this size, with
+/// ten target groups and every instance failed; see `e2e/src/largest_plan.rs`). A larger
+/// fleet is split across plans.
+pub const MAX_INSTANCES: usize = 1000;
+
 /// Pattern of an EC2 instance ID: `i-` followed by 8 or 17 lowercase hex digits.
 pub const INSTANCE_ID_PATTERN: &str = r"^i-([0-9a-f]{8}|[0-9a-f]{17})$";
 
@@ -94,9 +101,9 @@ pub struct MaintenancePlanSpec {
 
     /// EC2 instance IDs to maintain, in order, one at a time. Each must be a registered,
     /// healthy target of the target group when its turn comes (one that is not fails
-    /// `NotInTargetGroup`). No duplicates. Set this or `selector`, not both.
+    /// `NotInTargetGroup`). No duplicates, at most 1000. Set this or `selector`, not both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(min = 1), inner(regex(pattern = INSTANCE_ID_PATTERN)))]
+    #[schemars(length(min = 1, max = MAX_INSTANCES), inner(regex(pattern = INSTANCE_ID_PATTERN)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub instances: Vec<String>,
 

@@ -67,8 +67,11 @@ pub struct MaintenancePlanStatus {
     pub selection: Option<SelectionStatus>,
 
     /// One entry per instance of the run (the spec's list, or the selection), in its order.
+    // Atomic, not a map keyed by instanceId: pitstop writes the list whole every round, and
+    // a map's server-side-apply bookkeeping (managedFields, one entry per field per
+    // instance) would add about half again to the stored object of a 1000-instance plan.
     #[serde(default)]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["instanceId"]))]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub instances: Vec<InstanceStatus>,
 
     /// Standard conditions, one per `type`: Accepted, Progressing, Complete, Failed; and the
@@ -118,10 +121,16 @@ pub struct SelectionStatus {
     #[schemars(schema_with = "timestamp_schema")]
     pub resolved_at: Option<Timestamp>,
 
-    /// The instance IDs the selector matched, in the order they are maintained.
+    /// The instance IDs the selector matched, in the order they are maintained (none when it
+    /// matched more than a plan takes; see `matched`).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub instances: Vec<String>,
+
+    /// How many instances the selector matched. More than 1000 (the most one plan takes)
+    /// fails the run with `SelectionTooLarge` before any instance is touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u32>,
 
     /// The highest attempt number the plan's instances had used when the selection was made:
     /// an instance new to the run starts from here, so a command tag is never reused, even by

@@ -8,7 +8,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::spec::{
-    INSTANCE_ID_PATTERN, MAX_TARGET_GROUP_ARN_LENGTH, MAX_TARGET_GROUPS, MaintenancePlanSpec, TARGET_GROUP_ARN_PATTERN,
+    INSTANCE_ID_PATTERN, MAX_INSTANCES, MAX_TARGET_GROUP_ARN_LENGTH, MAX_TARGET_GROUPS, MaintenancePlanSpec,
+    TARGET_GROUP_ARN_PATTERN,
 };
 
 static TARGET_GROUP_ARN: LazyLock<Regex> =
@@ -80,6 +81,12 @@ pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
             );
         }
         _ => {}
+    }
+    if spec.instances.len() > MAX_INSTANCES {
+        problems.push(format!(
+            "instances names {} instances, more than the {MAX_INSTANCES} one plan takes: split the fleet across plans",
+            spec.instances.len()
+        ));
     }
     let mut seen = HashSet::new();
     for id in &spec.instances {
@@ -251,5 +258,20 @@ mod tests {
         let err = validate(&s).expect_err("spec is invalid");
         assert!(err.to_string().contains("instances is empty"), "{err}");
         assert!(err.to_string().contains("differs"), "{err}");
+    }
+
+    #[test]
+    fn rejects_more_instances_than_a_plan_takes() {
+        let ids: Vec<String> = (0..=MAX_INSTANCES).map(|n| format!("i-{n:017x}")).collect();
+        let mut s = spec(ARN, &[]);
+        s.instances = ids.clone();
+        let err = validate(&s).expect_err("one too many");
+        assert!(
+            err.to_string()
+                .contains("1001 instances, more than the 1000 one plan takes"),
+            "{err}"
+        );
+        s.instances.pop();
+        assert!(validate(&s).is_ok());
     }
 }

@@ -46,6 +46,10 @@ pub struct FakeBehaviour {
     /// Operations IAM does not allow (e.g. `DeregisterTargets`): they answer AccessDenied,
     /// with the message AWS gives.
     pub denied_operations: Vec<&'static str>,
+    /// The tail of stderr a failing command reports (SSM gives pitstop up to 500 characters).
+    pub failure_output: String,
+    /// Command IDs shaped as SSM's (36-character UUIDs) rather than short `cmd-0001` ones.
+    pub uuid_command_ids: bool,
 }
 
 impl Default for FakeBehaviour {
@@ -64,6 +68,8 @@ impl Default for FakeBehaviour {
             lose_next_answers: 0,
             list_lag: Duration::ZERO,
             denied_operations: Vec::new(),
+            failure_output: "maintenance script failed".to_owned(),
+            uuid_command_ids: false,
         }
     }
 }
@@ -514,7 +520,12 @@ impl Commands for FakeAws {
             ));
         }
         world.record_write("SendCommand", None, &request.instance_id, Some(request.comment.clone()));
-        let id = format!("cmd-{:04}", world.commands.len() + 1);
+        let number = world.commands.len() + 1;
+        let id = if world.behaviour.uuid_command_ids {
+            format!("{number:08x}-0000-4000-8000-{number:012x}")
+        } else {
+            format!("cmd-{number:04}")
+        };
         let instance_id = request.instance_id.clone();
         let command = FakeCommand {
             id: id.clone(),
@@ -557,7 +568,7 @@ impl Commands for FakeAws {
             status,
             status_details: Some(format!("{status:?}")),
             response_code: Some(code),
-            stderr_tail: command.fails.then(|| "maintenance script failed".to_owned()),
+            stderr_tail: command.fails.then(|| world.behaviour.failure_output.clone()),
         }))
     }
 

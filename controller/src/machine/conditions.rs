@@ -145,11 +145,15 @@ pub(super) fn summarize(
         (PlanPhase::Succeeded, _) => format!("all {total} instances maintained and healthy"),
         (PlanPhase::Failed, _) => match invalid {
             Some(invalid) => invalid.to_string(),
-            None if failure_reason == Some(super::selection::EMPTY_SELECTION) => status
-                .selection
-                .as_ref()
-                .and_then(|s| s.message.clone())
-                .unwrap_or_else(|| "the selector matched no instance".to_owned()),
+            None if failure_reason == Some(super::selection::EMPTY_SELECTION)
+                || failure_reason == Some(super::selection::SELECTION_TOO_LARGE) =>
+            {
+                status
+                    .selection
+                    .as_ref()
+                    .and_then(|s| s.message.clone())
+                    .unwrap_or_else(|| "the selector matched no instance".to_owned())
+            }
             None => format!("{failed} of {total} instances failed; the plan stopped"),
         },
     };

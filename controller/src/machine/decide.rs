@@ -33,6 +33,14 @@ pub struct PlanView<'a> {
 
 /// Decides the next step of a plan from its recorded status and what AWS showed. Pure.
 pub fn decide(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decision {
+    let mut decision = decide_round(plan, observed, now);
+    // Whatever the round did, a done instance keeps only its record (the status must fit
+    // one etcd write at any plan size).
+    super::compact::compact_finished(&mut decision.status.instances);
+    decision
+}
+
+fn decide_round(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Decision {
     let spec = plan.spec;
     let mut status = plan.status.cloned().unwrap_or_default();
     let edited = plan.generation.is_some() && status.observed_generation != plan.generation;
@@ -616,8 +624,8 @@ fn plan_failure_reason(status: &MaintenancePlanStatus) -> Option<String> {
     if status.phase != PlanPhase::Failed {
         return None;
     }
-    if selection::is_empty(status) {
-        return Some(selection::EMPTY_SELECTION.to_owned());
+    if let Some(reason) = selection::failure_reason(status) {
+        return Some(reason.to_owned());
     }
     status
         .instances

@@ -199,6 +199,9 @@ fn places(spec: &MaintenancePlanSpec, instance: &InstanceStatus, observed: &Obse
 fn describe(places: &[Place]) -> String {
     match places {
         [one] => one.state.to_string(),
+        [first, rest @ ..] if rest.iter().all(|p| p.state == first.state) => {
+            format!("{} in all {} target groups", first.state, places.len())
+        }
         several => several
             .iter()
             .map(|p| format!("{}: {}", group_name(&p.group.target_group_arn), p.state))

@@ -4,6 +4,7 @@
 //! was read and returns the next status and at most one AWS action, and [`record_sent`] /
 //! [`record_action_failed`] fold an action's outcome back into the status.
 
+mod compact;
 mod conditions;
 mod decide;
 mod decision;
@@ -30,7 +31,10 @@ pub use not_allowed::{NOT_ALLOWED, is_refused, lift_refusal, refuse};
 pub use observed::{CommandView, GroupTarget, Observed, Wants, groups_out, in_flight, wants, wants_at};
 pub use outcome::{record_action_failed, record_send_not_made, record_sent};
 pub use reboot_script::reboot_command;
-pub use selection::{EMPTY_SELECTION, members as selection_members, needs_resolving, resolves_per_run, run_instances};
+pub use selection::{
+    EMPTY_SELECTION, SELECTION_TOO_LARGE, members as selection_members, needs_resolving, resolves_per_run,
+    run_instances,
+};
 pub use turn::{WAITING_FOR_TURN, holds_turn, needs_turn};
 pub use turn_queue::{TurnQueue, Waiter};
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 
-use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus, Order, SelectionStatus};
+use crate::api::{MAX_INSTANCES, MaintenancePlanSpec, MaintenancePlanStatus, Order, SelectionStatus};
 use crate::aws::TargetState;
 
 use super::decision::Transition;
@@ -111,6 +111,11 @@ pub(super) fn resolve(
         ),
         Some(_) => return None,
     };
+    let matched = instances.len();
+    if matched > MAX_INSTANCES {
+        // Recorded as a count only: the IDs would not fit the status the plan cannot run.
+        instances.clear();
+    }
     let zones: BTreeMap<String, String> = if spec.order == Order::ByZone {
         let known = match (&observed.zones, &observed.tagged) {
             (Some(zones), _) => zones.clone(),
@@ -159,6 +164,14 @@ pub(super) fn resolve(
         )
     };
     let (reason, message, warning) = match (&source, instances.is_empty()) {
+        (Some(source), true) if matched > MAX_INSTANCES => (
+            SELECTION_TOO_LARGE,
+            format!(
+                "the selector matched {matched} instances {source}, more than the {MAX_INSTANCES} one plan takes \
+                 (its status must fit one etcd write): narrow the selector or split the fleet across plans"
+            ),
+            true,
+        ),
         (Some(source), true) => {
             let none = if spec.selector.as_ref().is_some_and(|s| s.target_group_members) {
                 format!("no registered target {source}")
@@ -177,18 +190,19 @@ pub(super) fn resolve(
                 "the selector matched {} instance{} {source}: {}{by_zone}",
                 instances.len(),
                 if instances.len() == 1 { "" } else { "s" },
-                instances.join(", ")
+                listed(&instances)
             ),
             false,
         ),
         (None, _) => (
             "Ordered",
-            format!("the instances in zone order: {}{by_zone}", instances.join(", ")),
+            format!("the instances in zone order: {}{by_zone}", listed(&instances)),
             false,
         ),
     };
     status.selection = Some(SelectionStatus {
         resolved_at: Some(now),
+        matched: Some(u32::try_from(matched).unwrap_or(u32::MAX)),
         instances,
         attempt_floor: floor,
         message: Some(message.clone()),
@@ -208,10 +222,41 @@ pub(super) fn resolve(
 /// Event).
 pub const EMPTY_SELECTION: &str = "EmptySelection";
 
-/// True when the current run's selection is resolved and empty.
+/// Reason of a run whose selector matched more instances than one plan takes
+/// ([`MAX_INSTANCES`]).
+pub const SELECTION_TOO_LARGE: &str = "SelectionTooLarge";
+
+/// How many instance IDs a message names before it only counts the rest (the IDs are all in
+/// `status.selection.instances`; messages also go to Events and conditions).
+const LISTED_IDS: usize = 10;
+
+fn listed(instances: &[String]) -> String {
+    let named = instances[..instances.len().min(LISTED_IDS)].join(", ");
+    match instances.len().saturating_sub(LISTED_IDS) {
+        0 => named,
+        more => format!("{named} and {more} more"),
+    }
+}
+
+/// True when the current run's selection is resolved and has nothing to run (it matched no
+/// instance, or too many).
 pub(super) fn is_empty(status: &MaintenancePlanStatus) -> bool {
     status
         .selection
         .as_ref()
         .is_some_and(|s| s.resolved_at.is_some() && s.instances.is_empty())
+}
+
+/// Why the current run's selection fails it, if it does: [`EMPTY_SELECTION`] or
+/// [`SELECTION_TOO_LARGE`].
+pub(super) fn failure_reason(status: &MaintenancePlanStatus) -> Option<&'static str> {
+    if !is_empty(status) {
+        return None;
+    }
+    let matched = status.selection.as_ref().and_then(|s| s.matched).unwrap_or(0);
+    Some(if matched as usize > MAX_INSTANCES {
+        SELECTION_TOO_LARGE
+    } else {
+        EMPTY_SELECTION
+    })
 }
