@@ -14,5 +14,6 @@ pub mod k8s;
 pub mod leader;
 pub mod machine;
 pub mod runner;
+pub mod schema_text;
 pub mod telemetry;
 pub mod tenancy;

@@ -19,6 +19,39 @@ fn checked_in_policy_crd_matches_the_code() {
     assert_checked_in(&policy_crd_yaml().expect("CRD renders"), "crds/maintenancepolicy.yaml");
 }
 
+/// Every description in the YAML as `kubectl explain` prints it: no line broken mid-paragraph
+/// (reflowing it again changes nothing), and at least one that was broken in the source.
+#[test]
+fn descriptions_read_as_paragraphs_in_kubectl_explain() {
+    fn descriptions<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    match child {
+                        Value::String(text) if key == "description" => found.push(text),
+                        other => descriptions(other, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| descriptions(item, found)),
+            _ => {}
+        }
+    }
+    for yaml in [crd_yaml(), policy_crd_yaml()] {
+        let crd: Value = serde_saphyr::from_str(&yaml.expect("CRD renders")).expect("CRD YAML");
+        let mut found = Vec::new();
+        descriptions(&crd, &mut found);
+        assert!(found.len() > 20, "{} descriptions", found.len());
+        for text in found {
+            assert_eq!(pitstop::schema_text::reflow(text), text, "a line broken mid-paragraph");
+        }
+    }
+    // The source does break them: the doc comment of `instances` spans several lines.
+    let raw =
+        serde_json::to_string(&schema()["properties"]["spec"]["properties"]["instances"]["description"]).expect("JSON");
+    assert!(raw.contains("\\n"), "{raw}");
+}
+
 fn assert_checked_in(generated: &str, file: &str) {
     let path = workspace_file(file);
     let checked_in = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -1188,7 +1188,10 @@ async fn the_largest_plan_and_its_status_are_stored_and_one_instance_more_is_ref
                 stored.status.map(|s| s.instances.len()).unwrap_or_default()
             );
             let limit = pitstop_e2e::largest_plan::ETCD_REQUEST_LIMIT;
-            assert!(size < limit / 2, "{size} bytes leaves too little room below etcd's {limit}");
+            assert!(
+                size < limit / 2,
+                "{size} bytes leaves too little room below etcd's {limit}"
+            );
 
             let mut too_many = plan.clone();
             too_many.metadata.name = Some("too-many".to_owned());
