@@ -61,6 +61,9 @@ TENANCY_CLUSTER_ROLES = ["pitstop-plans-edit", "pitstop-plans-view", "pitstop-po
 LEASE_RULES = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+    # The global stop: only its ConfigMap, read-only.
+    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["pitstop-stop"],
+     "verbs": ["get", "list", "watch"]},
 ]
 
 POD_SECURITY_CONTEXT = {
@@ -268,6 +271,7 @@ def test_default_objects(chart):
         ("ClusterRole", "pitstop-policy-reader", None),
         ("ClusterRoleBinding", "pitstop", None),
         ("ClusterRoleBinding", "pitstop-policy-reader", None),
+        ("ConfigMap", "pitstop-stop", NAMESPACE),
         ("Deployment", "pitstop", NAMESPACE),
         ("PodDisruptionBudget", "pitstop", NAMESPACE),
         ("Role", "pitstop-leases", NAMESPACE),
@@ -311,6 +315,7 @@ def test_default_args_and_env(chart):
         "--leader-election",
         "--lease-name=pitstop-controller",
         "--default-policy=restricted",
+        "--stop-configmap=pitstop-stop",
     ]
     assert c["env"] == [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -346,6 +351,7 @@ def test_every_value_reaches_the_deployment(chart):
         "--leader-election",
         "--lease-name=pitstop-controller",
         "--default-policy=unrestricted",
+        "--stop-configmap=pitstop-stop",
         f"--namespace={WATCH_NAMESPACE}",
     ]
     env = {e["name"]: e for e in c["env"]}
@@ -787,3 +793,20 @@ def test_dockerfile():
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in ("target/", ".venv/", ".work/"):
         assert entry in ignored
+
+
+# ----------------------------------------------------------------------------- Global stop
+
+
+def test_global_stop_configmap_is_watched_and_unset_by_default(chart):
+    objects = render(chart)
+    stop = one(objects, "ConfigMap", "pitstop-stop")
+    assert stop["metadata"]["namespace"] == NAMESPACE
+    assert "annotations" not in stop["metadata"], "plans run by default"
+    assert "--stop-configmap=pitstop-stop" in container(objects)["args"]
+
+
+def test_global_stop_can_hold_every_plan_from_install(chart):
+    objects = render(chart, {"globalStop": {"paused": "change freeze"}})
+    stop = one(objects, "ConfigMap", "pitstop-stop")
+    assert stop["metadata"]["annotations"] == {"pitstop.dev/paused": "change freeze"}

@@ -1210,6 +1210,82 @@ async fn the_largest_plan_and_its_status_are_stored_and_one_instance_more_is_ref
     .await;
 }
 
+/// The global stop with the real binary under the chart's RBAC (which lets it read only the
+/// stop ConfigMap): a plan applied while the ConfigMap carries `pitstop.dev/paused` waits,
+/// says why, and changes nothing on AWS; removing the annotation lets it run to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_stop_holds_plans_until_it_is_lifted() {
+    kube_support::run_with(
+        "the_global_stop_holds_plans_until_it_is_lifted",
+        kube_support::Install::ClusterWide,
+        |h: Harness| async move {
+            use k8s_openapi::api::core::v1::ConfigMap;
+            use kube::api::{Api, Patch, PatchParams};
+            use serde_json::json;
+
+            const STOP: &str = "pitstop-stop";
+            let config_maps: Api<ConfigMap> = Api::namespaced(h.client.clone(), &h.namespace);
+            apply_json(
+                &config_maps,
+                STOP,
+                json!({
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": { "name": STOP, "annotations": { "pitstop.dev/paused": "change freeze" } },
+                }),
+            )
+            .await;
+            let fleet = Fleet::start(&h, &["controller"], |_| {
+                vec!["--stop-configmap".to_owned(), STOP.to_owned()]
+            })
+            .await;
+            fleet.apply_plan("held").await;
+            let deadline = kube_support::Deadline::new("the plan held by the global stop", STEP_LIMIT);
+            loop {
+                let plan = fleet.plans.get("held").await.expect("the plan");
+                let status = plan.status.clone().unwrap_or_default();
+                if phase(&plan) == Some(PlanPhase::Suspended) && status.held_by.is_some() {
+                    let message = status.message.unwrap_or_default();
+                    eprintln!("held: {message}");
+                    assert!(message.contains("change freeze"), "{message}");
+                    assert!(
+                        message.contains(&format!("ConfigMap {}/{STOP}", h.namespace)),
+                        "{message}"
+                    );
+                    break;
+                }
+                deadline.tick(&format!("{:?}", (status.phase, status.message))).await;
+            }
+            let calls = fleet.sandbox.call_log().records();
+            assert!(
+                calls.iter().all(|c| !c.write),
+                "nothing changed on AWS while stopped: {calls:#?}"
+            );
+
+            let before = fleet.boots();
+            let lift = json!({ "metadata": { "annotations": { "pitstop.dev/paused": null } } });
+            config_maps
+                .patch(STOP, &PatchParams::default(), &Patch::Merge(&lift))
+                .await
+                .expect("lift the stop");
+            let deadline = kube_support::Deadline::new("the plan finished once the stop is lifted", PLAN_LIMIT);
+            loop {
+                let plan = fleet.plans.get("held").await.expect("the plan");
+                if phase(&plan) == Some(PlanPhase::Succeeded) {
+                    assert_eq!(plan.status.and_then(|s| s.held_by), None);
+                    break;
+                }
+                deadline
+                    .tick(&format!("{:?}", plan.status.map(|s| (s.phase, s.message))))
+                    .await;
+            }
+            assert_eq!(reboots(&before, &fleet.boots()), [1, 1, 1]);
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
 /// The target group fields on the real apiserver: exactly one of `targetGroupArn` and
 /// `targetGroupArns` (CEL), at most 10 groups (schema), and neither can be changed nor
 /// swapped for the other once the plan exists (CEL transition rules), while a plan naming

@@ -59,6 +59,10 @@ Name of the ServiceAccount the controller runs as.
 Name of the leader-election Lease in the release namespace ("pitstop-controller" for a
 release named pitstop). Per release, so two releases never share a leader.
 */}}
+{{- define "pitstop.stopConfigMapName" -}}
+{{- printf "%s-stop" (include "pitstop.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "pitstop.leaseName" -}}
 {{- printf "%s-controller" (include "pitstop.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -42,6 +42,12 @@ pub struct MaintenancePlanStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 
+    /// Set while the controller holds every plan before its next instance (the global stop:
+    /// an annotation on the controller's stop ConfigMap): why, and how to lift it. An
+    /// instance already out is finished and put back; the plan then waits as if suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+
     /// With a schedule: when the window of the current (or last) run opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "timestamp_schema")]

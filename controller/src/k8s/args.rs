@@ -49,6 +49,12 @@ pub struct ControllerArgs {
     /// code as root on every instance the controller's IAM role reaches).
     #[arg(long, env = "PITSTOP_DEFAULT_POLICY", value_enum, default_value_t = DefaultPolicy::Restricted)]
     pub default_policy: DefaultPolicy,
+
+    /// The global stop: a ConfigMap in the controller's namespace (the Lease namespace) whose
+    /// `pitstop.dev/paused` annotation holds every plan before its next instance, its value
+    /// saying why. Unset: no global stop.
+    #[arg(long, env = "PITSTOP_STOP_CONFIGMAP")]
+    pub stop_configmap: Option<String>,
 }
 
 #[cfg(test)]

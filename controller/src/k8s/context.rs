@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use kube::runtime::events::{Recorder, Reporter};
 
 use super::backoff::ErrorBackoff;
+use super::global_stop::GlobalStop;
 use super::recovery::ApiserverRecovery;
 use super::status_cache::StatusCache;
 use super::target_group_lock::TargetGroupLocks;
@@ -45,6 +46,8 @@ pub struct Context {
     pub tenancy: Tenancy,
     /// Notices apiserver outages, so that the plans are reconciled as soon as it is back.
     pub recovery: ApiserverRecovery,
+    /// The global stop: holds every plan before its next instance while it is set.
+    pub stop: GlobalStop,
 }
 
 impl Context {
@@ -83,6 +86,7 @@ impl Context {
             statuses: StatusCache::default(),
             tenancy: Tenancy::default(),
             recovery: ApiserverRecovery::default(),
+            stop: GlobalStop::default(),
         }
     }
 
@@ -113,6 +117,13 @@ impl Context {
     #[must_use]
     pub fn with_tenancy(mut self, tenancy: Tenancy) -> Self {
         self.tenancy = tenancy;
+        self
+    }
+
+    /// Holds every plan while this stop ConfigMap says so (by default: no global stop).
+    #[must_use]
+    pub fn with_global_stop(mut self, stop: GlobalStop) -> Self {
+        self.stop = stop;
         self
     }
 

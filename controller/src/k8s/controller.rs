@@ -19,7 +19,9 @@ use crate::leader::{LeaderElector, LeaseConfig};
 use crate::telemetry::{HealthState, Metrics, serve};
 
 use super::args::ControllerArgs;
+use super::change_ticks::coalesced_ticks;
 use super::context::Context;
+use super::global_stop::watch_global_stop;
 use super::policy::error_policy;
 use super::reconcile::reconcile;
 use super::recovery::{PROBE_EVERY, trigger_backoff};
@@ -98,21 +100,30 @@ pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Res
     metrics.set_leader(true);
 
     let (tenancy, policy_changes) = watch_tenancy(&client, args.default_policy, shutdown.clone()).await?;
-    // The target group Leases live beside the leader Lease, in the controller's namespace.
+    // The target group Leases (and the stop ConfigMap) live beside the leader Lease, in the
+    // controller's namespace.
     let lock_namespace = args
         .lease_namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let ctx = Arc::new(
-        Context::new(client.clone(), aws, args.poll_interval)
-            .with_lock_namespace(lock_namespace.clone())
-            .with_metrics(metrics.clone())
-            .with_tenancy(tenancy),
-    );
+    let mut context = Context::new(client.clone(), aws, args.poll_interval)
+        .with_lock_namespace(lock_namespace.clone())
+        .with_metrics(metrics.clone())
+        .with_tenancy(tenancy);
+    let mut stop_changes = None;
+    if let Some(name) = &args.stop_configmap {
+        let (stop, changes) = watch_global_stop(&client, &lock_namespace, name, shutdown.clone()).await?;
+        context = context.with_global_stop(stop);
+        stop_changes = Some(changes);
+    }
+    let ctx = Arc::new(context);
     let mut controller = Controller::new(plans, watcher::Config::default())
         .trigger_backoff(trigger_backoff(args.poll_interval))
         .reconcile_all_on(policy_changes)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    if let Some(changes) = stop_changes {
+        controller = controller.reconcile_all_on(changes);
+    }
     if let Some((_, _, leadership)) = &election {
         let mut leadership = leadership.clone();
         controller = controller.graceful_shutdown_on(async move { leadership.lost().await });
@@ -195,7 +206,6 @@ async fn watch_tenancy(
 
     let (policy_store, policy_writer) = reflector::store();
     let (namespace_store, namespace_writer) = reflector::store();
-    let (tick, ticks) = tokio::sync::mpsc::channel::<()>(1);
     let policy_events = watcher(policies, watcher::Config::default())
         .default_backoff()
         .reflect(policy_writer)
@@ -207,19 +217,10 @@ async fn watch_tenancy(
         .touched_objects()
         .predicate_filter(predicates::labels, Default::default())
         .map(|_| ());
-    let mut changes = futures::stream::select(policy_events, namespace_events).boxed();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                change = changes.next() => match change {
-                    // A full channel already holds a tick that will re-check every plan.
-                    Some(()) => { let _ = tick.try_send(()); }
-                    None => break,
-                },
-                () = shutdown.cancelled() => break,
-            }
-        }
-    });
+    let ticks = coalesced_ticks(
+        futures::stream::select(policy_events, namespace_events).boxed(),
+        shutdown,
+    );
     policy_store
         .wait_until_ready()
         .await
@@ -232,10 +233,6 @@ async fn watch_tenancy(
         policies = policy_store.state().len(),
         default = ?default,
         "watching MaintenancePolicies"
-    );
-    let ticks = futures::stream::unfold(
-        ticks,
-        |mut ticks| async move { ticks.recv().await.map(|()| ((), ticks)) },
     );
     Ok((Tenancy::new(policy_store, namespace_store, default), ticks))
 }

@@ -10,12 +10,14 @@
 pub mod args;
 pub mod aws_condition;
 mod backoff;
+mod change_ticks;
 pub mod cleanup;
 pub mod context;
 pub mod controller;
 pub mod error;
 pub mod events;
 pub mod finalizer;
+pub mod global_stop;
 pub mod policy;
 mod policy_tags;
 pub mod reconcile;

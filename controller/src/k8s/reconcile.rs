@@ -90,6 +90,9 @@ async fn apply(
     if let Some(action) = screen(plan, key, recorded.as_ref(), &mut store, ctx, events, now).await? {
         return Ok(action);
     }
+    // The global stop goes into the status the round starts from: the machine then holds the
+    // plan as it holds a suspended one, and its status says why.
+    let recorded = with_hold(recorded, ctx.stop.reason());
     let plan_view = PlanView {
         uid,
         generation: plan.metadata.generation,
@@ -252,6 +255,21 @@ async fn apply(
         events.plan(EventType::Normal, REASON_WAITING, &message).await;
     }
     Ok(requeue_action(report.requeue, ctx.poll_interval))
+}
+
+/// `recorded` with `heldBy` set to `held_by` (a new plan held gets a status for it).
+fn with_hold(recorded: Option<MaintenancePlanStatus>, held_by: Option<String>) -> Option<MaintenancePlanStatus> {
+    match (recorded, held_by) {
+        (Some(mut status), held_by) => {
+            status.held_by = held_by;
+            Some(status)
+        }
+        (None, Some(held_by)) => Some(MaintenancePlanStatus {
+            held_by: Some(held_by),
+            ..MaintenancePlanStatus::default()
+        }),
+        (None, None) => None,
+    }
 }
 
 /// Logs and counts what a round changed.

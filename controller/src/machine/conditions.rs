@@ -109,6 +109,12 @@ pub(super) fn summarize(
             i.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
         ),
         (PlanPhase::Running, None) => format!("{done}/{total} instances done"),
+        (PlanPhase::Suspended, _) if !spec.suspend && status.held_by.is_some() => {
+            format!(
+                "{} (after {done}/{total} instances)",
+                status.held_by.as_deref().unwrap_or_default()
+            )
+        }
         (PlanPhase::Suspended, _) => {
             format!("suspended after {done}/{total} instances; set spec.suspend to false to go on")
         }
@@ -200,6 +206,7 @@ pub(super) fn summarize(
         PlanPhase::Pending | PlanPhase::Running if waiting_for_turn => "WaitingForTargetGroup",
         PlanPhase::Pending => "NotStarted",
         PlanPhase::Running => "InstanceInProgress",
+        PlanPhase::Suspended if !spec.suspend && status.held_by.is_some() => super::hold::GLOBAL_STOP,
         PlanPhase::Suspended => "Suspended",
         PlanPhase::Succeeded | PlanPhase::Failed => "Finished",
     };
@@ -259,7 +266,7 @@ pub(super) fn summarize(
                     "InstancesFailed"
                 }),
             ),
-            PlanPhase::Suspended => (Health::Paused, "Suspended"),
+            PlanPhase::Suspended => (Health::Paused, progressing_reason),
             // A scheduled plan between windows is as it should be: a GitOps sync that waits
             // for health must not wait until next Sunday.
             PlanPhase::Pending | PlanPhase::Running if waiting_for_window => (Health::Ready, "WaitingForWindow"),

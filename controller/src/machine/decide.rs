@@ -87,7 +87,7 @@ fn decide_round(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Deci
     // that may start an instance, and never again during the run.
     if selection::needs_resolving(spec, Some(&status))
         && validity.is_ok()
-        && !spec.suspend
+        && !super::hold::is_held(spec, Some(&status))
         && (closed_until.is_none() || spec.dry_run)
         && !status.instances.iter().any(|i| is_active(spec, i))
     {
@@ -145,7 +145,7 @@ fn decide_round(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Deci
         step = instance::advance(&context, active, observed, now);
     } else if validity.is_err() {
         finish(&mut status, PlanPhase::Failed, now);
-    } else if spec.suspend {
+    } else if super::hold::is_held(spec, Some(&status)) {
         stop_gate_clocks(&mut status);
         status.phase = PlanPhase::Suspended;
         step.requeue = Some(Requeue::Idle);

@@ -10,6 +10,7 @@ mod decide;
 mod decision;
 mod dry_run;
 mod health;
+mod hold;
 mod instance;
 mod not_allowed;
 mod observed;
@@ -26,6 +27,7 @@ pub use conditions::{
 pub use decide::{PlanView, decide, new_window_open, summarize_again};
 pub use decision::{Action, Decision, Requeue, Transition};
 pub use health::{CONDITION_READY, CONDITION_RECONCILING, Health, set_health};
+pub use hold::{GLOBAL_STOP, is_held};
 pub use instance::SEND_LOOKUP_GRACE;
 pub use not_allowed::{NOT_ALLOWED, is_refused, lift_refusal, refuse};
 pub use observed::{CommandView, GroupTarget, Observed, Wants, groups_out, in_flight, wants, wants_at};

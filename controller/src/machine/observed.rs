@@ -174,7 +174,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
     if failures > spec.max_failures as usize || left_out {
         return Wants::default();
     }
-    if spec.suspend {
+    if super::hold::is_held(spec, status) {
         return Wants::default();
     }
     if super::selection::needs_resolving(spec, status) {
