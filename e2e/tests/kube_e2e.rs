@@ -1286,6 +1286,69 @@ async fn the_global_stop_holds_plans_until_it_is_lifted() {
     .await;
 }
 
+/// `approval: Manual` with the real binary on a real apiserver: the run waits (reason
+/// `AwaitingApproval`, no AWS write) until `kubectl annotate` names its run ID, then runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_plan_waits_for_its_approval_then_runs() {
+    kube_support::run_with(
+        "a_manual_plan_waits_for_its_approval_then_runs",
+        kube_support::Install::ClusterWide,
+        |h: Harness| async move {
+            use kube::api::{Patch, PatchParams};
+            use serde_json::json;
+
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            let plan = json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "metadata": { "name": "approved" },
+                "spec": {
+                    "targetGroupArn": fleet.sandbox.target_group_arn(),
+                    "instances": fleet.sandbox.instance_ids(),
+                    "timeouts": { "healthySeconds": 60 },
+                    "approval": "Manual",
+                },
+            });
+            apply_json(&fleet.plans, "approved", plan).await;
+            let deadline = kube_support::Deadline::new("the plan awaiting approval", STEP_LIMIT);
+            let run_id = loop {
+                let plan = fleet.plans.get("approved").await.expect("the plan");
+                let status = plan.status.clone().unwrap_or_default();
+                let awaiting = status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Progressing" && c.reason == pitstop::machine::AWAITING_APPROVAL);
+                if let (true, Some(run_id)) = (awaiting, status.run_id.clone()) {
+                    eprintln!("awaiting: {}", status.message.unwrap_or_default());
+                    break run_id;
+                }
+                deadline.tick(&format!("{:?}", (status.phase, status.message))).await;
+            };
+            let calls = fleet.sandbox.call_log().records();
+            assert!(
+                calls.iter().all(|c| !c.write),
+                "nothing changed on AWS before approval: {calls:#?}"
+            );
+
+            let before = fleet.boots();
+            let approve = json!({ "metadata": { "annotations": { pitstop::machine::ANNOTATION_APPROVE: run_id } } });
+            fleet
+                .plans
+                .patch("approved", &PatchParams::default(), &Patch::Merge(&approve))
+                .await
+                .expect("kubectl annotate");
+            fleet
+                .wait_for_plan("approved", "phase Succeeded", PLAN_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+            assert_eq!(reboots(&before, &fleet.boots()), [1, 1, 1]);
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
 /// The target group fields on the real apiserver: exactly one of `targetGroupArn` and
 /// `targetGroupArns` (CEL), at most 10 groups (schema), and neither can be changed nor
 /// swapped for the other once the plan exists (CEL transition rules), while a plan naming

@@ -9,8 +9,8 @@ pub mod validate;
 
 pub use maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
 pub use spec::{
-    CommandSpec, FleetSelector, MAX_INSTANCES, MaintenancePlan, MaintenancePlanSpec, OnFailure, Order, Preflight,
-    Schedule, Timeouts,
+    Approval, CommandSpec, FleetSelector, MAX_INSTANCES, MaintenancePlan, MaintenancePlanSpec, OnFailure, Order,
+    Preflight, Schedule, Timeouts,
 };
 pub use status::{
     Condition, InstancePhase, InstanceStatus, MaintenancePlanStatus, PlanPhase, RunRecord, SelectionStatus,

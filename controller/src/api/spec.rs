@@ -192,6 +192,31 @@ pub struct MaintenancePlanSpec {
     /// run's instances and their order are fixed when the run starts, as with a selector.
     #[serde(default, skip_serializing_if = "Order::is_listed")]
     pub order: Order,
+
+    /// `Automatic` (default): a run starts as soon as it may. `Manual`: each run (a new plan,
+    /// a new generation of a finished one, each schedule window) waits, with the Progressing
+    /// reason `AwaitingApproval`, until the plan carries the annotation
+    /// `pitstop.dev/approve=<status.runId>`. The run ID is new for every run, so an annotation
+    /// kept in Git never approves a later run by accident. Dry runs need no approval.
+    #[serde(default, skip_serializing_if = "Approval::is_automatic")]
+    pub approval: Approval,
+}
+
+/// Whether a run needs someone's approval before its first instance (`spec.approval`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Approval {
+    /// Runs start on their own.
+    #[default]
+    Automatic,
+    /// Each run waits for the `pitstop.dev/approve=<runId>` annotation.
+    Manual,
+}
+
+impl Approval {
+    /// True for the default.
+    pub fn is_automatic(&self) -> bool {
+        *self == Self::Automatic
+    }
 }
 
 /// The order of a plan's instances (`spec.order`).
@@ -273,6 +298,7 @@ impl Default for MaintenancePlanSpec {
     /// field by field.
     fn default() -> Self {
         Self {
+            approval: Approval::Automatic,
             target_group_arn: String::new(),
             target_group_arns: Vec::new(),
             region: None,

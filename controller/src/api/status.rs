@@ -48,6 +48,16 @@ pub struct MaintenancePlanStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
 
+    /// With `approval: Manual`: the ID of the current run, new for every run; the annotation
+    /// `pitstop.dev/approve=<runId>` on the plan approves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+
+    /// With `approval: Manual`: the run ID the plan's annotation approved (the current run's,
+    /// once approved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_run: Option<String>,
+
     /// With a schedule: when the window of the current (or last) run opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "timestamp_schema")]

@@ -22,6 +22,7 @@ pub mod policy;
 mod policy_tags;
 pub mod reconcile;
 pub mod recovery;
+mod round_inputs;
 mod status_cache;
 pub mod status_store;
 pub mod target_group_lock;

@@ -23,6 +23,7 @@ use super::error::Error;
 use super::events::{PlanEvents, REASON_TOOK_OVER, REASON_WAITING};
 use super::finalizer::{FINALIZER, clean_up};
 use super::policy::requeue_action;
+use super::round_inputs::{with_approval, with_hold};
 use super::status_store::KubeStatusStore;
 use super::target_group_lock::{Asker, Takeover, Turn};
 use super::tenancy::screen;
@@ -90,9 +91,10 @@ async fn apply(
     if let Some(action) = screen(plan, key, recorded.as_ref(), &mut store, ctx, events, now).await? {
         return Ok(action);
     }
-    // The global stop goes into the status the round starts from: the machine then holds the
-    // plan as it holds a suspended one, and its status says why.
-    let recorded = with_hold(recorded, ctx.stop.reason());
+    // The global stop and an approval on the plan go into the status the round starts from:
+    // the machine then holds the plan as it holds a suspended one (and says why), or lets an
+    // approved run start.
+    let recorded = with_approval(plan, with_hold(recorded, ctx.stop.reason()));
     let plan_view = PlanView {
         uid,
         generation: plan.metadata.generation,
@@ -255,21 +257,6 @@ async fn apply(
         events.plan(EventType::Normal, REASON_WAITING, &message).await;
     }
     Ok(requeue_action(report.requeue, ctx.poll_interval))
-}
-
-/// `recorded` with `heldBy` set to `held_by` (a new plan held gets a status for it).
-fn with_hold(recorded: Option<MaintenancePlanStatus>, held_by: Option<String>) -> Option<MaintenancePlanStatus> {
-    match (recorded, held_by) {
-        (Some(mut status), held_by) => {
-            status.held_by = held_by;
-            Some(status)
-        }
-        (None, Some(held_by)) => Some(MaintenancePlanStatus {
-            held_by: Some(held_by),
-            ..MaintenancePlanStatus::default()
-        }),
-        (None, None) => None,
-    }
 }
 
 /// Logs and counts what a round changed.

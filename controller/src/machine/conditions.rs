@@ -85,7 +85,9 @@ pub(super) fn summarize(
         .current_instance
         .as_ref()
         .and_then(|id| status.instances.iter().find(|i| &i.instance_id == id));
+    let awaiting_approval = super::approval::awaits_approval(spec, status) && status.run_id.is_some();
     let message = match (status.phase, current) {
+        (PlanPhase::Pending | PlanPhase::Running, _) if awaiting_approval => super::approval::waiting_message(status),
         (PlanPhase::Pending | PlanPhase::Running, None) if spec.schedule.is_some() && status.window_end.is_none() => {
             match status.next_window {
                 Some(next) => format!("{done}/{total} instances done; waiting for the maintenance window at {next}"),
@@ -203,6 +205,7 @@ pub(super) fn summarize(
         .and_then(|i| i.message.as_deref())
         .is_some_and(|m| m.starts_with(WAITING_FOR_TURN));
     let progressing_reason = match status.phase {
+        PlanPhase::Pending | PlanPhase::Running if awaiting_approval => super::approval::AWAITING_APPROVAL,
         PlanPhase::Pending | PlanPhase::Running if waiting_for_turn => "WaitingForTargetGroup",
         PlanPhase::Pending => "NotStarted",
         PlanPhase::Running => "InstanceInProgress",

@@ -170,7 +170,13 @@ fn decide_round(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Deci
         if let Some(window) = opened {
             status.window_start = Some(window.start);
         }
-        step = start_next(spec, &mut status, observed, now);
+        if super::approval::awaits_approval(spec, &status) {
+            // Nothing starts, nothing is read: the approval comes as a change of the plan.
+            super::approval::name_run(&mut status, now);
+            step.requeue = Some(Requeue::Idle);
+        } else {
+            step = start_next(spec, &mut status, observed, now);
+        }
     }
     transitions.append(&mut step.transitions);
 
@@ -538,6 +544,7 @@ fn start_afresh(instance: &mut InstanceStatus) {
 
 /// Puts the plan back to Pending for a new run, with the transition that says why.
 fn new_run(status: &mut MaintenancePlanStatus, from: PlanPhase, reason: &str, message: String) -> Transition {
+    super::approval::forget(status);
     status.phase = PlanPhase::Pending;
     status.started_at = None;
     status.finished_at = None;

@@ -4,6 +4,7 @@
 //! was read and returns the next status and at most one AWS action, and [`record_sent`] /
 //! [`record_action_failed`] fold an action's outcome back into the status.
 
+mod approval;
 mod compact;
 mod conditions;
 mod decide;
@@ -21,6 +22,7 @@ mod selection;
 mod turn;
 mod turn_queue;
 
+pub use approval::{ANNOTATION_APPROVE, AWAITING_APPROVAL, awaits_approval};
 pub use conditions::{
     CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING, CONDITION_STALLED, set_condition,
 };

@@ -188,6 +188,10 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             ..Wants::default()
         };
     }
+    // A run waiting for its approval reads nothing: the approval comes as a change of the plan.
+    if !super::approval::may_start(spec, status) {
+        return Wants::default();
+    }
     // The next instance to start (or, in a dry run, to check): the first of the run that
     // has not started.
     let next = super::selection::run_instances(spec, status).iter().find(|id| {

@@ -193,7 +193,12 @@ async fn drive(
     let mut queued = false;
     let mut failing_since: Option<Timestamp> = None;
     loop {
-        let recorded = plan.store.current();
+        // Whoever runs `pitstop run` approves its runs (`approval: Manual`): they are at the
+        // keyboard, starting it.
+        let recorded = plan.store.current().map(|mut status| {
+            status.approved_run.clone_from(&status.run_id);
+            status
+        });
         let busy = recorded.as_ref().and_then(|s| in_flight(&plan.spec, s)).is_some();
         // A finished plan is done unless its spec changed since, or (scheduled) a window it
         // has not run in is open: then the engine starts a new run.
