@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::{
-    AgentPing, AwsApis, AwsError, AwsErrorKind, AwsProvider, CommandRequest, CommandStatus, Commands, Ec2Instance,
-    FoundCommand, Instances, Invocation, Target, TargetGroups, TargetHealth, TargetState,
+    AgentPing, AsgInstance, AutoScaling, AutoScalingGroup, AwsApis, AwsError, AwsErrorKind, AwsProvider,
+    CommandRequest, CommandStatus, Commands, Ec2Instance, FoundCommand, Instances, Invocation, Target, TargetGroups,
+    TargetHealth, TargetState,
 };
 
 /// How the fake behaves; change it between steps to script a scenario.
@@ -120,6 +121,8 @@ struct World {
     /// EC2's view: running instances with their zone and tags (only those given by
     /// [`FakeAws::set_instance`]).
     ec2: BTreeMap<String, FakeInstance>,
+    /// Auto Scaling's view: the groups given by [`FakeAws::set_auto_scaling_group`], by name.
+    asgs: BTreeMap<String, AutoScalingGroup>,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +155,7 @@ impl FakeAws {
             calls: 0,
             max_out_at_once: 0,
             ec2: BTreeMap::new(),
+            asgs: BTreeMap::new(),
         };
         Self {
             world: Arc::new(Mutex::new(world)),
@@ -218,6 +222,37 @@ impl FakeAws {
             group.remove(instance_id);
         }
         world.ec2.remove(instance_id);
+        for group in world.asgs.values_mut() {
+            group.instances.retain(|i| i.instance_id != instance_id);
+        }
+    }
+
+    /// Makes an Auto Scaling group `name` with these members, each `(instance ID, zone,
+    /// lifecycle state)` and `Healthy`; MinSize, MaxSize and DesiredCapacity are the number of
+    /// members (DescribeAutoScalingGroups).
+    pub fn set_auto_scaling_group(&self, name: &str, members: &[(&str, &str, &str)]) {
+        let size = i32::try_from(members.len()).unwrap_or(i32::MAX);
+        let mut instances: Vec<AsgInstance> = members
+            .iter()
+            .map(|(id, zone, state)| AsgInstance {
+                instance_id: (*id).to_owned(),
+                availability_zone: Some((*zone).to_owned()),
+                lifecycle_state: (*state).to_owned(),
+                health_status: "Healthy".to_owned(),
+            })
+            .collect();
+        instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        self.lock().asgs.insert(
+            name.to_owned(),
+            AutoScalingGroup {
+                name: name.to_owned(),
+                min_size: size,
+                max_size: size,
+                desired_capacity: size,
+                instances,
+                suspended_processes: Vec::new(),
+            },
+        );
     }
 
     /// Makes `instance_id` a running EC2 instance in `zone` with `tags` (DescribeInstances).
@@ -267,6 +302,7 @@ impl FakeAws {
             target_groups: Arc::new(self.clone()),
             commands: Arc::new(self.clone()),
             instances: Arc::new(self.clone()),
+            auto_scaling: Arc::new(self.clone()),
         }
     }
 }
@@ -595,6 +631,22 @@ impl Instances for FakeAws {
             .iter()
             .filter_map(|id| world.ec2.get(id).map(|i| (id.clone(), i.zone.clone())))
             .collect())
+    }
+}
+
+#[async_trait]
+impl AutoScaling for FakeAws {
+    async fn group(&self, name: &str) -> Result<AutoScalingGroup, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeAutoScalingGroups")?;
+        world.asgs.get(name).cloned().ok_or_else(|| {
+            AwsError::new(
+                "DescribeAutoScalingGroups",
+                AwsErrorKind::NotFound,
+                None,
+                format!("there is no Auto Scaling group named {name:?} in this account and region"),
+            )
+        })
     }
 }
 

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use super::{
-    AgentPing, AwsApis, AwsError, AwsErrorKind, CommandRequest, Commands, Ec2Instance, FoundCommand, Instances,
-    Invocation, Target, TargetGroups, TargetHealth,
+    AgentPing, AutoScaling, AutoScalingGroup, AwsApis, AwsError, AwsErrorKind, CommandRequest, Commands, Ec2Instance,
+    FoundCommand, Instances, Invocation, Target, TargetGroups, TargetHealth,
 };
 
 /// Receives `(operation, Ok or the error's kind)` for every call.
@@ -29,6 +29,10 @@ pub fn metered(apis: AwsApis, sink: CallSink) -> AwsApis {
         }),
         instances: Arc::new(Metered {
             inner: apis.instances,
+            sink: sink.clone(),
+        }),
+        auto_scaling: Arc::new(Metered {
+            inner: apis.auto_scaling,
             sink,
         }),
     }
@@ -80,6 +84,13 @@ impl Instances for Metered<dyn Instances> {
 
     async fn zones(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
         self.report("DescribeInstances", self.inner.zones(instance_ids).await)
+    }
+}
+
+#[async_trait]
+impl AutoScaling for Metered<dyn AutoScaling> {
+    async fn group(&self, name: &str) -> Result<AutoScalingGroup, AwsError> {
+        self.report("DescribeAutoScalingGroups", self.inner.group(name).await)
     }
 }
 

@@ -122,6 +122,53 @@ pub trait Instances: Send + Sync {
     async fn zones(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError>;
 }
 
+/// A member of an Auto Scaling group, as DescribeAutoScalingGroups lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsgInstance {
+    /// The instance ID.
+    pub instance_id: String,
+    /// Its Availability Zone.
+    pub availability_zone: Option<String>,
+    /// Its lifecycle state as the API spells it: `InService`, `Pending`, `Standby`,
+    /// `Terminating`, ...
+    pub lifecycle_state: String,
+    /// `Healthy` or `Unhealthy`, as the group sees it.
+    pub health_status: String,
+}
+
+impl AsgInstance {
+    /// True when the group counts the instance as serving (`InService`).
+    pub fn in_service(&self) -> bool {
+        self.lifecycle_state == "InService"
+    }
+}
+
+/// An Auto Scaling group, as DescribeAutoScalingGroups shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoScalingGroup {
+    /// The group's name.
+    pub name: String,
+    /// MinSize.
+    pub min_size: i32,
+    /// MaxSize.
+    pub max_size: i32,
+    /// DesiredCapacity.
+    pub desired_capacity: i32,
+    /// Its instances, in ID order.
+    pub instances: Vec<AsgInstance>,
+    /// The names of its suspended processes (`HealthCheck`, `ReplaceUnhealthy`, ...), sorted.
+    pub suspended_processes: Vec<String>,
+}
+
+/// EC2 Auto Scaling, in the reads pitstop needs.
+#[async_trait]
+pub trait AutoScaling: Send + Sync {
+    /// The group named `name` (DescribeAutoScalingGroups). A group that does not exist is a
+    /// [`AwsErrorKind::NotFound`] error: AWS answers an empty list, which would otherwise read
+    /// as a group without instances.
+    async fn group(&self, name: &str) -> Result<AutoScalingGroup, AwsError>;
+}
+
 /// An ELBv2 target group, in the operations pitstop needs.
 #[async_trait]
 pub trait TargetGroups: Send + Sync {
@@ -399,7 +446,8 @@ impl AwsError {
 }
 
 /// The IAM action of an API operation pitstop calls (the ELBv2 operations start with the
-/// words of their resources; everything else pitstop calls is SSM).
+/// words of their resources; EC2 and Auto Scaling are named; everything else pitstop calls is
+/// SSM).
 pub fn iam_action(operation: &str) -> String {
     const ELBV2: &[&str] = &[
         "DescribeTargetHealth",
@@ -408,10 +456,13 @@ pub fn iam_action(operation: &str) -> String {
         "DeregisterTargets",
         "RegisterTargets",
     ];
+    const AUTOSCALING: &[&str] = &["DescribeAutoScalingGroups", "DescribeAutoScalingInstances"];
     let service = if ELBV2.contains(&operation) {
         "elasticloadbalancing"
     } else if operation == "DescribeInstances" {
         "ec2"
+    } else if AUTOSCALING.contains(&operation) {
+        "autoscaling"
     } else {
         "ssm"
     };
@@ -427,6 +478,8 @@ pub struct AwsApis {
     pub commands: std::sync::Arc<dyn Commands>,
     /// EC2 (only read, for `selector.tags`).
     pub instances: std::sync::Arc<dyn Instances>,
+    /// EC2 Auto Scaling (only read, for `selector.autoScalingGroupName`).
+    pub auto_scaling: std::sync::Arc<dyn AutoScaling>,
 }
 
 /// Gives the AWS clients for a region; real ones are built once per region and cached.

@@ -44,13 +44,15 @@ pub enum ApiOperation {
     DescribeInstanceInformation,
     /// EC2 DescribeInstances.
     DescribeInstances,
+    /// Auto Scaling DescribeAutoScalingGroups.
+    DescribeAutoScalingGroups,
     /// Any other operation.
     Other,
 }
 
 impl ApiOperation {
     /// Every operation, in a stable order (metrics keep the same label set from the start).
-    pub const ALL: [ApiOperation; 11] = [
+    pub const ALL: [ApiOperation; 12] = [
         Self::DescribeTargetHealth,
         Self::DescribeTargetGroupAttributes,
         Self::DeregisterTargets,
@@ -61,6 +63,7 @@ impl ApiOperation {
         Self::CancelCommand,
         Self::DescribeInstanceInformation,
         Self::DescribeInstances,
+        Self::DescribeAutoScalingGroups,
         Self::Other,
     ];
 
@@ -77,6 +80,7 @@ impl ApiOperation {
             Self::CancelCommand => "CancelCommand",
             Self::DescribeInstanceInformation => "DescribeInstanceInformation",
             Self::DescribeInstances => "DescribeInstances",
+            Self::DescribeAutoScalingGroups => "DescribeAutoScalingGroups",
             Self::Other => "Other",
         }
     }
@@ -94,6 +98,7 @@ impl ApiOperation {
             | Self::CancelCommand
             | Self::DescribeInstanceInformation => "ssm",
             Self::DescribeInstances => "ec2",
+            Self::DescribeAutoScalingGroups => "autoscaling",
             Self::Other => "other",
         }
     }
