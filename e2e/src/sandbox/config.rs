@@ -50,6 +50,9 @@ pub struct SandboxConfig {
     pub work_dir: Option<PathBuf>,
     /// AWS region written into the target group ARN and printed for clients.
     pub region: String,
+    /// Name of the Auto Scaling group every launched instance belongs to (MinSize and DesiredCapacity the number of
+    /// instances, MaxSize that plus the spares).
+    pub auto_scaling_group_name: String,
     /// How often the sandbox reads HAProxy's server states in the background, for target health and the rotation
     /// record. Every `DescribeTargetHealth` and every change the sandbox makes also reads them, so the record holds
     /// every state a client acted on, whatever this is.
@@ -73,6 +76,7 @@ impl Default for SandboxConfig {
             work_dir: None,
             region: "us-east-1".to_owned(),
             haproxy_poll: Duration::from_millis(100),
+            auto_scaling_group_name: "sandbox-asg".to_owned(),
         }
     }
 }
@@ -157,6 +161,12 @@ impl SandboxConfig {
         self
     }
 
+    /// Sets the Auto Scaling group's name.
+    pub fn with_auto_scaling_group_name(mut self, name: impl Into<String>) -> Self {
+        self.auto_scaling_group_name = name.into();
+        self
+    }
+
     /// The deregistration delay as AWS reports it: whole seconds, rounded up.
     pub fn deregistration_delay_seconds(&self) -> u64 {
         let delay = self.deregistration_delay;
@@ -197,6 +207,11 @@ impl SandboxConfig {
             self.unhealthy_threshold
         );
         ensure!(!self.region.is_empty(), "the region must not be empty");
+        ensure!(
+            (1..=255).contains(&self.auto_scaling_group_name.chars().count()),
+            "the Auto Scaling group name must have 1 to 255 characters, not {:?}",
+            self.auto_scaling_group_name
+        );
         ensure!(
             self.haproxy_poll >= Duration::from_millis(10),
             "the HAProxy poll interval must be at least 10 ms, not {:?}",
