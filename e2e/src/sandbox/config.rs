@@ -53,6 +53,11 @@ pub struct SandboxConfig {
     /// Name of the Auto Scaling group every launched instance belongs to (MinSize and DesiredCapacity the number of
     /// instances, MaxSize that plus the spares).
     pub auto_scaling_group_name: String,
+    /// The Auto Scaling group's ELB health check and its grace period: a member that a target group reads
+    /// `unhealthy` once the grace period after it came into service has passed is replaced (terminated, a spare
+    /// launched and registered), as AWS does with `HealthCheckType: ELB`. None (default): the EC2 health check only,
+    /// which a running instance always passes, so the group never replaces one.
+    pub elb_health_check_grace: Option<Duration>,
     /// How often the sandbox reads HAProxy's server states in the background, for target health and the rotation
     /// record. Every `DescribeTargetHealth` and every change the sandbox makes also reads them, so the record holds
     /// every state a client acted on, whatever this is.
@@ -77,6 +82,7 @@ impl Default for SandboxConfig {
             region: "us-east-1".to_owned(),
             haproxy_poll: Duration::from_millis(100),
             auto_scaling_group_name: "sandbox-asg".to_owned(),
+            elb_health_check_grace: None,
         }
     }
 }
@@ -164,6 +170,12 @@ impl SandboxConfig {
     /// Sets the Auto Scaling group's name.
     pub fn with_auto_scaling_group_name(mut self, name: impl Into<String>) -> Self {
         self.auto_scaling_group_name = name.into();
+        self
+    }
+
+    /// Turns the Auto Scaling group's ELB health check on, with this grace period.
+    pub fn with_elb_health_check(mut self, grace: Duration) -> Self {
+        self.elb_health_check_grace = Some(grace);
         self
     }
 

@@ -55,7 +55,7 @@ async fn aws(
         }
         Some(action) if autoscaling_api::handles(action) => {
             let action = action.to_owned();
-            autoscaling(&shared, &action, &params, &request_id).await
+            autoscaling(&shared, &action, &params, &request_id, connection.as_ref()).await
         }
         Some(action) => {
             let action = action.to_owned();
@@ -284,7 +284,13 @@ async fn ec2(shared: &Arc<Shared>, action: &str, params: &QueryParams, request_i
 }
 
 /// One Auto Scaling call (Query protocol, answered like ELBv2's with the Auto Scaling namespace).
-async fn autoscaling(shared: &Arc<Shared>, action: &str, params: &QueryParams, request_id: &str) -> Response {
+async fn autoscaling(
+    shared: &Arc<Shared>,
+    action: &str,
+    params: &QueryParams,
+    request_id: &str,
+    connection: Option<&ConnectionHandle>,
+) -> Response {
     let ids = autoscaling_api::call_instance_ids(params);
     let summary = params.summary();
     if shared.faults.should_throttle() {
@@ -301,12 +307,26 @@ async fn autoscaling(shared: &Arc<Shared>, action: &str, params: &QueryParams, r
         return protocol::query_access_denied(&format!("autoscaling:{action}"), None, request_id);
     }
     let result = autoscaling_api::execute(shared, action, params);
-    shared
-        .calls
-        .record(Service::Autoscaling, action, ids, summary, outcome_of(&result));
     match result {
-        Ok(inner) => protocol::query_response_in(protocol::AUTOSCALING_NAMESPACE, action, &inner, request_id),
-        Err(err) => protocol::query_error(&err, request_id),
+        Ok(inner) => {
+            // A write that was carried out may lose its answer (see `answer`); reads never do.
+            let record = |outcome| shared.calls.record(Service::Autoscaling, action, ids, summary, outcome);
+            answer(shared, record, action, connection, |lost| match lost {
+                Ok(()) => protocol::query_response_in(protocol::AUTOSCALING_NAMESPACE, action, &inner, request_id),
+                Err(err) => protocol::query_error(&err, request_id),
+            })
+            .await
+        }
+        Err(err) => {
+            shared.calls.record(
+                Service::Autoscaling,
+                action,
+                ids,
+                summary,
+                outcome_of::<()>(&Err(err.clone())),
+            );
+            protocol::query_error(&err, request_id)
+        }
     }
 }
 

@@ -70,9 +70,15 @@ async fn launch_member(shared: &Arc<Shared>, increment: bool) -> anyhow::Result<
     for (index, group) in shared.target_groups.iter().enumerate() {
         targets::register(shared, index, &[(instance.id.clone(), group.port)]).await?;
     }
-    shared.auto_scaling.launched(increment);
+    shared.auto_scaling.launched(&instance.id, increment);
     tracing::info!(instance = %instance.id, "launched");
     Ok(instance.id.clone())
+}
+
+/// Launches a spare for the group without growing it (a replacement the group launches itself, e.g. for an
+/// instance put in Standby without decrementing the capacity). Returns its ID.
+pub(crate) async fn launch_replacement(shared: &Arc<Shared>) -> anyhow::Result<String> {
+    launch_member(shared, false).await
 }
 
 /// Replaces instance `id` as an Auto Scaling group replaces an unhealthy one: terminates it, then launches a spare;

@@ -58,7 +58,10 @@ pub use config::{
     BACKEND_BINARY_ENV, HAPROXY_BINARY_ENV, SandboxConfig, check_haproxy_binary, default_backend_binary,
     default_haproxy_binary,
 };
-pub use faults::{AnswerLoss, FaultError, FaultSettings, Faults, LOSABLE_WRITES, LostAnswer, LostAnswerMode};
+pub use faults::{
+    AnswerLoss, FaultError, FaultSettings, Faults, LOSABLE_AUTOSCALING_WRITES, LOSABLE_WRITES, LostAnswer,
+    LostAnswerMode,
+};
 pub use instance::{Power, instance_id};
 pub use net::{SimpleResponse, http_get, http_request};
 pub use process::tie_to_parent;
@@ -300,8 +303,9 @@ impl Sandbox {
             &cfg.auto_scaling_group_name,
             &cfg.region,
             ACCOUNT_ID,
-            cfg.instances,
+            &ids[..cfg.instances],
             cfg.spare_instances,
+            cfg.elb_health_check_grace,
         );
         let shared = Arc::new(Shared {
             outage,
@@ -364,6 +368,7 @@ impl Sandbox {
 
         shared.tasks.spawn(monitor::watch_haproxy(Arc::clone(&shared)));
         shared.tasks.spawn(monitor::watch_faults(Arc::clone(&shared)));
+        shared.tasks.spawn(autoscaling::watch_health(Arc::clone(&shared)));
 
         // Every instance starts registered in every group, on the group's port, through the same path as a
         // RegisterTargets call.
@@ -435,6 +440,12 @@ impl Sandbox {
     /// ARN of the first target group: `arn:aws:elasticloadbalancing:<region>:123456789012:targetgroup/sandbox/<16 hex>`.
     pub fn target_group_arn(&self) -> &str {
         &self.shared.target_groups[0].arn
+    }
+
+    /// Instances the Auto Scaling group replaced because its ELB health check found them unhealthy, in order (see
+    /// [`SandboxConfig::elb_health_check_grace`]).
+    pub fn auto_scaling_replacements(&self) -> Vec<String> {
+        self.shared.auto_scaling.replaced()
     }
 
     /// Name of the Auto Scaling group every launched instance belongs to ([`SandboxConfig::auto_scaling_group_name`]).
