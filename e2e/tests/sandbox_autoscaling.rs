@@ -670,3 +670,116 @@ async fn the_elb_health_check_replaces_an_unhealthy_member_unless_replace_unheal
     assert_eq!(sizes(&asg, &name).await, (3, 4, 3), "a replacement keeps the sizes");
     sandbox.shutdown().await.expect("sandbox stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pitstops_auto_scaling_client_reads_memberships_and_makes_the_standby_and_process_calls() {
+    let sandbox = start(fast_config().with_spare_instances(1)).await;
+    let name = sandbox.auto_scaling_group_name().to_owned();
+    let ids = sandbox.instance_ids();
+    let id = ids[1].clone();
+    sandbox.call_log().clear();
+    let provider = SdkProvider::new(SdkSettings {
+        endpoint_url: Some(sandbox.aws_endpoint_url()),
+        credentials: Some(SharedCredentialsProvider::new(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "sandbox-autoscaling",
+        ))),
+        // One attempt: every refusal reaches the caller as it is.
+        max_attempts: 1,
+        ..SdkSettings::default()
+    });
+    let asg = provider.for_region(sandbox.region()).await.auto_scaling;
+    let spare = pitstop_e2e::sandbox::instance_id(3);
+
+    let found = asg
+        .memberships(&[id.clone(), spare.clone()])
+        .await
+        .expect("DescribeAutoScalingInstances");
+    assert_eq!(found.keys().collect::<Vec<_>>(), [&id], "the spare is in no group");
+    assert_eq!(found[&id].group_name, name);
+    assert_eq!(found[&id].lifecycle_state, "InService");
+    assert_eq!(found[&id].health_status, "Healthy");
+
+    // Below MinSize: refused as AWS refuses it, a Rejected ValidationError with AWS's message.
+    let refused = asg.enter_standby(&name, &id).await.expect_err("below MinSize");
+    assert_eq!(refused.kind, AwsErrorKind::Rejected, "{refused}");
+    assert_eq!(refused.code.as_deref(), Some("ValidationError"));
+    assert!(
+        refused.message.contains("please update the AutoScalingGroup sizes"),
+        "{refused}"
+    );
+    assert_eq!(refused.iam_action(), "autoscaling:EnterStandby");
+
+    asg.set_min_size(&name, 2).await.expect("UpdateAutoScalingGroup");
+    asg.enter_standby(&name, &id).await.expect("EnterStandby");
+    let states = {
+        let mut seen: Vec<String> = Vec::new();
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let state = asg.memberships(std::slice::from_ref(&id)).await.expect("memberships")[&id]
+                .lifecycle_state
+                .clone();
+            if seen.last() != Some(&state) {
+                seen.push(state.clone());
+            }
+            if state == "Standby" {
+                break seen;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{seen:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("EnteringStandby"),
+        "{states:?}"
+    );
+    let group = asg.group(&name).await.expect("group");
+    assert_eq!((group.min_size, group.desired_capacity), (2, 2));
+    assert!(
+        !group.instances.iter().any(|i| i.instance_id == id && i.in_service()),
+        "{group:?}"
+    );
+    asg.exit_standby(&name, &id).await.expect("ExitStandby");
+    asg.set_min_size(&name, 3).await.expect("MinSize restored");
+
+    let processes = ["HealthCheck".to_owned(), "ReplaceUnhealthy".to_owned()];
+    asg.suspend_processes(&name, &processes)
+        .await
+        .expect("SuspendProcesses");
+    assert_eq!(asg.group(&name).await.expect("group").suspended_processes, processes);
+    asg.resume_processes(&name, &processes[..1])
+        .await
+        .expect("ResumeProcesses");
+    assert_eq!(
+        asg.group(&name).await.expect("group").suspended_processes,
+        ["ReplaceUnhealthy"]
+    );
+    // An empty list would be every process on AWS: refused before any call.
+    let calls_before = sandbox.call_log().records().len();
+    let empty = asg.resume_processes(&name, &[]).await.expect_err("no process named");
+    assert_eq!(empty.kind, AwsErrorKind::Rejected, "{empty}");
+    assert_eq!(sandbox.call_log().records().len(), calls_before, "no call made");
+
+    // Every call counted under its own operation, as the sandbox logged it.
+    let stats = provider.stats().snapshot();
+    let log = sandbox.call_log().records();
+    for op in [
+        ApiOperation::DescribeAutoScalingInstances,
+        ApiOperation::DescribeAutoScalingGroups,
+        ApiOperation::EnterStandby,
+        ApiOperation::ExitStandby,
+        ApiOperation::UpdateAutoScalingGroup,
+        ApiOperation::SuspendProcesses,
+        ApiOperation::ResumeProcesses,
+    ] {
+        let logged = log.iter().filter(|r| r.operation == op.as_str()).count() as u64;
+        assert!(logged > 0, "{op} was called");
+        assert_eq!(stats.get(op).calls, logged, "{op}");
+    }
+    assert_eq!(stats.get(ApiOperation::EnterStandby).errors, 1, "the refusal");
+    sandbox.shutdown().await.expect("sandbox stops");
+}

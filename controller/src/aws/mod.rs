@@ -160,14 +160,62 @@ pub struct AutoScalingGroup {
     pub suspended_processes: Vec<String>,
 }
 
-/// EC2 Auto Scaling, in the reads pitstop needs.
+/// The Auto Scaling group an instance belongs to, as DescribeAutoScalingInstances shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsgMembership {
+    /// The group's name.
+    pub group_name: String,
+    /// The instance's lifecycle state in it (`InService`, `Standby`, `EnteringStandby`, ...).
+    pub lifecycle_state: String,
+    /// `Healthy` or `Unhealthy`, as the group sees it.
+    pub health_status: String,
+}
+
+/// EC2 Auto Scaling, in the operations pitstop needs.
+///
+/// The writes are the building blocks of `spec.autoScaling` (issue 11), which is not part of
+/// the API yet: nothing in the state machine calls them. None of them is idempotent on AWS (a
+/// second EnterStandby of the same instance is refused, a second MinSize change applies
+/// twice), so a caller that lost an answer must read the state before it repeats one.
 #[async_trait]
 pub trait AutoScaling: Send + Sync {
     /// The group named `name` (DescribeAutoScalingGroups). A group that does not exist is a
     /// [`AwsErrorKind::NotFound`] error: AWS answers an empty list, which would otherwise read
     /// as a group without instances.
     async fn group(&self, name: &str) -> Result<AutoScalingGroup, AwsError>;
+
+    /// The group of each of `instance_ids` that belongs to one (DescribeAutoScalingInstances,
+    /// 50 IDs a call); an instance in no group is left out, not an error.
+    async fn memberships(&self, instance_ids: &[String]) -> Result<BTreeMap<String, AsgMembership>, AwsError>;
+
+    /// EnterStandby of one instance with ShouldDecrementDesiredCapacity true (so the group
+    /// launches no replacement); AWS refuses it when that would go below MinSize.
+    async fn enter_standby(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError>;
+
+    /// ExitStandby of one instance (the group's desired capacity rises by one).
+    async fn exit_standby(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError>;
+
+    /// UpdateAutoScalingGroup of MinSize only.
+    async fn set_min_size(&self, group_name: &str, min_size: i32) -> Result<(), AwsError>;
+
+    /// SuspendProcesses of these processes (AWS's names: `HealthCheck`, `ReplaceUnhealthy`,
+    /// `AZRebalance`, ...). An empty list would suspend every process, so it is refused here.
+    async fn suspend_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError>;
+
+    /// ResumeProcesses of these processes; an empty list is refused as for [`Self::suspend_processes`].
+    async fn resume_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError>;
 }
+
+/// The Auto Scaling operations pitstop calls (for [`iam_action`]).
+pub const AUTOSCALING_OPERATIONS: &[&str] = &[
+    "DescribeAutoScalingGroups",
+    "DescribeAutoScalingInstances",
+    "EnterStandby",
+    "ExitStandby",
+    "UpdateAutoScalingGroup",
+    "SuspendProcesses",
+    "ResumeProcesses",
+];
 
 /// An ELBv2 target group, in the operations pitstop needs.
 #[async_trait]
@@ -456,12 +504,11 @@ pub fn iam_action(operation: &str) -> String {
         "DeregisterTargets",
         "RegisterTargets",
     ];
-    const AUTOSCALING: &[&str] = &["DescribeAutoScalingGroups", "DescribeAutoScalingInstances"];
     let service = if ELBV2.contains(&operation) {
         "elasticloadbalancing"
     } else if operation == "DescribeInstances" {
         "ec2"
-    } else if AUTOSCALING.contains(&operation) {
+    } else if AUTOSCALING_OPERATIONS.contains(&operation) {
         "autoscaling"
     } else {
         "ssm"

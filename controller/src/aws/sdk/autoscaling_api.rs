@@ -1,6 +1,7 @@
-//! [`AutoScaling`] over the EC2 Auto Scaling API: the one read `selector.autoScalingGroupName`
-//! needs.
+//! [`AutoScaling`] over the EC2 Auto Scaling API: the read `selector.autoScalingGroupName`
+//! needs, and the membership read and writes `spec.autoScaling` (issue 11) is to use.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -8,7 +9,20 @@ use aws_sdk_autoscaling::Client;
 
 use super::errors::from_sdk_error;
 use super::stats::ApiCallStats;
-use crate::aws::{AsgInstance, AutoScaling, AutoScalingGroup, AwsError, AwsErrorKind};
+use crate::aws::{AsgInstance, AsgMembership, AutoScaling, AutoScalingGroup, AwsError, AwsErrorKind};
+
+/// Refuses an empty process list: to AWS it means every process.
+fn named_processes(operation: &'static str, processes: &[String]) -> Result<(), AwsError> {
+    if processes.is_empty() {
+        return Err(AwsError::new(
+            operation,
+            AwsErrorKind::Rejected,
+            None,
+            "no process named: AWS would take that as every process of the group",
+        ));
+    }
+    Ok(())
+}
 
 /// An Auto Scaling client for one region, in pitstop's words.
 #[derive(Clone, Debug)]
@@ -84,5 +98,91 @@ impl AutoScaling for SdkAutoScaling {
             instances,
             suspended_processes,
         })
+    }
+
+    async fn memberships(&self, instance_ids: &[String]) -> Result<BTreeMap<String, AsgMembership>, AwsError> {
+        const OP: &str = "DescribeAutoScalingInstances";
+        let mut found = BTreeMap::new();
+        // At most 50 IDs a call; with IDs given the answer is one page.
+        for chunk in instance_ids.chunks(50) {
+            let output = self
+                .client
+                .describe_auto_scaling_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| from_sdk_error(OP, &e))?;
+            for instance in output.auto_scaling_instances() {
+                if let (Some(id), Some(group)) = (instance.instance_id(), instance.auto_scaling_group_name()) {
+                    found.insert(
+                        id.to_owned(),
+                        AsgMembership {
+                            group_name: group.to_owned(),
+                            lifecycle_state: instance.lifecycle_state().unwrap_or_default().to_owned(),
+                            health_status: instance.health_status().unwrap_or_default().to_owned(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn enter_standby(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError> {
+        self.client
+            .enter_standby()
+            .auto_scaling_group_name(group_name)
+            .instance_ids(instance_id)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk_error("EnterStandby", &e))?;
+        Ok(())
+    }
+
+    async fn exit_standby(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError> {
+        self.client
+            .exit_standby()
+            .auto_scaling_group_name(group_name)
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| from_sdk_error("ExitStandby", &e))?;
+        Ok(())
+    }
+
+    async fn set_min_size(&self, group_name: &str, min_size: i32) -> Result<(), AwsError> {
+        self.client
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(group_name)
+            .min_size(min_size)
+            .send()
+            .await
+            .map_err(|e| from_sdk_error("UpdateAutoScalingGroup", &e))?;
+        Ok(())
+    }
+
+    async fn suspend_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError> {
+        named_processes("SuspendProcesses", processes)?;
+        self.client
+            .suspend_processes()
+            .auto_scaling_group_name(group_name)
+            .set_scaling_processes(Some(processes.to_vec()))
+            .send()
+            .await
+            .map_err(|e| from_sdk_error("SuspendProcesses", &e))?;
+        Ok(())
+    }
+
+    async fn resume_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError> {
+        named_processes("ResumeProcesses", processes)?;
+        self.client
+            .resume_processes()
+            .auto_scaling_group_name(group_name)
+            .set_scaling_processes(Some(processes.to_vec()))
+            .send()
+            .await
+            .map_err(|e| from_sdk_error("ResumeProcesses", &e))?;
+        Ok(())
     }
 }
