@@ -58,6 +58,10 @@ pub struct SandboxConfig {
     /// launched and registered), as AWS does with `HealthCheckType: ELB`. None (default): the EC2 health check only,
     /// which a running instance always passes, so the group never replaces one.
     pub elb_health_check_grace: Option<Duration>,
+    /// After a reboot, how long the service fails its health check once the OS and the SSM agent are up (a slow
+    /// application start: the maintenance command has finished, the load balancer still reads it unhealthy). Zero
+    /// (default): it serves at once. The first boot never warms up.
+    pub app_warmup: Duration,
     /// How often the sandbox reads HAProxy's server states in the background, for target health and the rotation
     /// record. Every `DescribeTargetHealth` and every change the sandbox makes also reads them, so the record holds
     /// every state a client acted on, whatever this is.
@@ -83,6 +87,7 @@ impl Default for SandboxConfig {
             haproxy_poll: Duration::from_millis(100),
             auto_scaling_group_name: "sandbox-asg".to_owned(),
             elb_health_check_grace: None,
+            app_warmup: Duration::ZERO,
         }
     }
 }
@@ -176,6 +181,12 @@ impl SandboxConfig {
     /// Turns the Auto Scaling group's ELB health check on, with this grace period.
     pub fn with_elb_health_check(mut self, grace: Duration) -> Self {
         self.elb_health_check_grace = Some(grace);
+        self
+    }
+
+    /// Sets the service's warm-up after each reboot.
+    pub fn with_app_warmup(mut self, warmup: Duration) -> Self {
+        self.app_warmup = warmup;
         self
     }
 

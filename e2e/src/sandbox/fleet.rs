@@ -41,6 +41,13 @@ async fn terminate_member(shared: &Arc<Shared>, id: &str, decrement: bool) -> an
         tokio::time::sleep(shared.cfg.deregistration_delay).await;
     }
     instance.terminate();
+    // A client may have registered it again while it drained; AWS takes a terminated instance out of every target
+    // group, so no target points at it.
+    for (index, group) in shared.target_groups.iter().enumerate() {
+        if matches!(group.registration(id), Registration::Registered { .. }) {
+            targets::deregister(shared, index, &[id.to_owned()]).await?;
+        }
+    }
     shared.auto_scaling.finish_terminating(id);
     if let Some(mut backend) = instance.kill_processes() {
         // Reap it, so no zombie stays behind.
