@@ -54,13 +54,13 @@ lint: ## rustfmt and clippy, warnings are errors
 fmt:
 	$(CARGO) fmt --all
 
-demo: haproxy ## A 3-instance fleet behind HAProxy, under load, rebooted by `pitstop run`
+demo: haproxy ## A 3-instance fleet behind HAProxy, under load, rebooted by `pitstop run` (DEMO_ARGS="--target-groups 2")
 	$(CARGO) build --quiet --workspace --bins
-	./target/debug/pitstop-demo --out $(WORK)/demo
+	./target/debug/pitstop-demo --out $(WORK)/demo $(DEMO_ARGS)
 
 demo-naive: haproxy ## The same reboots without draining: the seed's 502s
 	$(CARGO) build --quiet --workspace --bins
-	./target/debug/pitstop-demo --naive --out $(WORK)/demo
+	./target/debug/pitstop-demo --naive --out $(WORK)/demo $(DEMO_ARGS)
 
 bench: haproxy ## pitstop vs naive at 3 instances/200 req/s and 10 instances/1000 req/s
 	$(CARGO) build --quiet --workspace --bins

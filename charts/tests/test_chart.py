@@ -713,6 +713,8 @@ READ_ACTIONS = {
     "ssm:DescribeInstanceInformation",
     "ssm:DescribeDocument",
     "ec2:DescribeInstances",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeAutoScalingInstances",
 }
 TARGET_ACTIONS = {"elasticloadbalancing:RegisterTargets",
                   "elasticloadbalancing:DeregisterTargets"}

@@ -71,6 +71,12 @@ PITSTOP_CALLS: dict[str, Call] = {
     "ssm:DescribeDocument": lambda elb, ssm, ec2: ssm.describe_document(Name="AWS-RunShellScript"),
     "ec2:DescribeInstances": lambda elb, ssm, ec2: ec2.describe_instances(),
 }
+# The Auto Scaling reads (selector.autoScalingGroupName), called with an Auto Scaling client.
+AUTOSCALING_CALLS: dict[str, Callable[[Any], Any]] = {
+    "autoscaling:DescribeAutoScalingGroups":
+        lambda asg: asg.describe_auto_scaling_groups(AutoScalingGroupNames=["web-asg"]),
+    "autoscaling:DescribeAutoScalingInstances": lambda asg: asg.describe_auto_scaling_instances(InstanceIds=[INSTANCE]),
+}
 # Operations pitstop never needs: the policies must not grant them.
 FOREIGN_CALLS: dict[str, Call] = {
     "elasticloadbalancing:DeleteTargetGroup": lambda elb, ssm, ec2: elb.delete_target_group(TargetGroupArn=ARN),
@@ -110,11 +116,15 @@ def _allowed(policy: dict[str, Any], calls: dict[str, Call]) -> dict[str, bool]:
         session = boto3.Session(aws_access_key_id=key["AccessKeyId"],
                                 aws_secret_access_key=key["SecretAccessKey"], region_name=REGION)
         elb, ssm, ec2 = session.client("elbv2"), session.client("ssm"), session.client("ec2")
+        asg = session.client("autoscaling")
         verdicts = {}
         with enable_iam_authentication():
             for action, call in calls.items():
                 try:
-                    call(elb, ssm, ec2)
+                    if action.startswith("autoscaling:"):
+                        call(asg)
+                    else:
+                        call(elb, ssm, ec2)
                     verdicts[action] = True
                 except ClientError as error:
                     code = error.response.get("Error", {}).get("Code", "")
@@ -145,6 +155,15 @@ def test_the_ec2_read_of_tag_selectors_is_granted_and_refused_without_it(name):
     refused = _allowed({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetHealth", "Resource": "*"}]}, ec2_calls)
     assert refused == {a: False for a in ec2_calls}, refused
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_the_auto_scaling_reads_of_group_selectors_are_granted_and_refused_without_them(name):
+    assert _allowed(_policy(POLICIES[name]), AUTOSCALING_CALLS) == {a: True for a in AUTOSCALING_CALLS}
+    # Not vacuous: moto authorizes Auto Scaling, and refuses it to a policy without the actions.
+    refused = _allowed({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"}]}, AUTOSCALING_CALLS)
+    assert refused == {a: False for a in AUTOSCALING_CALLS}, refused
 
 
 def test_moto_refuses_an_elbv2_call_no_policy_grants():

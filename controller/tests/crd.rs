@@ -195,7 +195,7 @@ fn printer_columns_and_list_semantics() {
     let selector_rules = &spec["properties"]["selector"]["x-kubernetes-validations"];
     assert_eq!(
         selector_rules[0]["rule"],
-        "(has(self.targetGroupMembers) && self.targetGroupMembers) != (has(self.tags) && size(self.tags) > 0)",
+        "((has(self.targetGroupMembers) && self.targetGroupMembers) ? 1 : 0) + ((has(self.tags) && size(self.tags) > 0) ? 1 : 0) + (has(self.autoScalingGroupName) ? 1 : 0) == 1",
         "a selector selects exactly one way"
     );
     assert_eq!(

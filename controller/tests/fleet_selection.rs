@@ -436,3 +436,81 @@ async fn by_zone_a_selected_plan_orders_the_members_by_zone_and_an_unknown_zone_
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn an_auto_scaling_group_selector_maintains_its_in_service_instances_zone_by_zone() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        // The group's zones come from DescribeAutoScalingGroups: c is in zone a, so it goes first.
+        fake.set_auto_scaling_group(
+            "web-asg",
+            &[
+                (IDS[0], "eu-west-1b", "InService"),
+                (IDS[1], "eu-west-1b", "InService"),
+                (IDS[2], "eu-west-1a", "InService"),
+                // Not InService: left out (and it is a registered target, so only the selector
+                // keeps it out).
+                ("i-0000000000000000e", "eu-west-1a", "Standby"),
+                ("i-00000000000000010", "eu-west-1a", "Pending"),
+                // InService but in no target group of the plan: skipped, untouched.
+                (NEW, "eu-west-1c", "InService"),
+            ],
+        );
+        fake.set_registered(ARN, "i-0000000000000000e", true);
+        let mut plan = selected_plan("web", json!({ "order": "ByZone" }));
+        plan["spec"]["selector"] = json!({ "autoScalingGroupName": "web-asg" });
+        server.insert(plan);
+        drive(&mut server, &ctx, &fake, "web", finished).await;
+        let status = status_of(&server, "web");
+        assert_eq!(status.phase, PlanPhase::Succeeded, "{status:?}");
+        let selection = status.selection.clone().expect("selection");
+        assert_eq!(selection.instances, [IDS[2], IDS[0], IDS[1], NEW]);
+        assert_eq!(
+            selection.message.as_deref(),
+            Some(
+                "the selector matched 4 instances InService in Auto Scaling group web-asg: i-0000000000000000c, \
+                 i-0000000000000000a, i-0000000000000000b, i-0000000000000000d; zone by zone: eu-west-1a (1), \
+                 eu-west-1b (2), eu-west-1c (1)"
+            )
+        );
+        for id in IDS {
+            assert_eq!(phase_of(&status, id), Some(InstancePhase::Registered));
+        }
+        assert_eq!(phase_of(&status, NEW), Some(InstancePhase::Skipped));
+        assert_eq!(phase_of(&status, "i-0000000000000000e"), None);
+        assert_eq!(written(&fake, "DeregisterTargets"), [IDS[2], IDS[0], IDS[1]]);
+        assert!(!fake.writes().iter().any(|w| w.instance_id == NEW));
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn an_auto_scaling_group_that_does_not_exist_stalls_the_plan_with_its_name_and_touches_nothing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        let mut plan = selected_plan("web", json!({}));
+        plan["spec"]["selector"] = json!({ "autoScalingGroupName": "no-such-asg" });
+        server.insert(plan);
+        let error = server.reconcile(&ctx, "web").await.expect_err("no such group");
+        assert_eq!(error.kind(), pitstop::k8s::ErrorKind::AwsPermanent, "{error}");
+        pitstop::k8s::error_policy(server.plan("web"), &error, ctx.clone());
+        let status = status_of(&server, "web");
+        let stalled = condition(&status, "Stalled");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "AWSNotFound")
+        );
+        let message = status.message.clone().unwrap_or_default();
+        assert!(message.contains("DescribeAutoScalingGroups"), "{message}");
+        assert!(message.contains("\"no-such-asg\""), "{message}");
+        assert!(
+            message.contains("check the plan's selector.autoScalingGroupName"),
+            "{message}"
+        );
+        assert!(status.instances.is_empty(), "{status:?}");
+        assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    })
+    .await
+    .expect("test timed out");
+}

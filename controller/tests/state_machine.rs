@@ -78,6 +78,7 @@ fn all_healthy() -> Observed {
         command: None,
         turn_held_by: None,
         tagged: None,
+        auto_scaling_group: None,
         zones: None,
     }
 }

@@ -348,3 +348,94 @@ async fn by_zone_the_real_pitstop_run_finishes_one_zone_before_it_starts_the_nex
     );
     sandbox.shutdown().await.expect("sandbox stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_scaling_group_selector_maintains_the_groups_in_service_instances_with_zero_failed_requests() {
+    let sandbox = Sandbox::start(
+        SandboxConfig::default()
+            .with_target_groups(2)
+            .with_spare_instances(1)
+            .with_auto_scaling_group_name("web-asg"),
+    )
+    .await
+    .expect("sandbox starts (haproxy installed? `make haproxy`)");
+    // The group replaces an instance before the run: the plan, which names no instance, must follow it.
+    let before = sandbox.instance_ids();
+    let new = sandbox.replace_instance(&before[1]).await.expect("replace");
+    let members = sandbox.instance_ids();
+    assert_eq!(members, [before[0].clone(), before[2].clone(), new.clone()]);
+    let groups = sandbox.target_group_arns();
+    for arn in &groups {
+        // The replacement serves in both groups before the run starts, as the group's InService says.
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        while sandbox.target_health_in(arn).await.expect("health")[&new].state != TargetState::Healthy {
+            assert!(tokio::time::Instant::now() < deadline, "{new} not healthy in {arn}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let plan_path = out.path().join("plan.yaml");
+    let state_path = out.path().join("state.json");
+    let yaml = format!(
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: asg\nspec:\n  targetGroupArns:\n  - {}\n  - {}\n  selector:\n    autoScalingGroupName: web-asg\n  timeouts:\n    healthySeconds: 60\n",
+        groups[0], groups[1]
+    );
+    std::fs::write(&plan_path, yaml).expect("plan");
+    let boots_before = sandbox.boot_counts();
+    let loads: Vec<_> = sandbox
+        .frontend_urls()
+        .into_iter()
+        .map(|url| {
+            load::start(LoadConfig {
+                url,
+                rate_per_s: 100.0,
+                ..LoadConfig::default()
+            })
+            .expect("the load starts")
+        })
+        .collect();
+    let exit = run_to_end(&plan_path, &state_path, &sandbox).await;
+    let mut totals = Vec::new();
+    for load in loads {
+        totals.push(load.stop().await.totals);
+    }
+    assert_eq!(exit, Some(0));
+    let status = read_status(&state_path, "asg").expect("status");
+    assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
+    let selection = status.selection.clone().expect("selection");
+    assert_eq!(
+        selection.instances, members,
+        "the group's InService instances, not the gone one"
+    );
+    assert!(
+        selection
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("InService in Auto Scaling group web-asg")),
+        "{selection:?}"
+    );
+    let boots_after = sandbox.boot_counts();
+    for (id, before) in &boots_before {
+        let expected = if members.contains(id) { before + 1 } else { *before };
+        assert_eq!(boots_after[id], expected, "{id}");
+    }
+    for id in &members {
+        assert_eq!(phase_of(&status, id), Some(InstancePhase::Registered), "{id}");
+    }
+    assert_eq!(
+        phase_of(&status, &before[1]),
+        None,
+        "the gone instance is not in the run"
+    );
+    let log = sandbox.call_log().records();
+    assert!(
+        log.iter().any(|c| c.operation == "DescribeAutoScalingGroups"),
+        "resolved through Auto Scaling"
+    );
+    for (arn, totals) in groups.iter().zip(&totals) {
+        println!("selected by Auto Scaling group, through {arn}: {totals:?}");
+        assert!(totals.sent > 500, "the load ran: {totals:?}");
+        assert_eq!(totals.failed(), 0, "through {arn}: {totals:?}");
+    }
+    sandbox.shutdown().await.expect("sandbox stops");
+}

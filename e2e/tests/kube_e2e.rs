@@ -1507,6 +1507,16 @@ async fn the_apiserver_takes_exactly_one_of_instances_and_selector() {
                 serde_json::json!({ "selector": { "targetGroupMembers": true, "tags": { "app": "web" } } }),
                 "the selector must select one way",
             ),
+            (
+                "a selector by tags and by Auto Scaling group",
+                serde_json::json!({ "selector": { "tags": { "app": "web" }, "autoScalingGroupName": "web-asg" } }),
+                "the selector must select one way",
+            ),
+            (
+                "an empty Auto Scaling group name",
+                serde_json::json!({ "selector": { "autoScalingGroupName": "" } }),
+                "autoScalingGroupName",
+            ),
         ] {
             let refused = apply("refused", plan("refused", fields)).await;
             let message = refused.expect_err(what);
@@ -1546,6 +1556,15 @@ async fn the_apiserver_takes_exactly_one_of_instances_and_selector() {
         )
         .await
         .expect("a plan with a tag selector");
+        apply(
+            "grouped",
+            plan(
+                "grouped",
+                serde_json::json!({ "selector": { "autoScalingGroupName": "web-asg" } }),
+            ),
+        )
+        .await
+        .expect("a plan with an Auto Scaling group selector");
     })
     .await;
 }

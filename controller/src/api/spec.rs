@@ -260,13 +260,13 @@ impl MaintenancePlanSpec {
     }
 }
 
-/// A query for the instances of a plan (`spec.selector`).
+/// A query for the instances of a plan (`spec.selector`): exactly one of its fields.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "(has(self.targetGroupMembers) && self.targetGroupMembers) != (has(self.tags) && size(self.tags) > 0)",
-        "message": "the selector must select one way: set exactly one of targetGroupMembers: true and tags"
+        "rule": "((has(self.targetGroupMembers) && self.targetGroupMembers) ? 1 : 0) + ((has(self.tags) && size(self.tags) > 0) ? 1 : 0) + (has(self.autoScalingGroupName) ? 1 : 0) == 1",
+        "message": "the selector must select one way: set exactly one of targetGroupMembers: true, tags and autoScalingGroupName"
     }
 ]))]
 pub struct FleetSelector {
@@ -283,6 +283,26 @@ pub struct FleetSelector {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 50))]
     pub tags: BTreeMap<String, String>,
+
+    /// The name of an EC2 Auto Scaling group: its instances whose lifecycle state is
+    /// `InService` when the run starts (DescribeAutoScalingGroups; needs
+    /// `autoscaling:DescribeAutoScalingGroups`), so a weekly plan follows the group as it
+    /// replaces instances. Instances in `Pending`, `Standby`, `Terminating` or a lifecycle hook
+    /// are left out. A group that does not exist stops the plan with a clear condition. An
+    /// instance selected this way that is not a registered target of any of the plan's groups
+    /// when its turn comes is skipped, untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub auto_scaling_group_name: Option<String>,
+}
+
+impl FleetSelector {
+    /// How many ways the selector selects (valid: exactly one).
+    pub fn ways(&self) -> usize {
+        usize::from(self.target_group_members)
+            + usize::from(!self.tags.is_empty())
+            + usize::from(self.auto_scaling_group_name.is_some())
+    }
 }
 
 fn default_max_attempts() -> u32 {

@@ -75,9 +75,11 @@ pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
             problems.push("instances is empty: name at least one EC2 instance ID, or set a selector".to_owned())
         }
         (Some(_), false) => problems.push("set exactly one of instances and selector, not both".to_owned()),
-        (Some(selector), true) if selector.target_group_members != selector.tags.is_empty() => {
+        (Some(selector), true) if selector.ways() != 1 => {
             problems.push(
-                "the selector must select one way: set exactly one of targetGroupMembers: true and tags".to_owned(),
+                "the selector must select one way: set exactly one of targetGroupMembers: true, tags and \
+                 autoScalingGroupName"
+                    .to_owned(),
             );
         }
         _ => {}
@@ -86,6 +88,13 @@ pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
         problems.push(format!(
             "instances names {} instances, more than the {MAX_INSTANCES} one plan takes: split the fleet across plans",
             spec.instances.len()
+        ));
+    }
+    if let Some(name) = spec.selector.as_ref().and_then(|s| s.auto_scaling_group_name.as_ref())
+        && (name.is_empty() || name.chars().count() > 255)
+    {
+        problems.push(format!(
+            "autoScalingGroupName {name:?} is not an Auto Scaling group name (1 to 255 characters)"
         ));
     }
     let mut seen = HashSet::new();
@@ -231,6 +240,32 @@ mod tests {
                 .expect_err("two ways")
                 .to_string()
                 .contains("select one way")
+        );
+        let mut grouped = spec(ARN, &[]);
+        grouped.selector = Some(crate::api::FleetSelector {
+            auto_scaling_group_name: Some("web-asg".to_owned()),
+            ..Default::default()
+        });
+        assert_eq!(validate(&grouped), Ok(()));
+        if let Some(selector) = grouped.selector.as_mut() {
+            selector.tags = [("app".to_owned(), "web".to_owned())].into();
+        }
+        assert!(
+            validate(&grouped)
+                .expect_err("group and tags")
+                .to_string()
+                .contains("select one way")
+        );
+        let mut unnamed = spec(ARN, &[]);
+        unnamed.selector = Some(crate::api::FleetSelector {
+            auto_scaling_group_name: Some(String::new()),
+            ..Default::default()
+        });
+        assert!(
+            validate(&unnamed)
+                .expect_err("empty name")
+                .to_string()
+                .contains("not an Auto Scaling group name")
         );
         assert!(
             validate(&spec(ARN, &[]))

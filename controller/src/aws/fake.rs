@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::{
-    AgentPing, AwsApis, AwsError, AwsErrorKind, AwsProvider, CommandRequest, CommandStatus, Commands, Ec2Instance,
-    FoundCommand, Instances, Invocation, Target, TargetGroups, TargetHealth, TargetState,
+    AgentPing, AsgInstance, AsgMembership, AutoScaling, AutoScalingGroup, AwsApis, AwsError, AwsErrorKind, AwsProvider,
+    CommandRequest, CommandStatus, Commands, Ec2Instance, FoundCommand, Instances, Invocation, Target, TargetGroups,
+    TargetHealth, TargetState,
 };
 
 /// How the fake behaves; change it between steps to script a scenario.
@@ -128,6 +129,10 @@ struct World {
     ec2: BTreeMap<String, FakeInstance>,
     /// The tags of target groups (DescribeTags), by ARN; a group not here has none.
     group_tags: HashMap<String, BTreeMap<String, String>>,
+    /// Auto Scaling's view: the groups given by [`FakeAws::set_auto_scaling_group`], by name.
+    asgs: BTreeMap<String, AutoScalingGroup>,
+    /// Auto Scaling writes carried out, in order: (operation, group, detail).
+    asg_writes: Vec<(&'static str, String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -161,6 +166,8 @@ impl FakeAws {
             max_out_at_once: 0,
             ec2: BTreeMap::new(),
             group_tags: HashMap::new(),
+            asgs: BTreeMap::new(),
+            asg_writes: Vec::new(),
         };
         Self {
             world: Arc::new(Mutex::new(world)),
@@ -227,6 +234,37 @@ impl FakeAws {
             group.remove(instance_id);
         }
         world.ec2.remove(instance_id);
+        for group in world.asgs.values_mut() {
+            group.instances.retain(|i| i.instance_id != instance_id);
+        }
+    }
+
+    /// Makes an Auto Scaling group `name` with these members, each `(instance ID, zone,
+    /// lifecycle state)` and `Healthy`; MinSize, MaxSize and DesiredCapacity are the number of
+    /// members (DescribeAutoScalingGroups).
+    pub fn set_auto_scaling_group(&self, name: &str, members: &[(&str, &str, &str)]) {
+        let size = i32::try_from(members.len()).unwrap_or(i32::MAX);
+        let mut instances: Vec<AsgInstance> = members
+            .iter()
+            .map(|(id, zone, state)| AsgInstance {
+                instance_id: (*id).to_owned(),
+                availability_zone: Some((*zone).to_owned()),
+                lifecycle_state: (*state).to_owned(),
+                health_status: "Healthy".to_owned(),
+            })
+            .collect();
+        instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        self.lock().asgs.insert(
+            name.to_owned(),
+            AutoScalingGroup {
+                name: name.to_owned(),
+                min_size: size,
+                max_size: size,
+                desired_capacity: size,
+                instances,
+                suspended_processes: Vec::new(),
+            },
+        );
     }
 
     /// Makes `instance_id` a running EC2 instance in `zone` with `tags` (DescribeInstances).
@@ -246,6 +284,17 @@ impl FakeAws {
             target_group_arn.to_owned(),
             tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         );
+    }
+
+    /// The group `name` as the fake holds it now.
+    pub fn auto_scaling_group(&self, name: &str) -> Option<AutoScalingGroup> {
+        self.lock().asgs.get(name).cloned()
+    }
+
+    /// The Auto Scaling writes carried out so far, in order: (operation, group, instance or
+    /// detail).
+    pub fn auto_scaling_writes(&self) -> Vec<(&'static str, String, String)> {
+        self.lock().asg_writes.clone()
     }
 
     /// Every write call so far.
@@ -284,6 +333,7 @@ impl FakeAws {
             target_groups: Arc::new(self.clone()),
             commands: Arc::new(self.clone()),
             instances: Arc::new(self.clone()),
+            auto_scaling: Arc::new(self.clone()),
         }
     }
 }
@@ -639,6 +689,178 @@ impl Instances for FakeAws {
             .iter()
             .filter_map(|id| world.ec2.get(id).map(|i| (id.clone(), i.tags.clone())))
             .collect())
+    }
+}
+
+/// AWS's ValidationError, as the SDK implementation reports it.
+fn validation(operation: &'static str, message: String) -> AwsError {
+    AwsError::new(
+        operation,
+        AwsErrorKind::Rejected,
+        Some("ValidationError".to_owned()),
+        message,
+    )
+}
+
+impl World {
+    /// The group named `name`, counting the call; AWS's ValidationError when there is none.
+    fn asg_for_write(&mut self, operation: &'static str, name: &str) -> Result<&mut AutoScalingGroup, AwsError> {
+        self.call(operation)?;
+        self.asgs.get_mut(name).ok_or_else(|| {
+            validation(
+                operation,
+                format!("AutoScalingGroup name not found - AutoScalingGroup {name} not found"),
+            )
+        })
+    }
+}
+
+/// The member `id` of `group`, or AWS's ValidationError.
+fn member<'a>(
+    operation: &'static str,
+    group: &'a mut AutoScalingGroup,
+    id: &str,
+) -> Result<&'a mut AsgInstance, AwsError> {
+    let name = group.name.clone();
+    group.instances.iter_mut().find(|i| i.instance_id == id).ok_or_else(|| {
+        validation(
+            operation,
+            format!("The instance {id} is not part of Auto Scaling group {name}."),
+        )
+    })
+}
+
+#[async_trait]
+impl AutoScaling for FakeAws {
+    async fn group(&self, name: &str) -> Result<AutoScalingGroup, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeAutoScalingGroups")?;
+        world.asgs.get(name).cloned().ok_or_else(|| {
+            AwsError::new(
+                "DescribeAutoScalingGroups",
+                AwsErrorKind::NotFound,
+                None,
+                format!("there is no Auto Scaling group named {name:?} in this account and region"),
+            )
+        })
+    }
+
+    async fn memberships(&self, instance_ids: &[String]) -> Result<BTreeMap<String, AsgMembership>, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeAutoScalingInstances")?;
+        let mut found = BTreeMap::new();
+        for group in world.asgs.values() {
+            for instance in &group.instances {
+                if instance_ids.contains(&instance.instance_id) {
+                    found.insert(
+                        instance.instance_id.clone(),
+                        AsgMembership {
+                            group_name: group.name.clone(),
+                            lifecycle_state: instance.lifecycle_state.clone(),
+                            health_status: instance.health_status.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Standby at once (AWS passes through EnteringStandby while the targets drain; the
+    /// fake's target groups are separate and untouched).
+    async fn enter_standby(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError> {
+        const OP: &str = "EnterStandby";
+        let mut world = self.lock();
+        let group = world.asg_for_write(OP, group_name)?;
+        if !member(OP, group, instance_id)?.in_service() {
+            return Err(validation(
+                OP,
+                format!("The instance {instance_id} is not in InService."),
+            ));
+        }
+        if group.desired_capacity <= group.min_size {
+            return Err(validation(
+                OP,
+                format!(
+                    "AutoScalingGroup {group_name} has min-size={}, max-size={}, and desired-capacity={}. To place \
+                     into standby 1 instances, please update the AutoScalingGroup sizes appropriately.",
+                    group.min_size, group.max_size, group.desired_capacity
+                ),
+            ));
+        }
+        let instance = member(OP, group, instance_id)?;
+        instance.lifecycle_state = "Standby".to_owned();
+        group.desired_capacity -= 1;
+        world
+            .asg_writes
+            .push((OP, group_name.to_owned(), instance_id.to_owned()));
+        Ok(())
+    }
+
+    async fn exit_standby(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError> {
+        const OP: &str = "ExitStandby";
+        let mut world = self.lock();
+        let group = world.asg_for_write(OP, group_name)?;
+        if group.desired_capacity >= group.max_size {
+            return Err(validation(
+                OP,
+                format!("AutoScalingGroup {group_name} is at its max-size={}", group.max_size),
+            ));
+        }
+        let instance = member(OP, group, instance_id)?;
+        if instance.lifecycle_state != "Standby" {
+            return Err(validation(OP, format!("The instance {instance_id} is not in Standby.")));
+        }
+        instance.lifecycle_state = "InService".to_owned();
+        group.desired_capacity += 1;
+        world
+            .asg_writes
+            .push((OP, group_name.to_owned(), instance_id.to_owned()));
+        Ok(())
+    }
+
+    async fn set_min_size(&self, group_name: &str, min_size: i32) -> Result<(), AwsError> {
+        const OP: &str = "UpdateAutoScalingGroup";
+        let mut world = self.lock();
+        let group = world.asg_for_write(OP, group_name)?;
+        if min_size < 0 || min_size > group.max_size {
+            return Err(validation(
+                OP,
+                format!(
+                    "Max bound, {}, must be greater than or equal to min bound, {min_size}",
+                    group.max_size
+                ),
+            ));
+        }
+        group.min_size = min_size;
+        group.desired_capacity = group.desired_capacity.max(min_size);
+        world
+            .asg_writes
+            .push((OP, group_name.to_owned(), format!("MinSize={min_size}")));
+        Ok(())
+    }
+
+    async fn suspend_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError> {
+        const OP: &str = "SuspendProcesses";
+        let mut world = self.lock();
+        let group = world.asg_for_write(OP, group_name)?;
+        for process in processes {
+            if !group.suspended_processes.contains(process) {
+                group.suspended_processes.push(process.clone());
+            }
+        }
+        group.suspended_processes.sort();
+        world.asg_writes.push((OP, group_name.to_owned(), processes.join(",")));
+        Ok(())
+    }
+
+    async fn resume_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError> {
+        const OP: &str = "ResumeProcesses";
+        let mut world = self.lock();
+        let group = world.asg_for_write(OP, group_name)?;
+        group.suspended_processes.retain(|p| !processes.contains(p));
+        world.asg_writes.push((OP, group_name.to_owned(), processes.join(",")));
+        Ok(())
     }
 }
 

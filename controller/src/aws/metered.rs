@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use super::{
-    AgentPing, AwsApis, AwsError, AwsErrorKind, CommandRequest, Commands, Ec2Instance, FoundCommand, Instances,
-    Invocation, Target, TargetGroups, TargetHealth,
+    AgentPing, AsgMembership, AutoScaling, AutoScalingGroup, AwsApis, AwsError, AwsErrorKind, CommandRequest, Commands,
+    Ec2Instance, FoundCommand, Instances, Invocation, Target, TargetGroups, TargetHealth,
 };
 
 /// Receives `(operation, Ok or the error's kind)` for every call.
@@ -29,6 +29,10 @@ pub fn metered(apis: AwsApis, sink: CallSink) -> AwsApis {
         }),
         instances: Arc::new(Metered {
             inner: apis.instances,
+            sink: sink.clone(),
+        }),
+        auto_scaling: Arc::new(Metered {
+            inner: apis.auto_scaling,
             sink,
         }),
     }
@@ -88,6 +92,37 @@ impl Instances for Metered<dyn Instances> {
 
     async fn tags(&self, instance_ids: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
         self.report("DescribeInstances", self.inner.tags(instance_ids).await)
+    }
+}
+
+#[async_trait]
+impl AutoScaling for Metered<dyn AutoScaling> {
+    async fn group(&self, name: &str) -> Result<AutoScalingGroup, AwsError> {
+        self.report("DescribeAutoScalingGroups", self.inner.group(name).await)
+    }
+
+    async fn memberships(&self, ids: &[String]) -> Result<BTreeMap<String, AsgMembership>, AwsError> {
+        self.report("DescribeAutoScalingInstances", self.inner.memberships(ids).await)
+    }
+
+    async fn enter_standby(&self, group: &str, id: &str) -> Result<(), AwsError> {
+        self.report("EnterStandby", self.inner.enter_standby(group, id).await)
+    }
+
+    async fn exit_standby(&self, group: &str, id: &str) -> Result<(), AwsError> {
+        self.report("ExitStandby", self.inner.exit_standby(group, id).await)
+    }
+
+    async fn set_min_size(&self, group: &str, min_size: i32) -> Result<(), AwsError> {
+        self.report("UpdateAutoScalingGroup", self.inner.set_min_size(group, min_size).await)
+    }
+
+    async fn suspend_processes(&self, group: &str, processes: &[String]) -> Result<(), AwsError> {
+        self.report("SuspendProcesses", self.inner.suspend_processes(group, processes).await)
+    }
+
+    async fn resume_processes(&self, group: &str, processes: &[String]) -> Result<(), AwsError> {
+        self.report("ResumeProcesses", self.inner.resume_processes(group, processes).await)
     }
 }
 

@@ -126,6 +126,101 @@ pub trait Instances: Send + Sync {
     async fn tags(&self, instance_ids: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError>;
 }
 
+/// A member of an Auto Scaling group, as DescribeAutoScalingGroups lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsgInstance {
+    /// The instance ID.
+    pub instance_id: String,
+    /// Its Availability Zone.
+    pub availability_zone: Option<String>,
+    /// Its lifecycle state as the API spells it: `InService`, `Pending`, `Standby`,
+    /// `Terminating`, ...
+    pub lifecycle_state: String,
+    /// `Healthy` or `Unhealthy`, as the group sees it.
+    pub health_status: String,
+}
+
+impl AsgInstance {
+    /// True when the group counts the instance as serving (`InService`).
+    pub fn in_service(&self) -> bool {
+        self.lifecycle_state == "InService"
+    }
+}
+
+/// An Auto Scaling group, as DescribeAutoScalingGroups shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoScalingGroup {
+    /// The group's name.
+    pub name: String,
+    /// MinSize.
+    pub min_size: i32,
+    /// MaxSize.
+    pub max_size: i32,
+    /// DesiredCapacity.
+    pub desired_capacity: i32,
+    /// Its instances, in ID order.
+    pub instances: Vec<AsgInstance>,
+    /// The names of its suspended processes (`HealthCheck`, `ReplaceUnhealthy`, ...), sorted.
+    pub suspended_processes: Vec<String>,
+}
+
+/// The Auto Scaling group an instance belongs to, as DescribeAutoScalingInstances shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsgMembership {
+    /// The group's name.
+    pub group_name: String,
+    /// The instance's lifecycle state in it (`InService`, `Standby`, `EnteringStandby`, ...).
+    pub lifecycle_state: String,
+    /// `Healthy` or `Unhealthy`, as the group sees it.
+    pub health_status: String,
+}
+
+/// EC2 Auto Scaling, in the operations pitstop needs.
+///
+/// The writes are the building blocks of `spec.autoScaling` (issue 11), which is not part of
+/// the API yet: nothing in the state machine calls them. None of them is idempotent on AWS (a
+/// second EnterStandby of the same instance is refused, a second MinSize change applies
+/// twice), so a caller that lost an answer must read the state before it repeats one.
+#[async_trait]
+pub trait AutoScaling: Send + Sync {
+    /// The group named `name` (DescribeAutoScalingGroups). A group that does not exist is a
+    /// [`AwsErrorKind::NotFound`] error: AWS answers an empty list, which would otherwise read
+    /// as a group without instances.
+    async fn group(&self, name: &str) -> Result<AutoScalingGroup, AwsError>;
+
+    /// The group of each of `instance_ids` that belongs to one (DescribeAutoScalingInstances,
+    /// 50 IDs a call); an instance in no group is left out, not an error.
+    async fn memberships(&self, instance_ids: &[String]) -> Result<BTreeMap<String, AsgMembership>, AwsError>;
+
+    /// EnterStandby of one instance with ShouldDecrementDesiredCapacity true (so the group
+    /// launches no replacement); AWS refuses it when that would go below MinSize.
+    async fn enter_standby(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError>;
+
+    /// ExitStandby of one instance (the group's desired capacity rises by one).
+    async fn exit_standby(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError>;
+
+    /// UpdateAutoScalingGroup of MinSize only.
+    async fn set_min_size(&self, group_name: &str, min_size: i32) -> Result<(), AwsError>;
+
+    /// SuspendProcesses of these processes (AWS's names: `HealthCheck`, `ReplaceUnhealthy`,
+    /// `AZRebalance`, ...). An empty list would suspend every process, so it is refused here.
+    async fn suspend_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError>;
+
+    /// ResumeProcesses of these processes; an empty list is refused as for [`Self::suspend_processes`].
+    async fn resume_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError>;
+}
+
+/// The Auto Scaling operations pitstop calls (for [`iam_action`]).
+pub const AUTOSCALING_OPERATIONS: &[&str] = &[
+    "DescribeAutoScalingGroups",
+    "DescribeAutoScalingInstances",
+    "EnterStandby",
+    "ExitStandby",
+    "UpdateAutoScalingGroup",
+    "SuspendProcesses",
+    "ResumeProcesses",
+];
+
 /// An ELBv2 target group, in the operations pitstop needs.
 #[async_trait]
 pub trait TargetGroups: Send + Sync {
@@ -406,7 +501,8 @@ impl AwsError {
 }
 
 /// The IAM action of an API operation pitstop calls (the ELBv2 operations start with the
-/// words of their resources; everything else pitstop calls is SSM).
+/// words of their resources; EC2 and Auto Scaling are named; everything else pitstop calls is
+/// SSM).
 pub fn iam_action(operation: &str) -> String {
     const ELBV2: &[&str] = &[
         "DescribeTargetHealth",
@@ -419,6 +515,8 @@ pub fn iam_action(operation: &str) -> String {
         "elasticloadbalancing"
     } else if operation == "DescribeInstances" {
         "ec2"
+    } else if AUTOSCALING_OPERATIONS.contains(&operation) {
+        "autoscaling"
     } else {
         "ssm"
     };
@@ -434,6 +532,8 @@ pub struct AwsApis {
     pub commands: std::sync::Arc<dyn Commands>,
     /// EC2 (only read, for `selector.tags`).
     pub instances: std::sync::Arc<dyn Instances>,
+    /// EC2 Auto Scaling (only read, for `selector.autoScalingGroupName`).
+    pub auto_scaling: std::sync::Arc<dyn AutoScaling>,
 }
 
 /// Gives the AWS clients for a region; real ones are built once per region and cached.

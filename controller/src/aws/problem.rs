@@ -52,6 +52,9 @@ pub fn usual_fix(error: &AwsError) -> Option<String> {
             error.iam_action()
         ),
         AwsErrorKind::Endpoint => "check the region in spec.targetGroupArn and any AWS_ENDPOINT_URL setting".to_owned(),
+        AwsErrorKind::NotFound if error.operation == "DescribeAutoScalingGroups" => {
+            "check the plan's selector.autoScalingGroupName and region".to_owned()
+        }
         AwsErrorKind::NotFound => "check the plan's target group ARN, instance IDs and SSM document names".to_owned(),
         AwsErrorKind::Rejected => "check the plan against what AWS accepts".to_owned(),
         AwsErrorKind::Transient | AwsErrorKind::Throttled => return None,

@@ -30,6 +30,14 @@ pub async fn observe(
     {
         observed.tagged = Some(apis.instances.running_with_tags(&selector.tags).await?);
     }
+    if wants.auto_scaling_group
+        && let Some(name) = spec
+            .selector
+            .as_ref()
+            .and_then(|s| s.auto_scaling_group_name.as_deref())
+    {
+        observed.auto_scaling_group = Some(apis.auto_scaling.group(name).await?);
+    }
     if wants.zones {
         // The instances the run will have: the listed ones, or the members just read.
         let ids = match &spec.selector {

@@ -6,7 +6,9 @@ use std::time::Duration;
 use crate::api::{
     InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, TargetGroupRegistration,
 };
-use crate::aws::{AgentPing, CommandKind, Ec2Instance, Invocation, Target, TargetHealth, TargetState};
+use crate::aws::{
+    AgentPing, AutoScalingGroup, CommandKind, Ec2Instance, Invocation, Target, TargetHealth, TargetState,
+};
 
 /// What to read from AWS for the plan's current state, so observe makes only the calls
 /// that matter (API rate limits are per account and shared with everything else).
@@ -25,6 +27,9 @@ pub struct Wants {
     /// The running EC2 instances carrying `spec.selector.tags` (a run that starts resolves
     /// its selector).
     pub tagged_instances: bool,
+    /// The Auto Scaling group `spec.selector.autoScalingGroupName` (a run that starts resolves
+    /// its selector).
+    pub auto_scaling_group: bool,
     /// The Availability Zones of the run's instances (`order: ByZone`, when the run starts).
     pub zones: bool,
 }
@@ -47,6 +52,8 @@ pub struct Observed {
     pub turn_held_by: Option<String>,
     /// The running EC2 instances carrying the selector's tags, in ID order, when asked for.
     pub tagged: Option<Vec<Ec2Instance>>,
+    /// The selector's Auto Scaling group, when asked for.
+    pub auto_scaling_group: Option<AutoScalingGroup>,
     /// The Availability Zone of each of the run's instances EC2 knows, when asked for.
     pub zones: Option<BTreeMap<String, String>>,
 }
@@ -160,6 +167,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             agent: false,
             command,
             tagged_instances: false,
+            auto_scaling_group: false,
             zones: false,
         };
     }
@@ -179,12 +187,17 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
     }
     if super::selection::needs_resolving(spec, status) {
         let tagged = spec.selector.as_ref().is_some_and(|s| !s.tags.is_empty());
+        let grouped = spec
+            .selector
+            .as_ref()
+            .is_some_and(|s| s.auto_scaling_group_name.is_some());
         // The run starts: its instances are the members of the groups now.
         return Wants {
             group_health: true,
             tagged_instances: tagged,
-            // A tag selector's DescribeInstances brings the zones along.
-            zones: spec.order == crate::api::Order::ByZone && !tagged,
+            auto_scaling_group: grouped,
+            // A tag selector's DescribeInstances and the Auto Scaling group bring the zones along.
+            zones: spec.order == crate::api::Order::ByZone && !tagged && !grouped,
             ..Wants::default()
         };
     }
@@ -208,6 +221,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             agent: spec.preflight.require_agent_online,
             command: None,
             tagged_instances: false,
+            auto_scaling_group: false,
             zones: false,
         },
         None => Wants::default(),

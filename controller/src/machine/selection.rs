@@ -73,6 +73,21 @@ pub fn members(spec: &MaintenancePlanSpec, observed: &Observed) -> Option<Vec<St
     Some(ids.into_iter().collect())
 }
 
+/// The `InService` instances of the selector's Auto Scaling group, in ID order; None when the
+/// group was not read this round.
+fn in_service(observed: &Observed) -> Option<Vec<String>> {
+    let group = observed.auto_scaling_group.as_ref()?;
+    let mut ids: Vec<String> = group
+        .instances
+        .iter()
+        .filter(|i| i.in_service())
+        .map(|i| i.instance_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Some(ids)
+}
+
 /// Resolves the run's instances from this round's observation into `status.selection`: the
 /// selector's matches (or the listed instances), and with `order: ByZone` their zones, zone
 /// after zone. Returns None (and changes nothing) when what it needs was not read; otherwise
@@ -109,6 +124,13 @@ pub(super) fn resolve(
                     .join(", ")
             )),
         ),
+        Some(selector) if selector.auto_scaling_group_name.is_some() => (
+            in_service(observed)?,
+            Some(format!(
+                "InService in Auto Scaling group {}",
+                selector.auto_scaling_group_name.as_deref().unwrap_or_default()
+            )),
+        ),
         Some(_) => return None,
     };
     let matched = instances.len();
@@ -117,13 +139,18 @@ pub(super) fn resolve(
         instances.clear();
     }
     let zones: BTreeMap<String, String> = if spec.order == Order::ByZone {
-        let known = match (&observed.zones, &observed.tagged) {
-            (Some(zones), _) => zones.clone(),
-            (None, Some(tagged)) => tagged
+        let known = match (&observed.zones, &observed.tagged, &observed.auto_scaling_group) {
+            (Some(zones), _, _) => zones.clone(),
+            (None, Some(tagged), _) => tagged
                 .iter()
                 .filter_map(|i| Some((i.instance_id.clone(), i.availability_zone.clone()?)))
                 .collect(),
-            (None, None) => return None,
+            (None, None, Some(group)) => group
+                .instances
+                .iter()
+                .filter_map(|i| Some((i.instance_id.clone(), i.availability_zone.clone()?)))
+                .collect(),
+            (None, None, None) => return None,
         };
         // Zone after zone, in name order (an instance EC2 did not place last); the usual
         // order within a zone (a stable sort).
@@ -173,10 +200,10 @@ pub(super) fn resolve(
             true,
         ),
         (Some(source), true) => {
-            let none = if spec.selector.as_ref().is_some_and(|s| s.target_group_members) {
-                format!("no registered target {source}")
-            } else {
-                format!("no running instance {source}")
+            let none = match &spec.selector {
+                Some(s) if s.target_group_members => format!("no registered target {source}"),
+                Some(s) if s.auto_scaling_group_name.is_some() => format!("no instance {source}"),
+                _ => format!("no running instance {source}"),
             };
             (
                 EMPTY_SELECTION,

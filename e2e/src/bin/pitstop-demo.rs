@@ -18,7 +18,11 @@ struct Args {
     /// Instances in the fleet.
     #[arg(long, default_value_t = 3)]
     instances: usize,
-    /// Requests per second sent to the load balancer.
+    /// Target groups every instance serves through (1 to 10), each its own HAProxy frontend under the same load;
+    /// pitstop's plan names all of them.
+    #[arg(long, default_value_t = 1)]
+    target_groups: usize,
+    /// Requests per second sent to the load balancer (to each frontend).
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
     /// Reboot in place, without draining (the seed's first runbook).
@@ -58,9 +62,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.sandbox.deregistration_delay = args.deregistration_delay;
     config.sandbox.boot_time = args.boot_time;
     config.sandbox.health_interval = args.health_interval;
+    config.sandbox.target_groups = args.target_groups;
     eprintln!(
-        "starting a {}-instance fleet behind HAProxy, {} req/s of load, maintenance by {mode_name} ...",
-        args.instances, args.rate
+        "starting a {}-instance fleet behind HAProxy in {} target group(s), {} req/s of load on each, maintenance \
+         by {mode_name} ...",
+        args.instances, args.target_groups, args.rate
     );
     let result = experiment::run(&config).await?;
     let json = out.join("report.json");
@@ -112,9 +118,21 @@ fn print_summary(result: &ExperimentResult) {
                 .map_or_else(|| "unknown".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
         );
     }
+    if !result.other_frontends.is_empty() {
+        let frontends = std::iter::once(&result.report.load).chain(&result.other_frontends);
+        for (n, load) in frontends.enumerate() {
+            println!(
+                "  target group {}:   {} of {} failed ({})",
+                n + 1,
+                load.totals.failed(),
+                load.totals.sent,
+                load.url
+            );
+        }
+    }
     println!(
         "failed requests:    {} of {}",
         result.failed_requests(),
-        result.report.load.totals.sent
+        result.sent_requests()
     );
 }

@@ -20,7 +20,7 @@ use crate::sandbox::{Sandbox, SandboxConfig};
 
 pub use bands::BandRecorder;
 pub use pitstop_process::{PitstopRun, default_pitstop_binary, pitstop_run_command, read_to_end};
-pub use plan::plan_yaml;
+pub use plan::{fleet_plan_yaml, plan_yaml};
 
 /// One experiment.
 #[derive(Clone, Debug)]
@@ -95,6 +95,9 @@ pub struct ExperimentResult {
     pub minimum_time: Duration,
     /// For pitstop mode: exit code, final status YAML, peak memory.
     pub pitstop: Option<PitstopRun>,
+    /// With several target groups: the load through every frontend but the first (whose load is in `report`),
+    /// in target group order, each at the same rate.
+    pub other_frontends: Vec<crate::report::LoadResult>,
 }
 
 impl ExperimentResult {
@@ -104,9 +107,14 @@ impl ExperimentResult {
         Duration::from_secs_f64(crate::report::phase_durations(&self.report.bands).span_s)
     }
 
-    /// Requests that failed: 5xx, connection errors, timeouts.
+    /// Requests that failed, through every frontend: 5xx, connection errors, timeouts.
     pub fn failed_requests(&self) -> u64 {
-        self.report.load.totals.failed()
+        self.report.load.totals.failed() + self.other_frontends.iter().map(|l| l.totals.failed()).sum::<u64>()
+    }
+
+    /// Requests sent, through every frontend.
+    pub fn sent_requests(&self) -> u64 {
+        self.report.load.totals.sent + self.other_frontends.iter().map(|l| l.totals.sent).sum::<u64>()
     }
 }
 
@@ -116,12 +124,18 @@ pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Res
     let boots_before = sandbox.boot_counts();
     sandbox.reset_rotation_history();
     sandbox.call_log().clear();
-    let load = load::start(LoadConfig {
-        url: sandbox.frontend_url(),
-        rate_per_s: config.rate_per_s,
-        ..LoadConfig::default()
-    })
-    .context("starting the load")?;
+    // The same load through every target group's frontend: a group pitstop did not drain shows as failures there.
+    let mut loads = Vec::new();
+    for url in sandbox.frontend_urls() {
+        loads.push(
+            load::start(LoadConfig {
+                url,
+                rate_per_s: config.rate_per_s,
+                ..LoadConfig::default()
+            })
+            .context("starting the load")?,
+        );
+    }
     let load_started = jiff::Timestamp::now();
     tokio::time::sleep(config.settle).await;
 
@@ -136,7 +150,13 @@ pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Res
     };
     let process_time = started.elapsed();
     tokio::time::sleep(config.settle).await;
-    let result = load.stop().await;
+    let mut results = Vec::new();
+    for load in loads {
+        results.push(load.stop().await);
+    }
+    let mut results = results.into_iter();
+    let result = results.next().context("no frontend to load")?;
+    let other_frontends: Vec<_> = results.collect();
 
     let calls = sandbox.call_log().records();
     let mode_name = match config.mode {
@@ -167,6 +187,7 @@ pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Res
         process_time,
         minimum_time: config.minimum_time(),
         pitstop,
+        other_frontends,
     })
 }
 

@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 
 use super::ExperimentConfig;
 use super::bands::BandRecorder;
-use super::plan::plan_yaml;
+use super::plan::fleet_plan_yaml;
 use crate::sandbox::Sandbox;
 
 /// Environment variable naming the `pitstop` binary.
@@ -70,9 +70,10 @@ pub(super) async fn run_pitstop(
     let plan_path = config.out_dir.join("plan.yaml");
     let state_path = config.out_dir.join("state.json");
     let _ = std::fs::remove_file(&state_path);
-    let yaml = plan_yaml(
+    // Every target group the fleet serves through: pitstop drains each instance from all of them.
+    let yaml = fleet_plan_yaml(
         "sandbox-reboot",
-        sandbox.target_group_arn(),
+        &sandbox.target_group_arns(),
         &sandbox.instance_ids(),
         config.healthy_seconds,
         &config.extra_spec,

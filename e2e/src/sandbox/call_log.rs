@@ -16,6 +16,8 @@ pub enum Service {
     Ssm,
     /// EC2 (EC2 Query protocol).
     Ec2,
+    /// EC2 Auto Scaling (AWS Query protocol).
+    Autoscaling,
     /// A request that named no known service.
     Unknown,
 }

@@ -50,6 +50,18 @@ pub struct SandboxConfig {
     pub work_dir: Option<PathBuf>,
     /// AWS region written into the target group ARN and printed for clients.
     pub region: String,
+    /// Name of the Auto Scaling group every launched instance belongs to (MinSize and DesiredCapacity the number of
+    /// instances, MaxSize that plus the spares).
+    pub auto_scaling_group_name: String,
+    /// The Auto Scaling group's ELB health check and its grace period: a member that a target group reads
+    /// `unhealthy` once the grace period after it came into service has passed is replaced (terminated, a spare
+    /// launched and registered), as AWS does with `HealthCheckType: ELB`. None (default): the EC2 health check only,
+    /// which a running instance always passes, so the group never replaces one.
+    pub elb_health_check_grace: Option<Duration>,
+    /// After a reboot, how long the service fails its health check once the OS and the SSM agent are up (a slow
+    /// application start: the maintenance command has finished, the load balancer still reads it unhealthy). Zero
+    /// (default): it serves at once. The first boot never warms up.
+    pub app_warmup: Duration,
     /// How often the sandbox reads HAProxy's server states in the background, for target health and the rotation
     /// record. Every `DescribeTargetHealth` and every change the sandbox makes also reads them, so the record holds
     /// every state a client acted on, whatever this is.
@@ -73,6 +85,9 @@ impl Default for SandboxConfig {
             work_dir: None,
             region: "us-east-1".to_owned(),
             haproxy_poll: Duration::from_millis(100),
+            auto_scaling_group_name: "sandbox-asg".to_owned(),
+            elb_health_check_grace: None,
+            app_warmup: Duration::ZERO,
         }
     }
 }
@@ -157,6 +172,24 @@ impl SandboxConfig {
         self
     }
 
+    /// Sets the Auto Scaling group's name.
+    pub fn with_auto_scaling_group_name(mut self, name: impl Into<String>) -> Self {
+        self.auto_scaling_group_name = name.into();
+        self
+    }
+
+    /// Turns the Auto Scaling group's ELB health check on, with this grace period.
+    pub fn with_elb_health_check(mut self, grace: Duration) -> Self {
+        self.elb_health_check_grace = Some(grace);
+        self
+    }
+
+    /// Sets the service's warm-up after each reboot.
+    pub fn with_app_warmup(mut self, warmup: Duration) -> Self {
+        self.app_warmup = warmup;
+        self
+    }
+
     /// The deregistration delay as AWS reports it: whole seconds, rounded up.
     pub fn deregistration_delay_seconds(&self) -> u64 {
         let delay = self.deregistration_delay;
@@ -197,6 +230,11 @@ impl SandboxConfig {
             self.unhealthy_threshold
         );
         ensure!(!self.region.is_empty(), "the region must not be empty");
+        ensure!(
+            (1..=255).contains(&self.auto_scaling_group_name.chars().count()),
+            "the Auto Scaling group name must have 1 to 255 characters, not {:?}",
+            self.auto_scaling_group_name
+        );
         ensure!(
             self.haproxy_poll >= Duration::from_millis(10),
             "the HAProxy poll interval must be at least 10 ms, not {:?}",

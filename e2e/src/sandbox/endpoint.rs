@@ -17,7 +17,7 @@ use super::call_log::{CallOutcome, Service};
 use super::faults::{FaultSettings, LostAnswerMode};
 use super::protocol::{self, ApiError, QueryParams};
 use super::server::ConnectionHandle;
-use super::{ec2_api, elbv2_api, ssm_api, targets};
+use super::{autoscaling_api, ec2_api, elbv2_api, ssm_api, targets};
 
 /// Routes of the endpoint: admin paths first, everything else is an AWS call.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -52,6 +52,10 @@ async fn aws(
         Some(action) if ec2_api::handles(action) => {
             let action = action.to_owned();
             ec2(&shared, &action, &params, &request_id).await
+        }
+        Some(action) if autoscaling_api::handles(action) => {
+            let action = action.to_owned();
+            autoscaling(&shared, &action, &params, &request_id, connection.as_ref()).await
         }
         Some(action) => {
             let action = action.to_owned();
@@ -276,6 +280,53 @@ async fn ec2(shared: &Arc<Shared>, action: &str, params: &QueryParams, request_i
     match result {
         Ok(inner) => protocol::ec2_response(action, &inner, request_id),
         Err(err) => protocol::ec2_error(&err, request_id),
+    }
+}
+
+/// One Auto Scaling call (Query protocol, answered like ELBv2's with the Auto Scaling namespace).
+async fn autoscaling(
+    shared: &Arc<Shared>,
+    action: &str,
+    params: &QueryParams,
+    request_id: &str,
+    connection: Option<&ConnectionHandle>,
+) -> Response {
+    let ids = autoscaling_api::call_instance_ids(params);
+    let summary = params.summary();
+    if shared.faults.should_throttle() {
+        shared
+            .calls
+            .record(Service::Autoscaling, action, ids, summary, CallOutcome::Throttled);
+        return protocol::query_error(&ApiError::client("Throttling", "Rate exceeded"), request_id);
+    }
+    if shared.faults.denies(action) {
+        let code = "AccessDenied".to_owned();
+        shared
+            .calls
+            .record(Service::Autoscaling, action, ids, summary, CallOutcome::Error { code });
+        return protocol::query_access_denied(&format!("autoscaling:{action}"), None, request_id);
+    }
+    let result = autoscaling_api::execute(shared, action, params);
+    match result {
+        Ok(inner) => {
+            // A write that was carried out may lose its answer (see `answer`); reads never do.
+            let record = |outcome| shared.calls.record(Service::Autoscaling, action, ids, summary, outcome);
+            answer(shared, record, action, connection, |lost| match lost {
+                Ok(()) => protocol::query_response_in(protocol::AUTOSCALING_NAMESPACE, action, &inner, request_id),
+                Err(err) => protocol::query_error(&err, request_id),
+            })
+            .await
+        }
+        Err(err) => {
+            shared.calls.record(
+                Service::Autoscaling,
+                action,
+                ids,
+                summary,
+                outcome_of::<()>(&Err(err.clone())),
+            );
+            protocol::query_error(&err, request_id)
+        }
     }
 }
 

@@ -88,7 +88,7 @@ impl LostAnswer {
     }
 
     fn check(&self, operation: &str) -> Result<(), FaultError> {
-        if !LOSABLE_WRITES.contains(&operation) {
+        if !LOSABLE_WRITES.contains(&operation) && !LOSABLE_AUTOSCALING_WRITES.contains(&operation) {
             return Err(FaultError::NotAWrite(operation.to_owned()));
         }
         match (self.count, self.rate) {
@@ -102,6 +102,16 @@ impl LostAnswer {
 
 /// The write operations the sandbox carries out, each of which can lose its answer.
 pub const LOSABLE_WRITES: &[&str] = &["DeregisterTargets", "RegisterTargets", "SendCommand", "CancelCommand"];
+
+/// The Auto Scaling writes the sandbox carries out, each of which can lose its answer too (pitstop does not call
+/// them yet, so `make chaos` leaves them out).
+pub const LOSABLE_AUTOSCALING_WRITES: &[&str] = &[
+    "EnterStandby",
+    "ExitStandby",
+    "UpdateAutoScalingGroup",
+    "SuspendProcesses",
+    "ResumeProcesses",
+];
 
 /// A lost answer drawn for one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +135,9 @@ pub enum FaultError {
     #[error("a failing command needs a non-zero exit code")]
     ZeroExitCode,
     /// Only the writes the sandbox carries out can lose their answer.
-    #[error("{0:?} is not a write the sandbox carries out; answers can be lost for {LOSABLE_WRITES:?}")]
+    #[error(
+        "{0:?} is not a write the sandbox carries out; answers can be lost for {LOSABLE_WRITES:?} and {LOSABLE_AUTOSCALING_WRITES:?}"
+    )]
     NotAWrite(String),
     /// A lost-answer rule needs exactly one of `count` and `rate`.
     #[error("the lost-answer rule for {0} needs exactly one of count and rate")]

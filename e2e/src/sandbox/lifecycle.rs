@@ -22,6 +22,10 @@ pub(crate) fn start_backend(shared: &Shared, instance: &Instance) -> anyhow::Res
     if shared.faults.boots_unhealthy(&instance.id) {
         std::fs::write(&instance.sick_file, b"unhealthy_after_boot fault\n")
             .with_context(|| format!("write {}", instance.sick_file.display()))?;
+    } else if warms_up(shared, instance) {
+        // Failing from the first check; `come_back` ends the warm-up.
+        std::fs::write(&instance.sick_file, b"warming up after a reboot\n")
+            .with_context(|| format!("write {}", instance.sick_file.display()))?;
     } else {
         remove_sick_file(instance);
     }
@@ -39,6 +43,14 @@ pub(crate) fn start_backend(shared: &Shared, instance: &Instance) -> anyhow::Res
         procs.backend = Some(backend_process::spawn(&shared.cfg.backend_binary, instance)?);
         Ok(())
     })
+}
+
+/// Whether the boot about to start is a reboot whose service warms up ([`SandboxConfig::app_warmup`]); the first
+/// boot never does, so a sandbox starts as fast as before.
+///
+/// [`SandboxConfig::app_warmup`]: super::SandboxConfig::app_warmup
+fn warms_up(shared: &Shared, instance: &Instance) -> bool {
+    !shared.cfg.app_warmup.is_zero() && instance.power().boot_count > 0
 }
 
 /// Waits until the backend started by [`start_backend`] listens, then marks the instance `Running`.
@@ -101,8 +113,17 @@ async fn come_back(shared: &Shared, instance: &Instance) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    let warming = warms_up(shared, instance);
     start_backend(shared, instance)?;
-    finish_boot(instance).await
+    finish_boot(instance).await?;
+    if warming {
+        // The OS and the SSM agent are up; the service answers its health check only after the warm-up.
+        tokio::time::sleep(shared.cfg.app_warmup).await;
+        if !shared.faults.boots_unhealthy(&instance.id) {
+            remove_sick_file(instance);
+        }
+    }
+    Ok(())
 }
 
 /// Waits until `instance` runs with a boot count above `before` (`0`: until it runs at all).

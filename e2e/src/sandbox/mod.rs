@@ -17,6 +17,8 @@
 //! ```
 
 mod agent;
+mod autoscaling;
+mod autoscaling_api;
 mod backend_process;
 mod call_log;
 mod commands;
@@ -56,7 +58,10 @@ pub use config::{
     BACKEND_BINARY_ENV, HAPROXY_BINARY_ENV, SandboxConfig, check_haproxy_binary, default_backend_binary,
     default_haproxy_binary,
 };
-pub use faults::{AnswerLoss, FaultError, FaultSettings, Faults, LOSABLE_WRITES, LostAnswer, LostAnswerMode};
+pub use faults::{
+    AnswerLoss, FaultError, FaultSettings, Faults, LOSABLE_AUTOSCALING_WRITES, LOSABLE_WRITES, LostAnswer,
+    LostAnswerMode,
+};
 pub use instance::{Power, instance_id};
 pub use net::{SimpleResponse, http_get, http_request};
 pub use process::tie_to_parent;
@@ -107,6 +112,8 @@ pub(crate) struct Shared {
     pub(crate) instances: Vec<Arc<Instance>>,
     /// The target groups, at least one; every instance is registered in each at the start.
     pub(crate) target_groups: Vec<TargetGroup>,
+    /// The Auto Scaling group every launched instance belongs to.
+    pub(crate) auto_scaling: autoscaling::AutoScalingGroup,
     pub(crate) haproxy: RuntimeApi,
     haproxy_process: Mutex<Option<Child>>,
     pub(crate) commands: CommandStore,
@@ -187,6 +194,9 @@ pub struct SandboxInfo {
     /// ARN of every target group.
     #[serde(default)]
     pub target_group_arns: Vec<String>,
+    /// Name of the Auto Scaling group every instance belongs to.
+    #[serde(default)]
+    pub auto_scaling_group_name: String,
     /// AWS region.
     pub region: String,
     /// Instance IDs, in index order.
@@ -289,8 +299,17 @@ impl Sandbox {
         };
         let aws_addr = listener.local_addr().context("AWS endpoint address")?;
         let (outage, outages) = server::outage_switch();
+        let auto_scaling = autoscaling::AutoScalingGroup::new(
+            &cfg.auto_scaling_group_name,
+            &cfg.region,
+            ACCOUNT_ID,
+            &ids[..cfg.instances],
+            cfg.spare_instances,
+            cfg.elb_health_check_grace,
+        );
         let shared = Arc::new(Shared {
             outage,
+            auto_scaling,
             started: Instant::now(),
             target_groups,
             haproxy: RuntimeApi::new(socket.clone()),
@@ -349,6 +368,7 @@ impl Sandbox {
 
         shared.tasks.spawn(monitor::watch_haproxy(Arc::clone(&shared)));
         shared.tasks.spawn(monitor::watch_faults(Arc::clone(&shared)));
+        shared.tasks.spawn(autoscaling::watch_health(Arc::clone(&shared)));
 
         // Every instance starts registered in every group, on the group's port, through the same path as a
         // RegisterTargets call.
@@ -420,6 +440,17 @@ impl Sandbox {
     /// ARN of the first target group: `arn:aws:elasticloadbalancing:<region>:123456789012:targetgroup/sandbox/<16 hex>`.
     pub fn target_group_arn(&self) -> &str {
         &self.shared.target_groups[0].arn
+    }
+
+    /// Instances the Auto Scaling group replaced because its ELB health check found them unhealthy, in order (see
+    /// [`SandboxConfig::elb_health_check_grace`]).
+    pub fn auto_scaling_replacements(&self) -> Vec<String> {
+        self.shared.auto_scaling.replaced()
+    }
+
+    /// Name of the Auto Scaling group every launched instance belongs to ([`SandboxConfig::auto_scaling_group_name`]).
+    pub fn auto_scaling_group_name(&self) -> &str {
+        &self.shared.auto_scaling.name
     }
 
     /// ARNs of every target group (`…/sandbox/…`, `…/sandbox-2/…`, ...), in order.
@@ -578,6 +609,7 @@ impl Sandbox {
             target_group_arn: self.target_group_arn().to_owned(),
             frontend_urls: self.frontend_urls(),
             target_group_arns: self.target_group_arns(),
+            auto_scaling_group_name: self.auto_scaling_group_name().to_owned(),
             region: self.region().to_owned(),
             instance_ids: self.instance_ids(),
             env: self.aws_env(),

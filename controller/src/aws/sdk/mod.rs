@@ -1,5 +1,6 @@
 //! The AWS SDK implementation of [`TargetGroups`](super::TargetGroups),
-//! [`Commands`](super::Commands) and [`Instances`](super::Instances), and the [`SdkProvider`] that hands them out per region.
+//! [`Commands`](super::Commands), [`Instances`](super::Instances) and
+//! [`AutoScaling`](super::AutoScaling), and the [`SdkProvider`] that hands them out per region.
 //!
 //! Configuration comes from the SDK's usual sources (`aws_config::defaults`): the default
 //! credential chain (environment, profile, web identity / IRSA, ECS, IMDS) and the endpoint
@@ -21,12 +22,14 @@ use tokio::sync::OnceCell;
 
 use super::{AwsApis, AwsProvider};
 
+pub mod autoscaling_api;
 pub mod ec2_api;
 pub mod elbv2;
 pub mod errors;
 pub mod ssm;
 pub mod stats;
 
+pub use autoscaling_api::SdkAutoScaling;
 pub use ec2_api::SdkInstances;
 pub use elbv2::SdkTargetGroups;
 pub use ssm::SdkCommands;
@@ -165,6 +168,10 @@ impl SdkProvider {
             )),
             instances: Arc::new(SdkInstances::new(
                 aws_sdk_ec2::config::Builder::from(&config),
+                &self.stats,
+            )),
+            auto_scaling: Arc::new(SdkAutoScaling::new(
+                aws_sdk_autoscaling::config::Builder::from(&config),
                 &self.stats,
             )),
         }

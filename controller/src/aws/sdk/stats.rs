@@ -46,13 +46,27 @@ pub enum ApiOperation {
     DescribeInstanceInformation,
     /// EC2 DescribeInstances.
     DescribeInstances,
+    /// Auto Scaling DescribeAutoScalingGroups.
+    DescribeAutoScalingGroups,
+    /// Auto Scaling DescribeAutoScalingInstances.
+    DescribeAutoScalingInstances,
+    /// Auto Scaling EnterStandby.
+    EnterStandby,
+    /// Auto Scaling ExitStandby.
+    ExitStandby,
+    /// Auto Scaling UpdateAutoScalingGroup.
+    UpdateAutoScalingGroup,
+    /// Auto Scaling SuspendProcesses.
+    SuspendProcesses,
+    /// Auto Scaling ResumeProcesses.
+    ResumeProcesses,
     /// Any other operation.
     Other,
 }
 
 impl ApiOperation {
     /// Every operation, in a stable order (metrics keep the same label set from the start).
-    pub const ALL: [ApiOperation; 12] = [
+    pub const ALL: [ApiOperation; 19] = [
         Self::DescribeTargetHealth,
         Self::DescribeTargetGroupAttributes,
         Self::DeregisterTargets,
@@ -64,6 +78,13 @@ impl ApiOperation {
         Self::CancelCommand,
         Self::DescribeInstanceInformation,
         Self::DescribeInstances,
+        Self::DescribeAutoScalingGroups,
+        Self::DescribeAutoScalingInstances,
+        Self::EnterStandby,
+        Self::ExitStandby,
+        Self::UpdateAutoScalingGroup,
+        Self::SuspendProcesses,
+        Self::ResumeProcesses,
         Self::Other,
     ];
 
@@ -81,6 +102,13 @@ impl ApiOperation {
             Self::CancelCommand => "CancelCommand",
             Self::DescribeInstanceInformation => "DescribeInstanceInformation",
             Self::DescribeInstances => "DescribeInstances",
+            Self::DescribeAutoScalingGroups => "DescribeAutoScalingGroups",
+            Self::DescribeAutoScalingInstances => "DescribeAutoScalingInstances",
+            Self::EnterStandby => "EnterStandby",
+            Self::ExitStandby => "ExitStandby",
+            Self::UpdateAutoScalingGroup => "UpdateAutoScalingGroup",
+            Self::SuspendProcesses => "SuspendProcesses",
+            Self::ResumeProcesses => "ResumeProcesses",
             Self::Other => "Other",
         }
     }
@@ -99,6 +127,13 @@ impl ApiOperation {
             | Self::CancelCommand
             | Self::DescribeInstanceInformation => "ssm",
             Self::DescribeInstances => "ec2",
+            Self::DescribeAutoScalingGroups
+            | Self::DescribeAutoScalingInstances
+            | Self::EnterStandby
+            | Self::ExitStandby
+            | Self::UpdateAutoScalingGroup
+            | Self::SuspendProcesses
+            | Self::ResumeProcesses => "autoscaling",
             Self::Other => "other",
         }
     }
