@@ -209,43 +209,20 @@ async fn elbv2(
     request_id: &str,
     connection: Option<&ConnectionHandle>,
 ) -> Response {
+    let service = QueryService {
+        service: Service::Elbv2,
+        iam_prefix: "elasticloadbalancing",
+        namespace: protocol::ELBV2_NAMESPACE,
+    };
     let ids = elbv2_api::call_instance_ids(params);
-    let summary = params.summary();
-    if shared.faults.should_throttle() {
-        shared
-            .calls
-            .record(Service::Elbv2, action, ids, summary, CallOutcome::Throttled);
-        return protocol::query_error(&ApiError::client("Throttling", "Rate exceeded"), request_id);
-    }
-    if shared.faults.denies(action) {
-        let code = "AccessDenied".to_owned();
-        shared
-            .calls
-            .record(Service::Elbv2, action, ids, summary, CallOutcome::Error { code });
-        let resource = params.get("TargetGroupArn");
-        return protocol::query_access_denied(&format!("elasticloadbalancing:{action}"), resource, request_id);
+    let resource = params.get("TargetGroupArn");
+    if let Some(refused) = service.refused(shared, action, params, &ids, resource, request_id) {
+        return refused;
     }
     let result = elbv2_api::execute(shared, action, params).await;
-    match result {
-        Ok(inner) => {
-            let record = |outcome| shared.calls.record(Service::Elbv2, action, ids, summary, outcome);
-            answer(shared, record, action, connection, |lost| match lost {
-                Ok(()) => protocol::query_response(action, &inner, request_id),
-                Err(err) => protocol::query_error(&err, request_id),
-            })
-            .await
-        }
-        Err(err) => {
-            shared.calls.record(
-                Service::Elbv2,
-                action,
-                ids,
-                summary,
-                outcome_of::<()>(&Err(err.clone())),
-            );
-            protocol::query_error(&err, request_id)
-        }
-    }
+    service
+        .answer(shared, action, params, ids, result, request_id, connection)
+        .await
 }
 
 /// One EC2 call (reads only: no answer to lose).
@@ -291,41 +268,91 @@ async fn autoscaling(
     request_id: &str,
     connection: Option<&ConnectionHandle>,
 ) -> Response {
+    let service = QueryService {
+        service: Service::Autoscaling,
+        iam_prefix: "autoscaling",
+        namespace: protocol::AUTOSCALING_NAMESPACE,
+    };
     let ids = autoscaling_api::call_instance_ids(params);
-    let summary = params.summary();
-    if shared.faults.should_throttle() {
-        shared
-            .calls
-            .record(Service::Autoscaling, action, ids, summary, CallOutcome::Throttled);
-        return protocol::query_error(&ApiError::client("Throttling", "Rate exceeded"), request_id);
-    }
-    if shared.faults.denies(action) {
-        let code = "AccessDenied".to_owned();
-        shared
-            .calls
-            .record(Service::Autoscaling, action, ids, summary, CallOutcome::Error { code });
-        return protocol::query_access_denied(&format!("autoscaling:{action}"), None, request_id);
+    if let Some(refused) = service.refused(shared, action, params, &ids, None, request_id) {
+        return refused;
     }
     let result = autoscaling_api::execute(shared, action, params);
-    match result {
-        Ok(inner) => {
-            // A write that was carried out may lose its answer (see `answer`); reads never do.
-            let record = |outcome| shared.calls.record(Service::Autoscaling, action, ids, summary, outcome);
-            answer(shared, record, action, connection, |lost| match lost {
-                Ok(()) => protocol::query_response_in(protocol::AUTOSCALING_NAMESPACE, action, &inner, request_id),
-                Err(err) => protocol::query_error(&err, request_id),
-            })
-            .await
+    service
+        .answer(shared, action, params, ids, result, request_id, connection)
+        .await
+}
+
+/// A service on the AWS Query protocol (ELBv2, Auto Scaling): the faults that refuse a call
+/// before it is carried out, and the recorded answer after.
+struct QueryService {
+    service: Service,
+    iam_prefix: &'static str,
+    namespace: &'static str,
+}
+
+impl QueryService {
+    /// The answer of a call refused by a fault (throttled, or denied as by IAM), recorded; None
+    /// when it goes through.
+    fn refused(
+        &self,
+        shared: &Arc<Shared>,
+        action: &str,
+        params: &QueryParams,
+        ids: &[String],
+        resource: Option<&str>,
+        request_id: &str,
+    ) -> Option<Response> {
+        let record = |outcome| {
+            shared
+                .calls
+                .record(self.service, action, ids.to_vec(), params.summary(), outcome)
+        };
+        if shared.faults.should_throttle() {
+            record(CallOutcome::Throttled);
+            return Some(protocol::query_error(
+                &ApiError::client("Throttling", "Rate exceeded"),
+                request_id,
+            ));
         }
-        Err(err) => {
-            shared.calls.record(
-                Service::Autoscaling,
-                action,
-                ids,
-                summary,
-                outcome_of::<()>(&Err(err.clone())),
-            );
-            protocol::query_error(&err, request_id)
+        if shared.faults.denies(action) {
+            record(CallOutcome::Error {
+                code: "AccessDenied".to_owned(),
+            });
+            let permission = format!("{}:{action}", self.iam_prefix);
+            return Some(protocol::query_access_denied(&permission, resource, request_id));
+        }
+        None
+    }
+
+    /// The answer of a call carried out (or refused by the action itself), recorded; a write
+    /// that was carried out may lose its answer (see `answer`); reads never do.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &self,
+        shared: &Arc<Shared>,
+        action: &str,
+        params: &QueryParams,
+        ids: Vec<String>,
+        result: Result<String, ApiError>,
+        request_id: &str,
+        connection: Option<&ConnectionHandle>,
+    ) -> Response {
+        let summary = params.summary();
+        match result {
+            Ok(inner) => {
+                let record = |outcome| shared.calls.record(self.service, action, ids, summary, outcome);
+                answer(shared, record, action, connection, |lost| match lost {
+                    Ok(()) => protocol::query_response_in(self.namespace, action, &inner, request_id),
+                    Err(err) => protocol::query_error(&err, request_id),
+                })
+                .await
+            }
+            Err(err) => {
+                let outcome = outcome_of::<()>(&Err(err.clone()));
+                shared.calls.record(self.service, action, ids, summary, outcome);
+                protocol::query_error(&err, request_id)
+            }
         }
     }
 }

@@ -62,17 +62,13 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
     response
 }
 
-/// A successful Query answer: `<{Action}Response><{Action}Result>…</…Result><ResponseMetadata>…`.
-///
-/// The SDK insists on the `Result` element even when it is empty.
-pub(crate) fn query_response(action: &str, result_xml: &str, request_id: &str) -> Response {
-    query_response_in(ELBV2_NAMESPACE, action, result_xml, request_id)
-}
-
 /// XML namespace of Auto Scaling answers.
 pub(crate) const AUTOSCALING_NAMESPACE: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
 
-/// [`query_response`] of the service whose XML namespace is `namespace`.
+/// A successful Query answer of the service whose XML namespace is `namespace`:
+/// `<{Action}Response><{Action}Result>…</…Result><ResponseMetadata>…`.
+///
+/// The SDK insists on the `Result` element even when it is empty.
 pub(crate) fn query_response_in(namespace: &str, action: &str, result_xml: &str, request_id: &str) -> Response {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{namespace}\">\
