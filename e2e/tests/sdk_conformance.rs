@@ -14,6 +14,7 @@
 //! | `TargetGroups::deregistration_delay` | `deregistration_delay_reads_the_attribute` | `target_groups_drain_and_come_back_as_on_aws` |
 //! | `TargetGroups::deregister` | `deregister_and_register_round_trip` | `target_groups_drain_and_come_back_as_on_aws` |
 //! | `TargetGroups::register` | `deregister_and_register_round_trip` | `target_groups_drain_and_come_back_as_on_aws` |
+//! | `TargetGroups::tags` | `the_tags_a_policy_asks_for_are_read_for_groups_and_instances` | `target_group_tags_are_read_as_on_aws` |
 //! | `Commands::send` | `send_then_find_and_read_commands` | `commands_reboot_find_and_cancel_as_on_aws` |
 //! | `Commands::invocation` | `send_then_find_and_read_commands` | `commands_reboot_find_and_cancel_as_on_aws` |
 //! | `Commands::find_by_comment` | `send_then_find_and_read_commands` | `commands_reboot_find_and_cancel_as_on_aws` |
@@ -373,6 +374,7 @@ async fn missing_target_group_is_not_found() {
         tg_api.deregistration_delay(&missing).await.err(),
         tg_api.deregister(&missing, &t).await.err(),
         tg_api.register(&missing, &t).await.err(),
+        tg_api.tags(std::slice::from_ref(&missing)).await.err(),
     ];
     for error in errors {
         let error = error.expect("an error for a target group that does not exist");
@@ -393,10 +395,34 @@ async fn missing_target_group_is_not_found() {
         ApiOperation::DescribeTargetGroupAttributes,
         ApiOperation::DeregisterTargets,
         ApiOperation::RegisterTargets,
+        ApiOperation::DescribeTags,
     ] {
         assert_eq!(stats.get(op), counts(1, 1, 0), "{op}: one refused call, not retried");
     }
     assert!(sandbox.call_log().records().iter().all(|r| !r.is_effective_write()));
+    assert_stats_match_call_log(&provider, &sandbox);
+    sandbox.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn target_group_tags_are_read_as_on_aws() {
+    let _one = ONE_SANDBOX_AT_A_TIME.lock().await;
+    let sandbox = start(config().with_instances(1)).await;
+    let provider = provider(&sandbox, 2);
+    let tg_api = apis(&sandbox, &provider).await.target_groups;
+    let arn = sandbox.target_group_arn().to_owned();
+    let tags = tg_api.tags(std::slice::from_ref(&arn)).await.expect("DescribeTags");
+    assert_eq!(
+        tags.get(&arn)
+            .and_then(|t| t.get("pitstop.dev/fleet"))
+            .map(String::as_str),
+        Some("sandbox"),
+        "{tags:?}"
+    );
+    assert_eq!(
+        provider.stats().snapshot().get(ApiOperation::DescribeTags),
+        counts(1, 0, 0)
+    );
     assert_stats_match_call_log(&provider, &sandbox);
     sandbox.shutdown().await.expect("shutdown");
 }
@@ -870,6 +896,11 @@ const MAPPING: &[(&str, Option<&str>, Option<&str>)] = &[
         "register",
         Some("deregister_and_register_round_trip"),
         Some("target_groups_drain_and_come_back_as_on_aws"),
+    ),
+    (
+        "tags",
+        Some("the_tags_a_policy_asks_for_are_read_for_groups_and_instances"),
+        Some("target_group_tags_are_read_as_on_aws"),
     ),
     (
         "send",
