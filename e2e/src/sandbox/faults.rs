@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,10 @@ pub struct FaultSettings {
     pub unhealthy_after_boot: BTreeSet<String>,
     /// Instances on which every command fails with the given exit code, without running its script.
     pub command_failures: BTreeMap<String, i32>,
-    /// Share (0.0..=1.0) of AWS calls answered with a throttling error instead of being carried out.
+    /// Share (0.0..=1.0) of AWS calls answered with a throttling error instead of being carried out. Each call is
+    /// drawn at random (a fixed pattern would fall into step with a client's own rhythm and always hit the same
+    /// call), but never more than `2 / rate - 1` calls in a row go through (3 at 0.5), so that any longer stretch
+    /// of calls a test looks at is certain to have met throttling.
     pub throttle_rate: f64,
     /// Write operations (`SendCommand`, `DeregisterTargets`...) whose answer is lost after the sandbox carried the
     /// call out: the work happens, the client never hears of it.
@@ -152,6 +156,8 @@ pub enum FaultError {
 pub struct Faults {
     known: Arc<BTreeSet<String>>,
     settings: Arc<watch::Sender<FaultSettings>>,
+    /// Calls let through in a row since the last throttled one (see [`FaultSettings::throttle_rate`]).
+    passed_in_a_row: Arc<AtomicU64>,
 }
 
 impl Faults {
@@ -161,6 +167,7 @@ impl Faults {
         Self {
             known: Arc::new(instance_ids.into_iter().collect()),
             settings: Arc::new(settings),
+            passed_in_a_row: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -222,6 +229,7 @@ impl Faults {
             return Err(FaultError::BadThrottleRate(rate));
         }
         self.settings.send_modify(|s| s.throttle_rate = rate);
+        self.passed_in_a_row.store(0, Ordering::SeqCst);
         Ok(())
     }
 
@@ -305,6 +313,7 @@ impl Faults {
             return Err(FaultError::ZeroExitCode);
         }
         self.settings.send_replace(settings);
+        self.passed_in_a_row.store(0, Ordering::SeqCst);
         Ok(())
     }
 
@@ -343,10 +352,21 @@ impl Faults {
         self.settings.borrow().deny_operations.contains(operation)
     }
 
-    /// Draws whether this AWS call is throttled.
+    /// Draws whether this AWS call is throttled (see [`FaultSettings::throttle_rate`]).
     pub(crate) fn should_throttle(&self) -> bool {
         let rate = self.settings.borrow().throttle_rate;
-        rate > 0.0 && fastrand::f64() < rate
+        if rate <= 0.0 {
+            return false;
+        }
+        let longest_gap = (2.0 / rate).ceil() as u64 - 1;
+        let passed = self.passed_in_a_row.load(Ordering::SeqCst);
+        let throttled = passed >= longest_gap || fastrand::f64() < rate;
+        if throttled {
+            self.passed_in_a_row.store(0, Ordering::SeqCst);
+        } else {
+            self.passed_in_a_row.fetch_add(1, Ordering::SeqCst);
+        }
+        throttled
     }
 }
 
@@ -383,6 +403,25 @@ mod tests {
         assert!((0..100).all(|_| f.should_throttle()));
         f.clear();
         assert_eq!(f.settings(), FaultSettings::default());
+    }
+
+    #[test]
+    fn throttling_never_lets_more_than_the_longest_gap_through_in_a_row() {
+        let f = faults();
+        for (rate, longest_gap) in [(0.5, 3), (0.3, 6)] {
+            f.set_throttle_rate(rate).unwrap();
+            let draws: Vec<bool> = (0..10_000).map(|_| f.should_throttle()).collect();
+            let gaps = draws.split(|throttled| *throttled);
+            assert!(gaps.clone().all(|gap| gap.len() <= longest_gap), "rate {rate}");
+            assert!(
+                gaps.clone().any(|gap| gap.len() == longest_gap),
+                "rate {rate}: random, not a pattern"
+            );
+            assert!(
+                draws.windows(4).any(|w| w == [false, true, true, false]),
+                "rate {rate}: random, not a pattern"
+            );
+        }
     }
 
     #[test]
