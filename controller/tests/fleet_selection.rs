@@ -162,7 +162,7 @@ async fn an_instance_gone_before_its_turn_is_skipped_with_a_reason_and_the_plan_
         assert_eq!(status.progress.as_deref(), Some("3/3"));
         assert_eq!(
             status.message.as_deref(),
-            Some("2/3 instances maintained and healthy, 1 skipped (gone before their turn)")
+            Some("2/3 instances maintained and healthy, 1 skipped (gone: terminated or replaced)")
         );
         assert_eq!(condition(&status, "Complete").status, "True");
         assert_eq!(condition(&status, "Failed").status, "False");
@@ -170,6 +170,94 @@ async fn an_instance_gone_before_its_turn_is_skipped_with_a_reason_and_the_plan_
             run.events().contains(&event("Normal", "InstanceGone", IDS[2])),
             "{:?}",
             run.events()
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn an_instance_terminated_while_its_maintenance_runs_is_skipped_within_a_minute_and_the_plan_succeeds() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        // SSM never finishes a command on a terminated instance: the command hangs.
+        fake.behave(|b| b.hanging_commands = vec![IDS[0].to_owned()]);
+        server.insert(selected_plan("web", json!({ "maxFailures": 0 })));
+        let command_out = |server: &ApiServer| {
+            server.status("web").is_some_and(|s| {
+                s.instances
+                    .first()
+                    .is_some_and(|i| i.phase == InstancePhase::Rebooting && i.maintenance_command_id.is_some())
+            })
+        };
+        rounds(&mut server, &ctx, &fake, "web", command_out).await;
+        let terminated_at = fake.now();
+        fake.terminate(IDS[0]);
+        let run = drive(&mut server, &ctx, &fake, "web", finished).await;
+        let status = status_of(&server, "web");
+        assert_eq!(status.phase, PlanPhase::Succeeded, "{status:?}");
+        let gone = status.instances.first().expect("still listed");
+        assert_eq!(gone.phase, InstancePhase::Skipped, "{gone:?}");
+        assert_eq!(gone.failure_reason.as_deref(), Some("InstanceGone"));
+        assert!(!gone.out_of_rotation, "nothing is left to put back: {gone:?}");
+        let message = gone.message.clone().unwrap_or_default();
+        assert!(message.contains("EC2: terminated; it was Rebooting"), "{message}");
+        // Noticed by the look at EC2 a minute into the phase, not after the 30-minute
+        // command limit (the fake's clock).
+        let ended = gone.phase_since.expect("phase time");
+        assert!(
+            ended.duration_since(terminated_at) <= jiff::SignedDuration::from_secs(120),
+            "ended at {ended}, terminated at {terminated_at}"
+        );
+        assert!(
+            written(&fake, "RegisterTargets").iter().all(|id| id != IDS[0]),
+            "nothing registers a terminated instance"
+        );
+        assert_eq!(
+            written(&fake, "SendCommand").iter().filter(|id| *id == IDS[0]).count(),
+            1,
+            "one command, never a second one"
+        );
+        assert_eq!(phase_of(&status, IDS[1]), Some(InstancePhase::Registered));
+        assert_eq!(phase_of(&status, IDS[2]), Some(InstancePhase::Registered));
+        assert!(
+            run.events().contains(&event("Warning", "InstanceGone", IDS[0])),
+            "{:?}",
+            run.events()
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn an_instance_terminated_after_its_reboot_is_refused_by_register_targets_and_ends_its_turn_as_gone() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        server.insert(selected_plan("web", json!({ "maxFailures": 0 })));
+        // Terminated between its command's success and its registration: RegisterTargets is
+        // refused, and EC2 says why.
+        let verifying = |server: &ApiServer| {
+            server.status("web").is_some_and(|s| {
+                s.instances
+                    .first()
+                    .is_some_and(|i| i.phase == InstancePhase::Verifying && i.registered_at.is_none())
+            })
+        };
+        rounds(&mut server, &ctx, &fake, "web", verifying).await;
+        fake.terminate(IDS[0]);
+        drive(&mut server, &ctx, &fake, "web", finished).await;
+        let status = status_of(&server, "web");
+        assert_eq!(status.phase, PlanPhase::Succeeded, "{status:?}");
+        let gone = status.instances.first().expect("still listed");
+        assert_eq!(
+            (gone.phase, gone.failure_reason.as_deref(), gone.out_of_rotation),
+            (InstancePhase::Skipped, Some("InstanceGone"), false),
+            "{gone:?}"
+        );
+        assert!(
+            gone.message.as_deref().is_some_and(|m| m.contains("EC2: terminated")),
+            "{gone:?}"
         );
     })
     .await

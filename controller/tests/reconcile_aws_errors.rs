@@ -205,3 +205,36 @@ async fn a_denied_deregister_names_the_iam_action_and_fails_no_instance() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn an_iam_policy_without_describe_instances_never_holds_an_instance_out() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        // A policy written before pitstop looked at EC2 during a turn; reboots long enough
+        // for that look to come due twice per instance.
+        fake.behave(|b| {
+            b.denied_operations = vec!["DescribeInstances"];
+            b.command_time = Duration::from_secs(150);
+        });
+        server.insert(with_finalizer(plan_json("web", &IDS, json!({}))));
+        drive(&mut server, &ctx, &fake, "web", |s| {
+            s.status("web").is_some_and(|st| st.phase.is_finished())
+        })
+        .await;
+        let status = server.status("web").expect("a status");
+        assert!(
+            status.instances.iter().all(|i| i.phase == InstancePhase::Registered),
+            "every instance maintained: {status:?}"
+        );
+        assert_eq!(stalled(Some(&status)), None, "the safety net's failure stalls nothing");
+        for id in IDS {
+            assert!(fake.state(ARN, id).is_registered(), "{id} is back");
+        }
+        // Tried a minute into each reboot (and each minute after), never every round.
+        let looks = fake.calls_of("DescribeInstances");
+        assert!((3..=9).contains(&looks), "{looks} DescribeInstances calls");
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -80,6 +80,7 @@ fn all_healthy() -> Observed {
         tagged: None,
         auto_scaling_group: None,
         zones: None,
+        presence: None,
     }
 }
 

@@ -103,7 +103,7 @@ struct Scenario {
     /// The plan selects its instances (`selector.targetGroupMembers`) instead of listing them.
     selector: bool,
     /// Per instance, the round from which it is gone (terminated: out of every group), if
-    /// it is still untouched then; only with a selector.
+    /// then it is still untouched (only with a selector) or in flight (any plan).
     gone_at: Vec<Option<usize>>,
 }
 
@@ -200,7 +200,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 steps,
                 groups,
                 membership: membership.into_iter().map(|(a, b, c)| [a, b, c]).collect(),
-                gone_at: if selector { gone_at } else { vec![None; 5] },
+                gone_at,
                 selector,
             },
         )
@@ -265,6 +265,8 @@ fn pick(flags: &[bool], n: usize) -> Vec<String> {
 struct World {
     /// Instances made gone, with the number of AWS writes made before.
     gone: Vec<(String, usize)>,
+    /// Those of them that were in flight (out of rotation) when they went.
+    gone_in_flight: Vec<String>,
 }
 
 /// Runs the scenario to the end; returns the fake and the last durable status.
@@ -322,18 +324,21 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
         }
         fake.set_now(now);
         let recorded = store.durable.clone();
-        // An instance whose time has come is terminated, if the plan has not touched it: AWS
-        // takes it out of every group.
+        // An instance whose time has come is terminated, if the plan (a selector) has not
+        // touched it or it is in flight (an Auto Scaling group replacing it mid-reboot, say):
+        // AWS takes it out of every group.
         for (index, id) in ids.iter().enumerate() {
-            let untouched = recorded.as_ref().is_none_or(|st| {
-                st.instances
-                    .iter()
-                    .find(|i| i.instance_id == *id)
-                    .is_none_or(|i| i.phase == InstancePhase::Pending && !i.out_of_rotation)
-            });
+            let entry = recorded
+                .as_ref()
+                .and_then(|st| st.instances.iter().find(|i| i.instance_id == *id));
+            let untouched = entry.is_none_or(|i| i.phase == InstancePhase::Pending && !i.out_of_rotation);
+            let in_flight = entry.is_some_and(|i| i.out_of_rotation);
             let due = s.gone_at[index].is_some_and(|at| at <= round);
-            if due && untouched && !world.gone.iter().any(|(g, _)| g == id) {
+            if due && ((untouched && s.selector) || in_flight) && !world.gone.iter().any(|(g, _)| g == id) {
                 world.gone.push(((*id).to_owned(), fake.writes().len()));
+                if in_flight {
+                    world.gone_in_flight.push((*id).to_owned());
+                }
                 fake.terminate(id);
             }
         }
@@ -411,6 +416,27 @@ proptest! {
         // of one of them.
         for instance in &status.instances {
             let groups = s.groups_of(&instance.instance_id);
+            if world.gone_in_flight.contains(&instance.instance_id) {
+                // Gone while out: its turn ends as gone, and it no longer counts as out (nothing
+                // is left to put back), unless it had already been left out on purpose.
+                let left_out = spec.on_failure == OnFailure::LeaveOut
+                    && instance.phase == InstancePhase::Failed
+                    && instance.out_of_rotation;
+                if !left_out {
+                    prop_assert!(!instance.out_of_rotation, "gone in flight: {:?}", instance);
+                    prop_assert!(
+                        matches!(instance.phase, InstancePhase::Skipped | InstancePhase::Failed),
+                        "gone in flight: {:?}", instance
+                    );
+                    if instance.phase == InstancePhase::Skipped {
+                        prop_assert_eq!(instance.failure_reason.as_deref(), Some(pitstop::machine::reason::GONE));
+                    }
+                    if !s.selector {
+                        prop_assert_eq!(instance.phase, InstancePhase::Failed, "gone in flight: {:?}", instance);
+                    }
+                }
+                continue;
+            }
             if is_gone(&instance.instance_id) {
                 // A gone instance is skipped untouched (or never reached), never failed.
                 prop_assert!(

@@ -4,6 +4,8 @@
 //!
 //! - an instance terminated mid-run (before its turn) is skipped with a reason, untouched,
 //!   and the plan succeeds with zero failed requests;
+//! - so is one terminated while pitstop has it out of rotation, mid-reboot, once pitstop's
+//!   minutely look at EC2 sees it gone (SSM never reports its command finished);
 //! - a scheduled plan runs in two windows; an instance replaced between them is not in the
 //!   second run, and its replacement is maintained there.
 
@@ -160,6 +162,90 @@ async fn an_instance_terminated_mid_run_is_skipped_with_a_reason_and_the_plan_su
             .all(|c| !(c.operation == "SendCommand" && c.instance_ids.contains(&ids[2]))),
         "no command to the gone instance"
     );
+    assert!(load.totals.sent > 500, "the load ran: {:?}", load.totals);
+    assert_eq!(load.totals.failed(), 0, "{:?}", load.totals);
+    sandbox.shutdown().await.expect("sandbox stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_terminated_mid_reboot_is_skipped_once_ec2_says_so_and_the_plan_succeeds() {
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox starts (haproxy installed? `make haproxy`)");
+    let ids = sandbox.instance_ids();
+    let out = tempfile::tempdir().expect("temp dir");
+    let plan_path = out.path().join("plan.yaml");
+    let state_path = out.path().join("state.json");
+    std::fs::write(&plan_path, selected_plan("fleet", sandbox.target_group_arn(), "")).expect("plan");
+    let boots_before = sandbox.boot_counts();
+    let load = load::start(LoadConfig {
+        url: sandbox.frontend_url(),
+        rate_per_s: 100.0,
+        ..LoadConfig::default()
+    })
+    .expect("the load starts");
+    let mut child = pitstop_run_command(&binary(), &plan_path, &state_path, Duration::from_millis(500), &sandbox)
+        .spawn()
+        .expect("pitstop run starts");
+    let out_task = read_to_end(child.stdout.take().expect("stdout"));
+    let err_task = read_to_end(child.stderr.take().expect("stderr"));
+
+    // The first instance's reboot command is out: it is terminated, as an Auto Scaling group
+    // replacing it would.
+    wait_for_status(&state_path, "fleet", "the first instance's command sent", |s| {
+        s.instances
+            .first()
+            .is_some_and(|i| i.phase == InstancePhase::Rebooting && i.maintenance_command_id.is_some())
+    })
+    .await;
+    let terminated_at = std::time::Instant::now();
+    sandbox.terminate_instance(&ids[0]).await.expect("terminate");
+    wait_for_status(&state_path, "fleet", "the terminated instance's turn ended", |s| {
+        s.instances.first().is_some_and(|i| i.phase == InstancePhase::Skipped)
+    })
+    .await;
+    println!(
+        "the turn ended {:.1} s after the termination",
+        terminated_at.elapsed().as_secs_f64()
+    );
+
+    let exit = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .expect("pitstop run finishes")
+        .expect("pitstop run exits");
+    let progress = err_task.await.unwrap_or_default();
+    let final_yaml = out_task.await.unwrap_or_default();
+    let load = load.stop().await;
+    println!("{progress}");
+    println!("terminated mid-reboot, through the frontend: {:?}", load.totals);
+    assert_eq!(exit.code(), Some(0), "pitstop run failed:\n{progress}\n{final_yaml}");
+    let status = read_status(&state_path, "fleet").expect("final status");
+    assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
+    let gone = &status.instances[0];
+    assert_eq!(
+        (gone.phase, gone.failure_reason.as_deref(), gone.out_of_rotation),
+        (InstancePhase::Skipped, Some("InstanceGone"), false),
+        "{gone:?}"
+    );
+    assert!(
+        gone.message.as_deref().is_some_and(|m| m.contains("EC2: terminated")),
+        "{gone:?}"
+    );
+    let boots_after = sandbox.boot_counts();
+    for id in &ids[1..] {
+        assert_eq!(phase_of(&status, id), Some(InstancePhase::Registered));
+        assert_eq!(boots_after[id], boots_before[id] + 1, "{id} rebooted once");
+    }
+    let calls = sandbox.call_log().records();
+    assert!(
+        calls
+            .iter()
+            .all(|c| !(c.operation == "RegisterTargets" && c.instance_ids.contains(&ids[0]))),
+        "nothing registers the terminated instance"
+    );
+    let looks = calls.iter().filter(|c| c.operation == "DescribeInstances").count();
+    println!("DescribeInstances calls in the run: {looks}");
+    assert!(looks >= 1, "EC2 was asked");
     assert!(load.totals.sent > 500, "the load ran: {:?}", load.totals);
     assert_eq!(load.totals.failed(), 0, "{:?}", load.totals);
     sandbox.shutdown().await.expect("sandbox stops");

@@ -303,6 +303,14 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<String>,
 
+    /// While the instance is in flight: when pitstop last asked EC2 whether it still exists
+    /// (DescribeInstances, about once a minute). An instance terminated while out of rotation
+    /// (an Auto Scaling replacement, say) then ends its turn with reason `InstanceGone`
+    /// instead of waiting out its command's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub ec2_checked_at: Option<Timestamp>,
+
     /// When RegisterTargets was first asked for; the wait for `healthy` counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "timestamp_schema")]

@@ -3,7 +3,7 @@
 //! history the safety properties are checked against. Not a model of AWS's timing; the
 //! sandbox (real HAProxy, real processes) is where behaviour under load is shown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -123,10 +123,15 @@ struct World {
     commands: Vec<FakeCommand>,
     writes: Vec<WriteCall>,
     calls: u64,
+    /// Calls per operation, refused ones included.
+    calls_by_operation: BTreeMap<&'static str, u64>,
     max_out_at_once: usize,
     /// EC2's view: running instances with their zone and tags (only those given by
     /// [`FakeAws::set_instance`]).
     ec2: BTreeMap<String, FakeInstance>,
+    /// Instances terminated by [`FakeAws::terminate`]: DescribeInstances shows them
+    /// `terminated`.
+    terminated: BTreeSet<String>,
     /// The tags of target groups (DescribeTags), by ARN; a group not here has none.
     group_tags: HashMap<String, BTreeMap<String, String>>,
     /// Auto Scaling's view: the groups given by [`FakeAws::set_auto_scaling_group`], by name.
@@ -163,8 +168,10 @@ impl FakeAws {
             commands: Vec::new(),
             writes: Vec::new(),
             calls: 0,
+            calls_by_operation: BTreeMap::new(),
             max_out_at_once: 0,
             ec2: BTreeMap::new(),
+            terminated: BTreeSet::new(),
             group_tags: HashMap::new(),
             asgs: BTreeMap::new(),
             asg_writes: Vec::new(),
@@ -234,6 +241,7 @@ impl FakeAws {
             group.remove(instance_id);
         }
         world.ec2.remove(instance_id);
+        world.terminated.insert(instance_id.to_owned());
         for group in world.asgs.values_mut() {
             group.instances.retain(|i| i.instance_id != instance_id);
         }
@@ -302,7 +310,16 @@ impl FakeAws {
         self.lock().writes.clone()
     }
 
-    /// All calls so far, reads included.
+    /// Calls of `operation` so far, refused ones included.
+    pub fn calls_of(&self, operation: &str) -> u64 {
+        self.lock()
+            .calls_by_operation
+            .get(operation)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Every call made so far, refused ones included.
     pub fn call_count(&self) -> u64 {
         self.lock().calls
     }
@@ -339,6 +356,19 @@ impl FakeAws {
 }
 
 impl World {
+    /// SSM's refusal of a command call for a terminated instance.
+    fn refuse_if_terminated(&self, operation: &'static str, instance_id: &str) -> Result<(), AwsError> {
+        if !self.terminated.contains(instance_id) {
+            return Ok(());
+        }
+        Err(AwsError::new(
+            operation,
+            AwsErrorKind::Rejected,
+            Some("InvalidInstanceId".into()),
+            format!("Instances [[{instance_id}]] not in a valid state for account"),
+        ))
+    }
+
     fn state(&self, arn: &str, instance_id: &str) -> TargetState {
         let Some(registration) = self.groups.get(arn).and_then(|g| g.get(instance_id)) else {
             return TargetState::Unused;
@@ -367,6 +397,7 @@ impl World {
     /// Fails the call if the behaviour says so; counts it either way.
     fn call(&mut self, operation: &'static str) -> Result<(), AwsError> {
         self.calls += 1;
+        *self.calls_by_operation.entry(operation).or_default() += 1;
         if self.behaviour.denied_operations.contains(&operation) {
             let action = super::iam_action(operation);
             return Err(AwsError::new(
@@ -528,6 +559,18 @@ impl TargetGroups for FakeAws {
     async fn register(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
         let mut world = self.lock();
         world.call("RegisterTargets")?;
+        if world.terminated.contains(&target.instance_id) {
+            // As ELBv2 refuses it.
+            return Err(AwsError::new(
+                "RegisterTargets",
+                AwsErrorKind::Rejected,
+                Some("InvalidTarget".to_owned()),
+                format!(
+                    "The following targets are not in a running state and cannot be registered: '{}'",
+                    target.instance_id
+                ),
+            ));
+        }
         world.record_write("RegisterTargets", Some((arn, target)), &target.instance_id, None);
         let now = world.now;
         let state = world.state(arn, &target.instance_id);
@@ -561,6 +604,7 @@ impl Commands for FakeAws {
     async fn send(&self, request: &CommandRequest) -> Result<String, AwsError> {
         let mut world = self.lock();
         world.call("SendCommand")?;
+        world.refuse_if_terminated("SendCommand", &request.instance_id)?;
         if world.behaviour.missing_documents.contains(&request.document_name) {
             return Err(AwsError::new(
                 "SendCommand",
@@ -639,6 +683,7 @@ impl Commands for FakeAws {
     async fn cancel(&self, command_id: &str, instance_id: &str) -> Result<(), AwsError> {
         let mut world = self.lock();
         world.call("CancelCommand")?;
+        world.refuse_if_terminated("CancelCommand", instance_id)?;
         world.record_write("CancelCommand", None, instance_id, None);
         if let Some(command) = world
             .commands
@@ -688,6 +733,16 @@ impl Instances for FakeAws {
         Ok(instance_ids
             .iter()
             .filter_map(|id| world.ec2.get(id).map(|i| (id.clone(), i.tags.clone())))
+            .collect())
+    }
+
+    async fn gone(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeInstances")?;
+        Ok(instance_ids
+            .iter()
+            .filter(|id| world.terminated.contains(*id))
+            .map(|id| (id.clone(), "terminated".to_owned()))
             .collect())
     }
 }

@@ -93,6 +93,10 @@ impl Instances for Metered<dyn Instances> {
     async fn tags(&self, instance_ids: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
         self.report("DescribeInstances", self.inner.tags(instance_ids).await)
     }
+
+    async fn gone(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        self.report("DescribeInstances", self.inner.gone(instance_ids).await)
+    }
 }
 
 #[async_trait]

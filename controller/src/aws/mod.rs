@@ -124,6 +124,12 @@ pub trait Instances: Send + Sync {
     /// The tags of each of `instance_ids` EC2 knows and has not terminated (DescribeInstances
     /// with an `instance-id` filter, every page: an unknown or terminated ID is left out).
     async fn tags(&self, instance_ids: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError>;
+
+    /// Those of `instance_ids` that EC2 no longer has, each with what EC2 said: its state
+    /// (`shutting-down`, `terminated`), or that it does not know the ID (EC2 forgets a
+    /// terminated instance after about an hour). DescribeInstances with an `instance-id`
+    /// filter, every page.
+    async fn gone(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError>;
 }
 
 /// A member of an Auto Scaling group, as DescribeAutoScalingGroups lists it.

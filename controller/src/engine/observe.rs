@@ -55,6 +55,21 @@ pub async fn observe(
             observed.deregistration_delay = observed.deregistration_delay.max(Some(delay));
         }
     }
+    if wants.instance_presence {
+        // A safety net, not a step of the turn: if EC2 cannot be asked, the instance's turn
+        // goes on (an older IAM policy without ec2:DescribeInstances must not hold it out).
+        let ids = [instance_id.to_owned()];
+        observed.presence = Some(match apis.instances.gone(&ids).await {
+            Ok(gone) => match gone.get(instance_id) {
+                Some(said) => machine::Presence::Gone(said.clone()),
+                None => machine::Presence::Present,
+            },
+            Err(error) => {
+                tracing::warn!(instance = instance_id, %error, "could not ask EC2 whether the instance still exists");
+                machine::Presence::Unknown
+            }
+        });
+    }
     if wants.agent {
         observed.agent = Some(apis.commands.agent_ping(instance_id).await?);
     }

@@ -2,8 +2,8 @@
 
 use jiff::Timestamp;
 
-use crate::api::MaintenancePlanStatus;
-use crate::aws::{AwsApis, AwsError};
+use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
+use crate::aws::{AwsApis, AwsError, AwsErrorKind};
 use crate::machine::{self, Action, Decision, Observed, PlanView, Requeue, Transition};
 
 use super::act::{ActOutcome, act};
@@ -113,7 +113,10 @@ pub async fn step<S: StatusStore>(
                 machine::record_sent(&mut status, &instance_id, kind, &command_id);
                 store.save(&status).await.map_err(StepError::Store)?;
             }
-            Err(error) => match machine::record_action_failed(spec, &mut status, action, &error, now) {
+            Err(error) => match refused_because_gone(apis, spec, &mut status, action, &error, now)
+                .await
+                .or_else(|| machine::record_action_failed(spec, &mut status, action, &error, now))
+            {
                 Some(transition) => {
                     transitions.push(transition);
                     store.save(&status).await.map_err(StepError::Store)?;
@@ -145,4 +148,27 @@ pub async fn step<S: StatusStore>(
         requeue,
         transitions,
     })
+}
+
+/// A call for the instance in flight refused for good (SendCommand's `InvalidInstanceId`,
+/// RegisterTargets' `InvalidTarget`...): if EC2 says the instance is gone (terminated while
+/// it was out), its turn ends as gone instead of failing over the refusal (a refused
+/// RegisterTargets would leave it `RegisterRejected`). None for anything else, or when EC2
+/// cannot be asked (then the refusal stands).
+async fn refused_because_gone(
+    apis: &AwsApis,
+    spec: &MaintenancePlanSpec,
+    status: &mut MaintenancePlanStatus,
+    action: &Action,
+    error: &AwsError,
+    now: Timestamp,
+) -> Option<Transition> {
+    if !matches!(error.kind, AwsErrorKind::Rejected | AwsErrorKind::NotFound) {
+        return None;
+    }
+    let instance_id = action.instance_id();
+    let ids = [instance_id.to_owned()];
+    let gone = apis.instances.gone(&ids).await.ok()?;
+    let said = gone.get(instance_id)?;
+    machine::record_instance_gone(spec, status, instance_id, said, now)
 }

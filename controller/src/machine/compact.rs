@@ -25,6 +25,7 @@ pub fn compact_finished(instances: &mut [InstanceStatus]) {
         instance.send_attempted_at = None;
         instance.waiting_since = None;
         instance.next_attempt_at = None;
+        instance.ec2_checked_at = None;
         if let Some(message) = instance.message.as_mut() {
             shorten(message, FINISHED_MESSAGE_CHARS);
         }

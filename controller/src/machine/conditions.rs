@@ -144,7 +144,7 @@ pub(super) fn summarize(
                 String::new()
             };
             format!(
-                "{maintained}/{total} instances maintained and healthy, {skipped} skipped (gone before their turn){failed}"
+                "{maintained}/{total} instances maintained and healthy, {skipped} skipped (gone: terminated or replaced){failed}"
             )
         }
         (PlanPhase::Succeeded, _) if failed > 0 => {

@@ -9,7 +9,7 @@ use crate::api::{CommandSpec, InstancePhase, InstanceStatus, MaintenancePlanSpec
 use crate::aws::{CommandKind, CommandRequest, CommandStatus, CommandTag, TargetState};
 
 use super::decision::{Action, Requeue, Transition};
-use super::observed::{GroupTarget, Observed, groups_out, needs_return};
+use super::observed::{GroupTarget, Observed, Presence, groups_out, needs_return};
 use super::preflight::group_name;
 use super::reason;
 use super::reboot_script::reboot_command;
@@ -227,6 +227,12 @@ pub(super) fn advance(
     observed: &Observed,
     now: Timestamp,
 ) -> Step {
+    if let Some(presence) = &observed.presence {
+        instance.ec2_checked_at = Some(now);
+        if let Presence::Gone(said) = presence {
+            return Step::moved(super::gone::end_turn(plan.spec, instance, said, now), None);
+        }
+    }
     let Some(places) = places(plan.spec, instance, observed) else {
         // A group was not read this round; nothing is safe to decide.
         return Step::wait(None);

@@ -32,6 +32,8 @@ pub struct Wants {
     pub auto_scaling_group: bool,
     /// The Availability Zones of the run's instances (`order: ByZone`, when the run starts).
     pub zones: bool,
+    /// Whether EC2 still has the instance in flight (see [`super::gone`]).
+    pub instance_presence: bool,
 }
 
 /// What observe read.
@@ -56,6 +58,20 @@ pub struct Observed {
     pub auto_scaling_group: Option<AutoScalingGroup>,
     /// The Availability Zone of each of the run's instances EC2 knows, when asked for.
     pub zones: Option<BTreeMap<String, String>>,
+    /// Whether EC2 still has the instance in flight, when asked for.
+    pub presence: Option<Presence>,
+}
+
+/// What EC2 says of the instance in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// Pending, running, stopping, stopped: it may still come back.
+    Present,
+    /// Terminated or on its way there (or unknown to EC2): it never comes back. EC2's words.
+    Gone(String),
+    /// EC2 could not be asked (the policy lacks `ec2:DescribeInstances`, throttling...): the
+    /// turn goes on as without the look, which is tried again a minute later.
+    Unknown,
 }
 
 /// A command of the current instance, as seen this round.
@@ -169,6 +185,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             tagged_instances: false,
             auto_scaling_group: false,
             zones: false,
+            instance_presence: false,
         };
     }
     if crate::api::validate::validate(spec).is_err() {
@@ -223,6 +240,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             tagged_instances: false,
             auto_scaling_group: false,
             zones: false,
+            instance_presence: false,
         },
         None => Wants::default(),
     }
@@ -237,7 +255,11 @@ pub fn wants_at(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatu
     if idle && !spec.dry_run && !super::turn::may_start_now(spec, status, now) {
         return Wants::default();
     }
-    wants(spec, status)
+    let mut wants = wants(spec, status);
+    wants.instance_presence = status
+        .and_then(|s| in_flight(spec, s))
+        .is_some_and(|instance| super::gone::check_due(instance, now));
+    wants
 }
 
 /// The instance that is in flight (out of rotation or between steps), if any: the one a

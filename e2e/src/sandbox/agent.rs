@@ -115,6 +115,9 @@ async fn run(shared: &Arc<Shared>, command_id: &str, instance: &Arc<Instance>, s
             Some(0) => return Outcome::Success,
             Some(REBOOT_AFTER_EXIT | REBOOT_NOW_EXIT) => boot_floor = begin_reboot(shared, instance),
             Some(code) => return Outcome::Failed(code),
+            // Killed because the instance was terminated: its agent died with it and never reports, so the
+            // invocation stays in progress until its execution timeout, as on AWS.
+            None if instance.power().power == Power::Terminated => std::future::pending::<()>().await,
             // Killed by a signal: another command rebooted the instance under it, or someone killed it.
             None => return Outcome::Failed(-1),
         }

@@ -127,6 +127,23 @@ fn send_command(shared: &Arc<Shared>, input: SendCommandInput) -> Result<Value, 
             format!("instances not managed by SSM: {unknown:?}"),
         ));
     }
+    let terminated: Vec<&str> = input
+        .instance_ids
+        .iter()
+        .filter(|id| {
+            shared
+                .instance(id)
+                .is_some_and(|i| i.power().power == Power::Terminated)
+        })
+        .map(String::as_str)
+        .collect();
+    if !terminated.is_empty() {
+        // As SSM answers for an instance that no longer runs an agent.
+        return Err(ApiError::client(
+            "InvalidInstanceId",
+            format!("Instances {terminated:?} not in a valid state for account"),
+        ));
+    }
     if let Some(name) = input
         .parameters
         .keys()

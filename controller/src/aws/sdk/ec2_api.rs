@@ -103,11 +103,7 @@ impl Instances for SdkInstances {
     async fn tags(&self, instance_ids: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
         let mut tags = BTreeMap::new();
         for instance in self.by_ids(instance_ids).await? {
-            let terminated = instance
-                .state()
-                .and_then(|s| s.name())
-                .is_some_and(|n| matches!(n.as_str(), "shutting-down" | "terminated"));
-            if let (Some(id), false) = (instance.instance_id(), terminated) {
+            if let (Some(id), None) = (instance.instance_id(), ending_state(&instance)) {
                 let instance_tags = instance
                     .tags()
                     .iter()
@@ -118,6 +114,29 @@ impl Instances for SdkInstances {
         }
         Ok(tags)
     }
+
+    async fn gone(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        let found = self.by_ids(instance_ids).await?;
+        Ok(instance_ids
+            .iter()
+            .filter_map(|id| {
+                let said = match found.iter().find(|i| i.instance_id() == Some(id.as_str())) {
+                    Some(instance) => ending_state(instance)?.to_owned(),
+                    None => "not known to EC2".to_owned(),
+                };
+                Some((id.clone(), said))
+            })
+            .collect())
+    }
+}
+
+/// The state of an instance that is terminated or on its way there, or None.
+fn ending_state(instance: &aws_sdk_ec2::types::Instance) -> Option<&str> {
+    instance
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str())
+        .filter(|n| matches!(*n, "shutting-down" | "terminated"))
 }
 
 impl SdkInstances {
