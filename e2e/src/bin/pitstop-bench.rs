@@ -23,6 +23,11 @@ struct Args {
     /// Where to write each run's report and chart.
     #[arg(long, default_value = ".work/bench")]
     out: PathBuf,
+    /// `pitstop run --poll-interval`: pitstop's own default unless given (the sandbox's phases
+    /// take seconds where AWS's take minutes, so a shorter poll shows the time it could reach,
+    /// at the cost of more calls).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    poll_interval: std::time::Duration,
 }
 
 fn parse_case(case: &str) -> anyhow::Result<(usize, f64)> {
@@ -45,6 +50,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
+    let mut breakdowns = Vec::new();
     for case in &args.cases {
         let (instances, rate) = parse_case(case)?;
         let modes: &[RunMode] = if args.pitstop_only {
@@ -56,8 +62,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let name = if *mode == RunMode::Pitstop { "pitstop" } else { "naive" };
             let out = args.out.join(format!("{instances}x{rate}-{name}"));
             eprintln!("running {name} on {instances} instances at {rate} req/s ...");
-            let config = ExperimentConfig::new(instances, rate, *mode, out.clone());
+            let mut config = ExperimentConfig::new(instances, rate, *mode, out.clone());
+            config.poll_interval = args.poll_interval;
             let result = experiment::run(&config).await?;
+            if *mode == RunMode::Pitstop {
+                breakdowns.push(format!(
+                    "{instances} instances: {}",
+                    result
+                        .aws_calls_by_operation
+                        .iter()
+                        .map(|(operation, calls)| format!("{operation} {:.1}", *calls as f64 / instances.max(1) as f64))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             write_json(&result.report, &out.join("report.json"))?;
             write_chart_svg(&result.report, &out.join("chart.svg"))?;
             let totals = &result.report.load.totals;
@@ -90,5 +108,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!();
     println!("time: the maintenance time, from the first instance out to the last instance back; ratio: time / min.");
     println!("process: the pitstop process (or naive script) from start to exit, start-up and final output included.");
+    println!(
+        "pitstop polled every {}; its AWS calls per instance, by operation:",
+        humantime::format_duration(args.poll_interval)
+    );
+    for breakdown in breakdowns {
+        println!("  {breakdown}");
+    }
     Ok(())
 }

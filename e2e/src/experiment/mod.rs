@@ -88,6 +88,8 @@ pub struct ExperimentResult {
     pub aws_calls: usize,
     /// AWS write calls (register, deregister, send, cancel).
     pub aws_writes: usize,
+    /// AWS API calls by operation, for seeing where they go.
+    pub aws_calls_by_operation: BTreeMap<String, usize>,
     /// Wall time of the pitstop process (or the naive script), from its start to its exit:
     /// the maintenance plus the process's start-up, first reads and final output.
     pub process_time: Duration,
@@ -159,6 +161,10 @@ pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Res
     let other_frontends: Vec<_> = results.collect();
 
     let calls = sandbox.call_log().records();
+    let mut by_operation = BTreeMap::<String, usize>::new();
+    for call in &calls {
+        *by_operation.entry(call.operation.clone()).or_default() += 1;
+    }
     let mode_name = match config.mode {
         RunMode::Pitstop => "pitstop",
         RunMode::Naive => "naive",
@@ -175,6 +181,7 @@ pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Res
             "process_s": process_time.as_secs_f64(),
             "minimum_s": config.minimum_time().as_secs_f64(),
             "aws_calls": calls.len(),
+            "aws_calls_by_operation": by_operation,
         }),
     };
     Ok(ExperimentResult {
@@ -184,6 +191,7 @@ pub async fn run_on(sandbox: &Sandbox, config: &ExperimentConfig) -> anyhow::Res
         max_out_of_rotation: sandbox.max_out_of_rotation(),
         aws_calls: calls.len(),
         aws_writes: calls.iter().filter(|c| c.is_effective_write()).count(),
+        aws_calls_by_operation: by_operation,
         process_time,
         minimum_time: config.minimum_time(),
         pitstop,
