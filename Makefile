@@ -10,7 +10,7 @@ CARGO   ?= cargo
 ROOT    := $(abspath .)
 export MOTO_SERVER := $(ROOT)/$(VENV)/bin/moto_server
 
-.PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy lua demo demo-naive bench chaos e2e-kube clean-work
+.PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy lua prometheus demo demo-naive bench chaos e2e-kube clean-work
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,7 +30,10 @@ haproxy: ## Install HAProxy (Debian package) if missing
 lua: ## Install Lua 5.1 (Debian package) if missing: the tests run the Argo CD health check with it
 	@command -v lua5.1 >/dev/null || { apt-get update -qq && apt-get install -y -qq lua5.1 >/dev/null; }
 
-deps: venv haproxy lua
+prometheus: ## Install Prometheus (Debian package) if missing: the alert gate's tests run a real server
+	@command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+deps: venv haproxy lua prometheus
 
 test: deps test-rust test-chart ## Everything CI runs
 

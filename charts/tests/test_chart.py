@@ -100,6 +100,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "logFormat": "text",
         "logLevel": "info,pitstop=debug",
         "aws": {"region": "eu-west-1"},
+        "prometheusUrl": "http://prometheus-operated.monitoring:9090",
         "serviceAccount": {"create": True, "name": "pitstop-sa",
                            "annotations": {"eks.amazonaws.com/role-arn": IRSA_ROLE}},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
@@ -130,6 +131,7 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "replicaCount-negative": {"replicaCount": -1},
     "logFormat-unknown": {"logFormat": "xml"},
     "pollInterval-not-a-duration": {"pollInterval": "5 seconds"},
+    "prometheusUrl-not-a-url": {"prometheusUrl": "prometheus:9090"},
     "annotation-value-not-string": {"serviceAccount": {"annotations": {"a": 1}}},
     "port-out-of-range": {"metrics": {"service": {"port": 70000}}},
     "watchNamespace-invalid": {"watchNamespace": "Team_A"},
@@ -357,6 +359,8 @@ def test_every_value_reaches_the_deployment(chart):
     env = {e["name"]: e for e in c["env"]}
     assert env["RUST_LOG"] == {"name": "RUST_LOG", "value": "info,pitstop=debug"}
     assert env["AWS_REGION"] == {"name": "AWS_REGION", "value": "eu-west-1"}
+    assert env["PITSTOP_PROMETHEUS_URL"] == {"name": "PITSTOP_PROMETHEUS_URL",
+                                             "value": "http://prometheus-operated.monitoring:9090"}
     assert c["resources"] == values["resources"]
     assert pod["serviceAccountName"] == "pitstop-sa"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]

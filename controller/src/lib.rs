@@ -10,6 +10,7 @@ pub mod aws;
 pub mod cli;
 pub mod crdgen;
 pub mod engine;
+pub mod gates;
 pub mod k8s;
 pub mod leader;
 pub mod machine;

@@ -81,6 +81,7 @@ fn all_healthy() -> Observed {
         auto_scaling_group: None,
         zones: None,
         presence: None,
+        gates: None,
     }
 }
 
@@ -1503,5 +1504,78 @@ fn a_new_window_is_open_only_for_a_finished_scheduled_plan_outside_its_last_wind
     assert!(
         !new_window_open(&spec(), Some(&finished), ts("2026-01-11T22:05:00Z")),
         "no schedule"
+    );
+}
+
+fn gated(ignore_read_failures: bool) -> MaintenancePlanSpec {
+    MaintenancePlanSpec {
+        gates: Some(pitstop::api::Gates {
+            prometheus: Some(pitstop::api::PrometheusGate {
+                url: Some("http://prometheus:9090".into()),
+                ignore_read_failures,
+                ..Default::default()
+            }),
+        }),
+        ..spec()
+    }
+}
+
+#[test]
+fn a_prometheus_gate_holds_the_next_instance_while_an_alert_fires_or_it_cannot_be_read() {
+    use pitstop::gates::GateReading;
+    let observed = |gates: Option<GateReading>| Observed { gates, ..all_healthy() };
+    let firing = GateReading::Holding(r#"alert HighErrorRate{severity="critical"} firing"#.into());
+    let unreadable = GateReading::Unreadable("GET http://prometheus:9090/api/v1/alerts failed".into());
+    for (spec, reading, reason) in [
+        (gated(false), Some(firing.clone()), "AlertFiring"),
+        (gated(false), None, "AlertFiring"),
+        (gated(false), Some(unreadable.clone()), "GateUnreadable"),
+        (gated(true), Some(firing), "AlertFiring"),
+    ] {
+        let d = run(&spec, None, &observed(reading.clone()), at(0));
+        assert_eq!(d.action, None, "{reading:?}: nothing goes out");
+        let a = &d.status.instances[0];
+        assert_eq!(a.phase, InstancePhase::Pending, "{reading:?}");
+        assert_eq!(a.waiting_since, None, "{reading:?}: not a preflight gate's clock");
+        let message = a.message.clone().unwrap_or_default();
+        assert!(message.starts_with(&format!("waiting ({reason})")), "{message}");
+        assert_eq!(d.status.current_instance.as_deref(), Some(A));
+        // News once: an Event when the gate starts holding, none on the rounds after.
+        assert_eq!(
+            d.transitions.iter().filter(|t| t.reason == reason).count(),
+            1,
+            "{:?}",
+            d.transitions
+        );
+        let again = run(&spec, Some(&d.status), &observed(reading.clone()), at(5));
+        assert!(again.transitions.is_empty(), "{:?}", again.transitions);
+    }
+    // Quiet, or unreadable with ignoreReadFailures: the instance goes out.
+    for (spec, reading) in [(gated(false), GateReading::Quiet), (gated(true), unreadable)] {
+        let d = run(&spec, None, &observed(Some(reading.clone())), at(0));
+        assert!(
+            matches!(d.action, Some(Action::Deregister { .. })),
+            "{reading:?}: {:?}",
+            d.action
+        );
+    }
+}
+
+#[test]
+fn the_gate_is_read_only_before_an_instance_starts() {
+    let spec = gated(false);
+    assert!(wants(&spec, None).gates, "a new plan reads its gate");
+    let d = run(
+        &spec,
+        None,
+        &Observed {
+            gates: Some(pitstop::gates::GateReading::Quiet),
+            ..all_healthy()
+        },
+        at(0),
+    );
+    assert!(
+        !wants(&spec, Some(&d.status)).gates,
+        "the instance in flight is finished whatever the gate says"
     );
 }

@@ -357,6 +357,7 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
             },
             now,
             None,
+            &pitstop::gates::GateReaders::http(None),
             &mut store,
         )
         .await;

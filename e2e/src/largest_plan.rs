@@ -103,7 +103,15 @@ pub async fn largest_plan() -> MaintenancePlan {
             status: recorded.as_ref(),
         };
         // A failed AWS call only ends the round, as in the controller.
-        let _ = step(&apis, plan, now, None, &mut store).await;
+        let _ = step(
+            &apis,
+            plan,
+            now,
+            None,
+            &pitstop::gates::GateReaders::http(None),
+            &mut store,
+        )
+        .await;
         now += SignedDuration::from_secs(5);
     }
     let mut status = store.0.unwrap_or_default();

@@ -10,6 +10,8 @@ pub mod experiment;
 pub mod largest_plan;
 /// Open-loop HTTP load generator used to measure failed requests during maintenance.
 pub mod load;
+/// A real Prometheus server with an alert the test fires, for the alert gate.
+pub mod prometheus;
 /// Load results, phase bands and their JSON, SVG chart and terminal summary.
 pub mod report;
 /// Local sandbox fleet: real HAProxy and backends behind an AWS-compatible ELBv2 + SSM endpoint.

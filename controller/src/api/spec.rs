@@ -6,6 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::gates::Gates;
 use super::status::MaintenancePlanStatus;
 
 /// Pattern of an ELBv2 target-group ARN, shared by the CRD schema and the in-process validation.
@@ -200,6 +201,11 @@ pub struct MaintenancePlanSpec {
     /// kept in Git never approves a later run by accident. Dry runs need no approval.
     #[serde(default, skip_serializing_if = "Approval::is_automatic")]
     pub approval: Approval,
+
+    /// Signals from outside the target group (Prometheus alerts) that hold the next instance
+    /// while they are not quiet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<Gates>,
 }
 
 /// Whether a run needs someone's approval before its first instance (`spec.approval`).
@@ -336,6 +342,7 @@ impl Default for MaintenancePlanSpec {
             schedule: None,
             dry_run: false,
             order: Order::Listed,
+            gates: None,
         }
     }
 }

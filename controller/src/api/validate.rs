@@ -97,6 +97,18 @@ pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
             "autoScalingGroupName {name:?} is not an Auto Scaling group name (1 to 255 characters)"
         ));
     }
+    if let Some(gate) = spec.gates.as_ref().and_then(|g| g.prometheus.as_ref()) {
+        if let Err(problem) = crate::gates::AlertFilter::new(gate) {
+            problems.push(problem);
+        }
+        if let Some(url) = &gate.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "spec.gates.prometheus.url {url:?} is not an http:// or https:// URL"
+            ));
+        }
+    }
     let mut seen = HashSet::new();
     for id in &spec.instances {
         if !INSTANCE_ID.is_match(id) {
@@ -308,5 +320,33 @@ mod tests {
         );
         s.instances.pop();
         assert!(validate(&s).is_ok());
+    }
+
+    #[test]
+    fn a_prometheus_gate_needs_valid_regexes_matchers_and_an_http_url() {
+        let mut gated = spec(ARN, &["i-0123456789abcdef0"]);
+        gated.gates = Some(crate::api::Gates {
+            prometheus: Some(crate::api::PrometheusGate {
+                url: Some("http://prometheus:9090".to_owned()),
+                alert_names: vec!["High.*".to_owned()],
+                matchers: vec!["severity=critical".to_owned()],
+                ..Default::default()
+            }),
+        });
+        assert_eq!(validate(&gated), Ok(()));
+        if let Some(gate) = gated.gates.as_mut().and_then(|g| g.prometheus.as_mut()) {
+            gate.url = Some("prometheus:9090".to_owned());
+            gate.matchers.push("severity".to_owned());
+        }
+        let problems = validate(&gated).unwrap_err().problems;
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("spec.gates.prometheus.matchers: label matcher \"severity\" has no operator"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            problems[1],
+            "spec.gates.prometheus.url \"prometheus:9090\" is not an http:// or https:// URL"
+        );
     }
 }

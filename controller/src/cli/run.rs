@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// a run that was killed resumes where it stopped (same command tags, no second reboot).
     #[arg(long)]
     pub state_file: Option<PathBuf>,
+
+    /// The Prometheus server of plans whose `spec.gates.prometheus` names no URL.
+    #[arg(long, env = "PITSTOP_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
 }
 
 /// Exit code when every plan succeeded.
@@ -107,6 +111,7 @@ pub async fn run(args: RunArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Result<Exi
 
     let options = RunOptions {
         poll_interval: args.poll_interval,
+        gates: crate::gates::GateReaders::http(args.prometheus_url.clone()),
         ..RunOptions::default()
     };
     let outcomes = run_plans(aws, runs, &options, &progress, interrupt).await;

@@ -2,6 +2,7 @@
 
 use crate::api::{InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsApis, AwsError, CommandKind, CommandTag, TargetHealth};
+use crate::gates::{AlertFilter, GateReaders, GateReading};
 use crate::machine::{self, CommandView, Observed, Wants};
 
 /// An observation failed; nothing was decided or changed.
@@ -16,8 +17,12 @@ pub async fn observe(
     plan_uid: &str,
     status: Option<&MaintenancePlanStatus>,
     wants: &Wants,
+    gates: &GateReaders,
 ) -> Result<Observed, ObserveError> {
     let mut observed = Observed::default();
+    if wants.gates {
+        observed.gates = Some(read_gates(spec, gates).await);
+    }
     // Also without an instance: a run that starts resolves its selector from the groups.
     if wants.group_health {
         for arn in spec.target_groups() {
@@ -112,4 +117,28 @@ async fn observe_command(
         None => None,
     };
     Ok(CommandView { command_id, invocation })
+}
+
+/// What the plan's gates say. A gate that cannot be read says so; whether that holds the plan
+/// is the state machine's call (`ignoreReadFailures`).
+async fn read_gates(spec: &MaintenancePlanSpec, gates: &GateReaders) -> GateReading {
+    let Some(gate) = spec.gates.as_ref().and_then(|g| g.prometheus.as_ref()) else {
+        return GateReading::Quiet;
+    };
+    let filter = match AlertFilter::new(gate) {
+        Ok(filter) => filter,
+        Err(invalid) => return GateReading::Unreadable(invalid),
+    };
+    let Some(url) = gate.url.as_deref().or(gates.default_prometheus_url.as_deref()) else {
+        return GateReading::Unreadable(
+            "no Prometheus URL: set spec.gates.prometheus.url or the controller's --prometheus-url".to_owned(),
+        );
+    };
+    match gates.prometheus.alerts(url).await {
+        Ok(alerts) => filter.read(&alerts),
+        Err(why) => {
+            tracing::warn!(url, %why, "could not read Prometheus' alerts");
+            GateReading::Unreadable(why)
+        }
+    }
 }

@@ -4,6 +4,7 @@ use jiff::Timestamp;
 
 use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsApis, AwsError, AwsErrorKind};
+use crate::gates::GateReaders;
 use crate::machine::{self, Action, Decision, Observed, PlanView, Requeue, Transition};
 
 use super::act::{ActOutcome, act};
@@ -79,6 +80,7 @@ pub async fn step<S: StatusStore>(
     plan: PlanView<'_>,
     now: Timestamp,
     turn_held_by: Option<&str>,
+    gates: &GateReaders,
     store: &mut S,
 ) -> Result<StepReport, StepError<S::Error>> {
     let (spec, recorded) = (plan.spec, plan.status);
@@ -90,7 +92,7 @@ pub async fn step<S: StatusStore>(
         },
         None => {
             let wants = machine::wants_at(spec, recorded, now);
-            observe(apis, spec, plan.uid, recorded, &wants).await?
+            observe(apis, spec, plan.uid, recorded, &wants, gates).await?
         }
     };
     let Decision {

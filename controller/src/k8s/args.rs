@@ -55,6 +55,11 @@ pub struct ControllerArgs {
     /// saying why. Unset: no global stop.
     #[arg(long, env = "PITSTOP_STOP_CONFIGMAP")]
     pub stop_configmap: Option<String>,
+
+    /// The Prometheus server of plans whose `spec.gates.prometheus` names no URL
+    /// (e.g. `http://prometheus-operated.monitoring:9090`).
+    #[arg(long, env = "PITSTOP_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
 }
 
 #[cfg(test)]

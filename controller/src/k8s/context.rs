@@ -48,6 +48,8 @@ pub struct Context {
     pub recovery: ApiserverRecovery,
     /// The global stop: holds every plan before its next instance while it is set.
     pub stop: GlobalStop,
+    /// The readers of `spec.gates` (Prometheus), with the controller-wide defaults.
+    pub gates: crate::gates::GateReaders,
 }
 
 impl Context {
@@ -87,7 +89,15 @@ impl Context {
             tenancy: Tenancy::default(),
             recovery: ApiserverRecovery::default(),
             stop: GlobalStop::default(),
+            gates: crate::gates::GateReaders::http(None),
         }
+    }
+
+    /// Replaces the readers of `spec.gates`.
+    #[must_use]
+    pub fn with_gates(mut self, gates: crate::gates::GateReaders) -> Self {
+        self.gates = gates;
+        self
     }
 
     /// Replaces the clock.

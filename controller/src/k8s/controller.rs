@@ -109,7 +109,8 @@ pub async fn run(args: ControllerArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Res
     let mut context = Context::new(client.clone(), aws, args.poll_interval)
         .with_lock_namespace(lock_namespace.clone())
         .with_metrics(metrics.clone())
-        .with_tenancy(tenancy);
+        .with_tenancy(tenancy)
+        .with_gates(crate::gates::GateReaders::http(args.prometheus_url.clone()));
     let mut stop_changes = None;
     if let Some(name) = &args.stop_configmap {
         let (stop, changes) = watch_global_stop(&client, &lock_namespace, name, shutdown.clone()).await?;

@@ -184,7 +184,7 @@ async fn apply(
     // A valid spec always names a region (the target group ARN has one).
     let region = plan_region(&plan.spec).unwrap_or_default();
     let apis = ctx.apis(region).await;
-    let report = engine::step(&apis, plan_view, now, turn_held_by.as_deref(), &mut store).await;
+    let report = engine::step(&apis, plan_view, now, turn_held_by.as_deref(), &ctx.gates, &mut store).await;
     let failed_round = |recorded, error| FailedRound {
         recorded,
         error,

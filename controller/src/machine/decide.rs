@@ -323,6 +323,30 @@ fn start_next(
             ..Step::default()
         };
     }
+    if let Some(held) = super::gates::holding(spec, observed) {
+        // Like another plan's turn, a gate is waited out, not held against the instance. It
+        // is news (an Event, a line of `pitstop run`) only when it starts holding.
+        let mut transitions = Vec::new();
+        if !held.already_said(next.message.as_deref()) {
+            let mut transition = Transition::instance(
+                &next.instance_id,
+                InstancePhase::Pending,
+                InstancePhase::Pending,
+                held.reason,
+                held.message.clone(),
+            );
+            transition.warning = true;
+            transitions.push(transition);
+        }
+        next.waiting_since = None;
+        next.message = Some(held.message);
+        status.current_instance = Some(next.instance_id.clone());
+        return Step {
+            action: None,
+            requeue: Some(Requeue::Poll),
+            transitions,
+        };
+    }
     let drain_limit = match (spec.timeouts.drain_seconds, observed.deregistration_delay) {
         (Some(seconds), _) => seconds,
         (None, Some(delay)) => u32::try_from((delay + DRAIN_MARGIN).as_secs()).unwrap_or(u32::MAX),

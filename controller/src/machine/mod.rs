@@ -10,6 +10,7 @@ mod conditions;
 mod decide;
 mod decision;
 mod dry_run;
+mod gates;
 mod gone;
 mod health;
 mod hold;
@@ -48,8 +49,14 @@ pub use turn_queue::{TurnQueue, Waiter};
 /// Failure reasons written to `status.instances[].failureReason` and used in events.
 pub mod reason {
     /// A selected instance was gone when its turn came (terminated, or no longer a
-    /// registered target of any of the plan's groups): it is skipped, untouched.
+    /// registered target of any of the plan's groups): it is skipped, untouched. Or EC2
+    /// terminated the instance while it was out of rotation: its turn ended.
     pub const GONE: &str = "InstanceGone";
+    /// A Prometheus alert that `spec.gates.prometheus` counts is firing: the next instance waits.
+    pub const ALERT_FIRING: &str = "AlertFiring";
+    /// `spec.gates.prometheus` cannot be read: the next instance waits (unless
+    /// `ignoreReadFailures`).
+    pub const GATE_UNREADABLE: &str = "GateUnreadable";
     /// The instance is not a registered target of the group (of any of the plan's groups).
     pub const NOT_IN_TARGET_GROUP: &str = "NotInTargetGroup";
     /// The instance is registered but not healthy.

@@ -34,6 +34,8 @@ pub struct Wants {
     pub zones: bool,
     /// Whether EC2 still has the instance in flight (see [`super::gone`]).
     pub instance_presence: bool,
+    /// The plan's `spec.gates` (before an instance starts).
+    pub gates: bool,
 }
 
 /// What observe read.
@@ -60,6 +62,8 @@ pub struct Observed {
     pub zones: Option<BTreeMap<String, String>>,
     /// Whether EC2 still has the instance in flight, when asked for.
     pub presence: Option<Presence>,
+    /// What `spec.gates` said, when asked for.
+    pub gates: Option<crate::gates::GateReading>,
 }
 
 /// What EC2 says of the instance in flight.
@@ -186,6 +190,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             auto_scaling_group: false,
             zones: false,
             instance_presence: false,
+            gates: false,
         };
     }
     if crate::api::validate::validate(spec).is_err() {
@@ -241,6 +246,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             auto_scaling_group: false,
             zones: false,
             instance_presence: false,
+            gates: spec.gates.as_ref().is_some_and(|g| g.prometheus.is_some()),
         },
         None => Wants::default(),
     }

@@ -28,6 +28,8 @@ pub struct RunOptions {
     /// How long AWS may keep failing in a way that could pass by itself (unreachable, 5xx,
     /// throttled) before the run stops anyway, putting back what is out if it can.
     pub give_up_after: Duration,
+    /// The readers of `spec.gates` (Prometheus).
+    pub gates: crate::gates::GateReaders,
 }
 
 impl Default for RunOptions {
@@ -36,6 +38,7 @@ impl Default for RunOptions {
             poll_interval: Duration::from_secs(5),
             max_backoff: Duration::from_secs(60),
             give_up_after: Duration::from_secs(600),
+            gates: crate::gates::GateReaders::http(None),
         }
     }
 }
@@ -239,7 +242,7 @@ async fn drive(
             spec: &plan.spec,
             status: recorded.as_ref(),
         };
-        let wait = match step(&apis, view, now, held_by.as_deref(), &mut plan.store).await {
+        let wait = match step(&apis, view, now, held_by.as_deref(), &options.gates, &mut plan.store).await {
             Ok(report) => {
                 errors = 0;
                 if !holds_turn(&plan.spec, &report.status, now) {
