@@ -67,7 +67,7 @@ demo-naive: haproxy ## The same reboots without draining: the seed's 502s
 
 bench: haproxy ## pitstop vs naive at 3 instances/200 req/s and 10 instances/1000 req/s
 	$(CARGO) build --quiet --workspace --bins
-	./target/debug/pitstop-bench --out $(WORK)/bench
+	./target/debug/pitstop-bench --out $(WORK)/bench $(BENCH_ARGS)
 
 chaos: haproxy ## kill -9, lost answers and throttling, repeated under load (~18 min; CHAOS_ARGS="--per-scenario 30s")
 	$(CARGO) build --quiet --workspace --bins
