@@ -1,12 +1,14 @@
 //! The custom resources: `MaintenancePlan` (spec, status and their validation) and the
 //! platform team's `MaintenancePolicy`.
 
+pub mod auto_scaling;
 pub mod maintenance_policy;
 pub mod schedule;
 pub mod spec;
 pub mod status;
 pub mod validate;
 
+pub use auto_scaling::{AutoScalingMode, AutoScalingSpec, InstanceAutoScaling};
 pub use maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
 pub use spec::{
     Approval, CommandSpec, FleetSelector, MAX_INSTANCES, MaintenancePlan, MaintenancePlanSpec, OnFailure, Order,
