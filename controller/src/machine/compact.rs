@@ -25,6 +25,7 @@ pub fn compact_finished(instances: &mut [InstanceStatus]) {
         instance.send_attempted_at = None;
         instance.waiting_since = None;
         instance.next_attempt_at = None;
+        super::auto_scaling::compact(instance);
         if let Some(message) = instance.message.as_mut() {
             shorten(message, FINISHED_MESSAGE_CHARS);
         }

@@ -56,6 +56,9 @@ pub struct Observed {
     pub auto_scaling_group: Option<AutoScalingGroup>,
     /// The Availability Zone of each of the run's instances EC2 knows, when asked for.
     pub zones: Option<BTreeMap<String, String>>,
+    /// The Auto Scaling group of the instance in flight (or about to start), when asked for
+    /// (see [`super::auto_scaling::reads`]).
+    pub instance_group: Option<super::auto_scaling::InstanceGroupView>,
 }
 
 /// A command of the current instance, as seen this round.
@@ -144,6 +147,7 @@ pub(crate) fn is_active(spec: &MaintenancePlanSpec, instance: &InstanceStatus) -
         instance.phase,
         InstancePhase::Draining | InstancePhase::Rebooting | InstancePhase::Verifying
     ) || needs_return(spec, instance)
+        || super::auto_scaling::cleanup_pending(spec, instance)
 }
 
 /// What to read for a plan in this state.
