@@ -8,9 +8,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use pitstop::api::{InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, TargetGroupRegistration};
 use pitstop::aws::{AgentPing, CommandStatus, Invocation, Target, TargetHealth, TargetState};
-use pitstop::machine::{
-    Action, CommandView, Decision, InstanceGroupView, Observed, PlanView, Requeue, decide, reason,
-};
+use pitstop::machine::{Action, CommandView, Decision, InstanceGroupView, Observed, PlanView, Requeue, decide, reason};
 
 const WEB: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
 const TLS: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
