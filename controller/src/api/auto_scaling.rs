@@ -96,6 +96,11 @@ pub struct InstanceAutoScaling {
     #[schemars(schema_with = "timestamp_schema")]
     pub standby_requested_at: Option<Timestamp>,
 
+    /// Standby: pitstop has asked for EnterStandby at least once (so a member seen in Standby
+    /// is in it by pitstop's doing, even when a later attempt was refused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby_asked: bool,
+
     /// Standby: the group showed the instance leaving service after pitstop's EnterStandby.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub entered_standby: bool,

@@ -121,8 +121,9 @@ pub(super) fn on_start(spec: &MaintenancePlanSpec, instance: &mut InstanceStatus
 }
 
 /// True while an instance that is done in the plan's eyes (failed and not to be put back:
-/// `onFailure: LeaveOut`, or its registration refused) still has something of its group to
-/// undo: processes pitstop suspended, or a MinSize lowered for a Standby that never happened.
+/// `onFailure: LeaveOut`, its registration refused, or failed on the healthy timeout once
+/// back) still has something of its group to undo: processes pitstop suspended, or a MinSize
+/// lowered for a Standby that is over (or never happened).
 pub(crate) fn cleanup_pending(spec: &MaintenancePlanSpec, instance: &InstanceStatus) -> bool {
     instance.phase == InstancePhase::Failed
         && !needs_return(spec, instance)
@@ -130,7 +131,13 @@ pub(crate) fn cleanup_pending(spec: &MaintenancePlanSpec, instance: &InstanceSta
 }
 
 fn left_out_work(record: &InstanceAutoScaling) -> bool {
-    processes_to_resume(record) || (min_size_to_restore(record).is_some() && !record.entered_standby)
+    processes_to_resume(record) || (min_size_to_restore(record).is_some() && !left_in_standby(record))
+}
+
+/// In Standby and not to be taken out by pitstop: its decrement (and so the lowered MinSize)
+/// stays, or restoring MinSize would make the group launch an instance in its place.
+fn left_in_standby(record: &InstanceAutoScaling) -> bool {
+    record.entered_standby && !record.exited_standby
 }
 
 fn processes_to_resume(record: &InstanceAutoScaling) -> bool {
@@ -264,6 +271,7 @@ fn enter_standby(
     }
     // Write-ahead: recorded before the call, so a lost answer is followed by reading.
     slot.standby_requested_at = Some(now);
+    slot.standby_asked = true;
     instance.message = Some(format!(
         "entering Standby in Auto Scaling group {group_name} (desired capacity {} → {})",
         group.desired_capacity,
@@ -279,7 +287,7 @@ fn confirm_standby(instance: &mut InstanceStatus, view: &InstanceGroupView, _now
         return false;
     };
     let standing_by = matches!(view.lifecycle(), Some("EnteringStandby" | "Standby"));
-    if record.entered_standby || record.standby_requested_at.is_none() || !standing_by {
+    if record.entered_standby || !record.standby_asked || !standing_by {
         return false;
     }
     record.entered_standby = true;
@@ -322,10 +330,13 @@ fn exit_standby(instance: &mut InstanceStatus, view: &InstanceGroupView, now: Ti
     let record = instance.auto_scaling.clone()?;
     let group_name = record.group_name.clone();
     let lifecycle = view.lifecycle().unwrap_or("not a member");
-    if let Some(at) = record.standby_requested_at.filter(|_| !record.entered_standby) {
+    if record.standby_asked && !record.entered_standby {
         // Asked for, never seen: within the grace the call may still show; after it, it
         // never happened and there is nothing to undo.
-        if elapsed(at, now) <= STANDBY_LOOKUP_GRACE && lifecycle == "InService" {
+        if let Some(at) = record.standby_requested_at
+            && elapsed(at, now) <= STANDBY_LOOKUP_GRACE
+            && lifecycle == "InService"
+        {
             return wait(
                 instance,
                 format!("EnterStandby got no answer; reading its lifecycle state (now {lifecycle})"),
@@ -411,7 +422,7 @@ fn finish(instance: &mut InstanceStatus, view: &InstanceGroupView) -> Option<Ste
         slot.processes_resumed = slot.suspended_processes.is_some();
         return None;
     };
-    let left_in_standby = instance.phase == InstancePhase::Failed && !record.exited_standby && record.entered_standby;
+    let left_in_standby = instance.phase == InstancePhase::Failed && left_in_standby(&record);
     if let Some(original) = min_size_to_restore(&record).filter(|_| !left_in_standby) {
         if group.min_size == original {
             instance.auto_scaling.as_mut()?.min_size_restored = true;
@@ -438,8 +449,10 @@ fn finish(instance: &mut InstanceStatus, view: &InstanceGroupView) -> Option<Ste
 
 /// An Auto Scaling call AWS refused for good. EnterStandby, a MinSize lowering and
 /// SuspendProcesses fail the instance (the return path undoes what was done); a refused
-/// ExitStandby leaves it out (nothing more can be done from here; a human must look); a
-/// refused restore or resume is given up with a warning rather than retried forever.
+/// ExitStandby is followed by reading the lifecycle state and, if it is still `Standby`,
+/// asked again after the grace period, with a warning each time (the instance must not be
+/// forgotten in Standby); a refused restore or resume is given up with a warning rather than
+/// retried forever.
 pub(super) fn refused(
     spec: &MaintenancePlanSpec,
     instance: &mut InstanceStatus,
@@ -455,8 +468,21 @@ pub(super) fn refused(
             Some(fail(spec, instance, reason::AWS_REJECTED, message, now))
         }
         AutoScalingCall::ExitStandby => {
-            let transition = fail(spec, instance, reason::REGISTER_REJECTED, message, now);
-            instance.failure_reason = Some(reason::REGISTER_REJECTED.to_owned());
+            // Refused when the instance is no longer in Standby (an earlier ExitStandby whose
+            // answer was lost took effect) or the group is at its MaxSize. Nothing changed:
+            // the lifecycle state is read for the grace period (it shows the first case), and
+            // the call is made again after it, with this warning each time.
+            record.exit_requested_at = Some(now);
+            let message = format!("{message}; reading its lifecycle state before asking again");
+            instance.message = Some(message.clone());
+            let mut transition = Transition::instance(
+                &instance.instance_id,
+                instance.phase,
+                instance.phase,
+                "ExitStandbyRefused",
+                message,
+            );
+            transition.warning = true;
             Some(transition)
         }
         AutoScalingCall::SetMinSize(size) if record.original_min_size == Some(*size) => {
