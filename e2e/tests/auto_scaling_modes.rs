@@ -16,7 +16,7 @@ use std::time::Duration;
 use pitstop_e2e::experiment::{default_pitstop_binary, pitstop_run_command, read_to_end};
 use pitstop_e2e::load::LoadConfig;
 use pitstop_e2e::report::Counts;
-use pitstop_e2e::sandbox::{Power, Sandbox, SandboxConfig};
+use pitstop_e2e::sandbox::{CallOutcome, LostAnswer, LostAnswerMode, Power, Sandbox, SandboxConfig};
 
 /// Upper bound of one run: three instances, each drained, rebooted, warmed up and healthy again.
 const LIMIT: Duration = Duration::from_secs(180);
@@ -56,9 +56,24 @@ fn auto_scaling_client(sandbox: &Sandbox) -> aws_sdk_autoscaling::Client {
     aws_sdk_autoscaling::Client::from_conf(config)
 }
 
+/// How `pitstop run` is disturbed in [`maintain`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Disturbance {
+    /// Not at all.
+    None,
+    /// The first EnterStandby is carried out and its connection reset before the answer.
+    LostEnterStandbyAnswer,
+    /// `pitstop run` is killed (SIGKILL) once the first instance is in Standby, and run again on its state file.
+    KilledInStandby,
+}
+
 /// Maintains a fresh fleet with `mode` (None: the field left out), with `suspended_before` suspended by someone
 /// else first.
 async fn maintain(mode: Option<&str>, suspended_before: &[&str]) -> Outcome {
+    maintain_disturbed(mode, suspended_before, Disturbance::None).await
+}
+
+async fn maintain_disturbed(mode: Option<&str>, suspended_before: &[&str], disturbance: Disturbance) -> Outcome {
     let sandbox = Sandbox::start(
         SandboxConfig::default()
             .with_spare_instances(3)
@@ -104,6 +119,31 @@ async fn maintain(mode: Option<&str>, suspended_before: &[&str]) -> Outcome {
         ..LoadConfig::default()
     })
     .expect("the load starts");
+    if disturbance == Disturbance::LostEnterStandbyAnswer {
+        sandbox
+            .faults()
+            .set_lost_answer("EnterStandby", Some(LostAnswer::next(LostAnswerMode::Reset, 1)))
+            .expect("fault set");
+    }
+    let mut killed_progress = String::new();
+    if disturbance == Disturbance::KilledInStandby {
+        let mut first = pitstop_run_command(&binary, &plan_path, &state_path, Duration::from_millis(500), &sandbox)
+            .spawn()
+            .expect("pitstop run starts");
+        let first_err = read_to_end(first.stderr.take().expect("stderr"));
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        while !in_standby(&asg, &ids[0]).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the first instance never entered Standby"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        first.start_kill().expect("kill -9");
+        let _ = first.wait().await;
+        killed_progress = first_err.await.unwrap_or_default();
+        println!("killed in Standby:\n{killed_progress}");
+    }
     let mut child = pitstop_run_command(&binary, &plan_path, &state_path, Duration::from_millis(500), &sandbox)
         .spawn()
         .expect("pitstop run starts");
@@ -118,9 +158,18 @@ async fn maintain(mode: Option<&str>, suspended_before: &[&str]) -> Outcome {
             None
         }
     };
-    let progress = err_task.await.unwrap_or_default();
+    let progress = killed_progress + &err_task.await.unwrap_or_default();
     let _ = out_task.await;
     let totals = load.stop().await.totals;
+    let lost = sandbox
+        .call_log()
+        .records()
+        .iter()
+        .filter(|c| c.operation == "EnterStandby" && matches!(c.outcome, CallOutcome::AnswerLost { .. }))
+        .count();
+    if disturbance == Disturbance::LostEnterStandbyAnswer {
+        assert_eq!(lost, 1, "the fault fired");
+    }
     // Three of the group's health-check rounds after the run: nothing marked meanwhile is replaced later either.
     tokio::time::sleep(sandbox.config().health_interval * 3).await;
     let replaced = sandbox.auto_scaling_replacements();
@@ -181,8 +230,9 @@ async fn maintain(mode: Option<&str>, suspended_before: &[&str]) -> Outcome {
     };
     println!("{}", outcome.progress);
     println!(
-        "mode {mode:?}: replaced {:?}; requests {} sent, {} failed; Auto Scaling writes {:?}; sizes {:?}; \
-         suspended {:?}",
+        "mode {mode:?} ({disturbance:?}): exit {:?}; replaced {:?}; requests {} sent, {} failed; Auto Scaling writes \
+         {:?}; sizes {:?}; suspended {:?}",
+        outcome.exit,
         outcome.replaced,
         outcome.totals.sent,
         outcome.totals.failed(),
@@ -192,6 +242,47 @@ async fn maintain(mode: Option<&str>, suspended_before: &[&str]) -> Outcome {
     );
     sandbox.shutdown().await.expect("sandbox stops");
     outcome
+}
+
+/// Whether the group shows `id` in Standby.
+async fn in_standby(asg: &aws_sdk_autoscaling::Client, id: &str) -> bool {
+    asg.describe_auto_scaling_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .ok()
+        .and_then(|out| {
+            out.auto_scaling_instances()
+                .first()
+                .map(|i| i.lifecycle_state() == Some("Standby"))
+        })
+        .unwrap_or(false)
+}
+
+/// What every Standby run must show, however it was disturbed: one Standby and one reboot per instance, nothing
+/// replaced, no failed request, the group as it was.
+fn assert_standby_done_once(outcome: &Outcome) {
+    assert_eq!(outcome.exit, Some(0), "{}", outcome.progress);
+    assert!(outcome.replaced.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.reboots, [Some(1); 3], "{outcome:?}");
+    assert!(outcome.totals.sent > 500, "the load ran: {:?}", outcome.totals);
+    assert_eq!(outcome.totals.failed(), 0, "{:?}", outcome.totals);
+    assert_eq!(count(&outcome, "EnterStandby"), 3, "{:?}", outcome.writes);
+    assert_eq!(count(&outcome, "ExitStandby"), 3, "{:?}", outcome.writes);
+    assert_eq!(outcome.sizes, (3, 3, 6), "{outcome:?}");
+    assert_eq!(outcome.lifecycles, ["InService"; 3], "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_enter_standby_answer_still_means_one_standby_per_instance_and_the_sizes_restored() {
+    let outcome = maintain_disturbed(None, &[], Disturbance::LostEnterStandbyAnswer).await;
+    assert_standby_done_once(&outcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pitstop_killed_while_an_instance_is_in_standby_finishes_it_once_when_run_again() {
+    let outcome = maintain_disturbed(None, &[], Disturbance::KilledInStandby).await;
+    assert_standby_done_once(&outcome);
 }
 
 fn count(outcome: &Outcome, operation: &str) -> usize {
