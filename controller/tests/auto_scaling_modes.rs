@@ -412,3 +412,69 @@ async fn killed_between_the_standby_record_and_the_call_the_restarted_controller
     assert_eq!((group.min_size, group.desired_capacity), (2, 2));
     assert_eq!(lifecycles(&fake), ["InService"; 2]);
 }
+
+/// Reconciles until `done` says so (at most 100 rounds), moving the clock as `run_to_the_end`.
+async fn run_until(
+    server: &mut ApiServer,
+    ctx: &std::sync::Arc<pitstop::k8s::Context>,
+    fake: &FakeAws,
+    done: impl Fn(&MaintenancePlanStatus) -> bool,
+) {
+    for _ in 0..100 {
+        let step = match server.reconcile(ctx, "web").await {
+            Ok(action) if action == Action::requeue(NOW_DELAY) => Duration::from_secs(1),
+            _ => POLL,
+        };
+        if server.status("web").is_some_and(|s| done(&s)) {
+            return;
+        }
+        fake.set_now(fake.now() + step);
+    }
+    panic!("never reached: {:#?}", server.status("web"));
+}
+
+#[tokio::test]
+async fn a_plan_deleted_while_its_instance_is_in_standby_takes_it_out_and_restores_min_size() {
+    let (fake, mut server, ctx) = fleet();
+    server.insert(plan(json!({})));
+    run_until(&mut server, &ctx, &fake, |s| {
+        s.instances[0].phase == InstancePhase::Rebooting
+    })
+    .await;
+    assert_eq!(lifecycles(&fake)[0], "Standby");
+    assert_eq!((group(&fake).min_size, group(&fake).desired_capacity), (2, 2));
+
+    server.mark_deleted("web");
+    server.reconcile(&ctx, "web").await.expect("the clean-up round");
+    assert!(server.raw("web").is_none(), "the finalizer is gone, and so the plan");
+    assert_eq!(lifecycles(&fake), ["InService"; 3], "{:?}", asg_writes(&fake));
+    let group = group(&fake);
+    assert_eq!(
+        (group.min_size, group.desired_capacity),
+        (3, 3),
+        "{:?}",
+        asg_writes(&fake)
+    );
+    assert!(fake.state(ARN, IDS[0]).is_registered());
+    assert_eq!(count(&fake, "ExitStandby", IDS[0]), 1);
+}
+
+#[tokio::test]
+async fn a_plan_deleted_while_its_processes_are_suspended_resumes_them() {
+    let (fake, mut server, ctx) = fleet();
+    server.insert(plan(json!({ "autoScaling": { "mode": "SuspendProcesses" } })));
+    run_until(&mut server, &ctx, &fake, |s| {
+        s.instances[0].phase == InstancePhase::Rebooting
+    })
+    .await;
+    assert_eq!(
+        group(&fake).suspended_processes,
+        ["AZRebalance", "HealthCheck", "ReplaceUnhealthy"]
+    );
+
+    server.mark_deleted("web");
+    server.reconcile(&ctx, "web").await.expect("the clean-up round");
+    assert!(server.raw("web").is_none());
+    assert!(group(&fake).suspended_processes.is_empty(), "{:?}", asg_writes(&fake));
+    assert!(fake.state(ARN, IDS[0]).is_registered());
+}
