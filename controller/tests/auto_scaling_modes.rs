@@ -478,3 +478,26 @@ async fn a_plan_deleted_while_its_processes_are_suspended_resumes_them() {
     assert!(group(&fake).suspended_processes.is_empty(), "{:?}", asg_writes(&fake));
     assert!(fake.state(ARN, IDS[0]).is_registered());
 }
+
+#[tokio::test]
+async fn a_member_that_never_gets_in_service_fails_on_the_drain_limit_and_the_group_is_untouched() {
+    let (fake, mut server, ctx) = scenario();
+    // Held by a lifecycle hook, yet a healthy target: EnterStandby would be refused.
+    fake.set_auto_scaling_group(
+        GROUP,
+        &[
+            (IDS[0], "eu-west-1a", "Pending:Wait"),
+            (IDS[1], "eu-west-1b", "InService"),
+            (IDS[2], "eu-west-1c", "InService"),
+        ],
+    );
+    server.insert(plan(json!({ "timeouts": { "drainSeconds": 30 } })));
+    let status = run_to_the_end(&mut server, &ctx, &fake, |_| {}).await;
+    assert_eq!(status.phase, PlanPhase::Failed);
+    let first = &status.instances[0];
+    assert_eq!(first.failure_reason.as_deref(), Some("DrainTimeout"), "{first:#?}");
+    assert!(!first.out_of_rotation);
+    assert!(asg_writes(&fake).is_empty(), "{:?}", asg_writes(&fake));
+    assert!(fake.state(ARN, IDS[0]).is_registered());
+    assert_eq!(sends_to(&fake, IDS[0]), 0);
+}

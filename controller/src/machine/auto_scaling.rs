@@ -199,7 +199,9 @@ pub(super) fn advance(
         return wait(instance, format!("reading Auto Scaling group {}", record.group_name));
     };
     match (instance.phase, record.mode) {
-        (InstancePhase::Draining, AutoScalingMode::Standby) => enter_standby(instance, record, view, drained, now),
+        (InstancePhase::Draining, AutoScalingMode::Standby) => {
+            enter_standby(spec, instance, record, view, drained, now)
+        }
         (InstancePhase::Draining, _) => suspend(instance, record, view),
         (_, AutoScalingMode::Standby) if returning => {
             confirm_standby(instance, view, now);
@@ -212,6 +214,7 @@ pub(super) fn advance(
 /// Standby before the drain: MinSize lowered if the group is at it, EnterStandby, and once the
 /// targets are drained, the wait for `Standby`.
 fn enter_standby(
+    spec: &MaintenancePlanSpec,
     instance: &mut InstanceStatus,
     mut record: InstanceAutoScaling,
     view: &InstanceGroupView,
@@ -228,9 +231,11 @@ fn enter_standby(
         // take it out of any other of the plan's and wait for `unused` in all. Maintenance
         // starts only once the group says `Standby` too.
         if drained && lifecycle != "Standby" {
-            return wait(
+            return wait_within_drain_limit(
+                spec,
                 instance,
                 format!("drained; waiting for Auto Scaling group {group_name} to show it Standby (now {lifecycle})"),
+                now,
             );
         }
         return None;
@@ -248,9 +253,11 @@ fn enter_standby(
         );
     }
     if lifecycle != "InService" {
-        return wait(
+        return wait_within_drain_limit(
+            spec,
             instance,
             format!("waiting for it to be InService in Auto Scaling group {group_name} (now {lifecycle})"),
+            now,
         );
     }
     let Some(group) = view.group.as_ref() else {
@@ -278,6 +285,32 @@ fn enter_standby(
         group.desired_capacity - 1
     ));
     call(instance, &group_name, AutoScalingCall::EnterStandby)
+}
+
+/// Waits, saying why, unless the instance has been Draining longer than its drain limit plus
+/// the look-up grace: then it fails `DrainTimeout` (a lifecycle hook, say, that never lets
+/// it go), and the return path puts back what was done.
+fn wait_within_drain_limit(
+    spec: &MaintenancePlanSpec,
+    instance: &mut InstanceStatus,
+    message: String,
+    now: Timestamp,
+) -> Option<Step> {
+    let limit = Duration::from_secs(instance.drain_timeout_seconds.unwrap_or(0).into()) + STANDBY_LOOKUP_GRACE;
+    let waited = instance
+        .phase_since
+        .map(|since| elapsed(since, now))
+        .unwrap_or_default();
+    if waited <= limit {
+        return wait(instance, message);
+    }
+    let message = format!("{message}, still after {}s", limit.as_secs());
+    let transition = fail(spec, instance, reason::DRAIN_TIMEOUT, message, now);
+    Some(Step {
+        action: None,
+        requeue: Some(Requeue::Now),
+        transitions: vec![transition],
+    })
 }
 
 /// Records that the group shows the instance in (or entering) Standby after pitstop asked.
