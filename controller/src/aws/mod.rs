@@ -177,9 +177,10 @@ pub struct AsgMembership {
 
 /// EC2 Auto Scaling, in the operations pitstop needs.
 ///
-/// The writes serve `spec.autoScaling` (see `machine/auto_scaling.rs`). None of them is idempotent on AWS (a
-/// second EnterStandby of the same instance is refused, a second MinSize change applies
-/// twice), so a caller that lost an answer must read the state before it repeats one.
+/// The writes serve `spec.autoScaling` (see `machine/auto_scaling.rs`). None of them is
+/// idempotent on AWS (a second EnterStandby of the same instance is refused, a second MinSize
+/// change applies twice), so a caller that lost an answer must read the state before it
+/// repeats one.
 #[async_trait]
 pub trait AutoScaling: Send + Sync {
     /// The group named `name` (DescribeAutoScalingGroups). A group that does not exist is a
