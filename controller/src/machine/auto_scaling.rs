@@ -65,7 +65,9 @@ impl InstanceGroupView {
 /// What to read about the Auto Scaling group of the instance `wants` names: the recorded
 /// group of an instance in flight with an `autoScaling` record; the membership of one about
 /// to start, unless the mode is `Ignore` (or a dry run, which changes nothing). An instance in
-/// flight without a record (in no group, or started by an older pitstop) needs nothing.
+/// flight without a record (in no group, or started by an older pitstop) needs nothing, and
+/// nor does one whose maintenance runs (Rebooting, the long phase: nothing of the group is
+/// done then, and the Auto Scaling API's request rate is shared with the whole account).
 pub fn reads(
     spec: &MaintenancePlanSpec,
     status: Option<&MaintenancePlanStatus>,
@@ -74,6 +76,7 @@ pub fn reads(
     let instance_id = wants.instance_id.clone()?;
     let instance = status.and_then(|s| s.instances.iter().find(|i| i.instance_id == instance_id));
     match instance {
+        Some(i) if i.phase == InstancePhase::Rebooting => None,
         Some(i) if i.phase != InstancePhase::Pending && is_active(spec, i) => {
             i.auto_scaling.as_ref().map(|record| AutoScalingReads {
                 instance_id,
