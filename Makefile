@@ -10,7 +10,7 @@ CARGO   ?= cargo
 ROOT    := $(abspath .)
 export MOTO_SERVER := $(ROOT)/$(VENV)/bin/moto_server
 
-.PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy lua prometheus demo demo-naive bench chaos e2e-kube clean-work
+.PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy lua prometheus demo demo-naive demo-asg bench chaos e2e-kube clean-work
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ demo: haproxy ## A 3-instance fleet behind HAProxy, under load, rebooted by `pit
 demo-naive: haproxy ## The same reboots without draining: the seed's 502s
 	$(CARGO) build --quiet --workspace --bins
 	./target/debug/pitstop-demo --naive --out $(WORK)/demo $(DEMO_ARGS)
+
+demo-asg: haproxy ## An Auto Scaling group with ELB health checks maintained three ways: Standby, SuspendProcesses, Ignore (~3 min)
+	$(CARGO) build --quiet --workspace --bins
+	$(CARGO) test --quiet -p pitstop-e2e --test auto_scaling_modes -- --nocapture --test-threads=1 2>&1 | grep -E '^mode |^test |test result|panicked'
 
 bench: haproxy ## pitstop vs naive at 3 instances/200 req/s and 10 instances/1000 req/s
 	$(CARGO) build --quiet --workspace --bins

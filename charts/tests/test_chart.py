@@ -722,6 +722,10 @@ READ_ACTIONS = {
 }
 TARGET_ACTIONS = {"elasticloadbalancing:RegisterTargets",
                   "elasticloadbalancing:DeregisterTargets"}
+# spec.autoScaling's writes: resource-level permissions on the group, as AWS allows for them.
+AUTO_SCALING_ACTIONS = {"autoscaling:EnterStandby", "autoscaling:ExitStandby", "autoscaling:UpdateAutoScalingGroup",
+                        "autoscaling:SuspendProcesses", "autoscaling:ResumeProcesses"}
+AUTO_SCALING_GROUPS = "arn:aws:autoscaling:*:ACCOUNT_ID:autoScalingGroup:*:autoScalingGroupName/*"
 SEND_RESOURCES = {"arn:aws:ssm:*::document/AWS-RunShellScript",
                   "arn:aws:ssm:*:ACCOUNT_ID:document/*",
                   "arn:aws:ec2:*:ACCOUNT_ID:instance/*"}
@@ -741,11 +745,13 @@ def test_iam_policy():
         for action in _as_list(statement["Action"]):
             assert "*" not in action, f"wildcard action {action}"
             grants.setdefault(action, set()).update(_as_list(statement["Resource"]))
-    assert set(grants) == READ_ACTIONS | TARGET_ACTIONS | {"ssm:SendCommand"}
+    assert set(grants) == READ_ACTIONS | TARGET_ACTIONS | AUTO_SCALING_ACTIONS | {"ssm:SendCommand"}
     for action in READ_ACTIONS:
         assert grants[action] == {"*"}, action
     for action in TARGET_ACTIONS:
         assert grants[action] == {"arn:aws:elasticloadbalancing:*:ACCOUNT_ID:targetgroup/*/*"}
+    for action in AUTO_SCALING_ACTIONS:
+        assert grants[action] == {AUTO_SCALING_GROUPS}, action
     assert grants["ssm:SendCommand"] == SEND_RESOURCES
 
 
@@ -774,6 +780,9 @@ def test_iam_policy_tagged():
     target_group = "arn:aws:elasticloadbalancing:*:ACCOUNT_ID:targetgroup/*/*"
     for action in TARGET_ACTIONS:
         assert scoped.pop((action, target_group)) == {
+            "StringEquals": {f"aws:ResourceTag/{MANAGED_TAG}": "true"}}
+    for action in AUTO_SCALING_ACTIONS:
+        assert scoped.pop((action, AUTO_SCALING_GROUPS)) == {
             "StringEquals": {f"aws:ResourceTag/{MANAGED_TAG}": "true"}}
     ssm_tag = {"StringEquals": {f"ssm:resourceTag/{MANAGED_TAG}": "true"}}
     assert scoped.pop(("ssm:SendCommand", "arn:aws:ec2:*:ACCOUNT_ID:instance/*")) == ssm_tag

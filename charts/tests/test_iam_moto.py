@@ -10,6 +10,9 @@ What moto evaluates, and so what this shows:
   "*" (only a few services tell it the real ARN), so no statement that names an ARN ever
   matches. Under moto, Register/DeregisterTargets are therefore refused by both policies as
   written; the action check runs on a copy whose Resource elements are "*".
+- Auto Scaling: moto authorizes the reads and the writes of spec.autoScaling by action; the
+  writes' statements name group ARNs, so (as for ELBv2) their action check runs on a copy
+  whose Resource elements are "*".
 - SSM: moto does not authorize SSM requests at all (a user with no SSM permission may still
   send commands and create documents there): nothing about the SSM statements can be checked
   with it. The SSM action names are checked statically in test_chart.py.
@@ -76,6 +79,31 @@ AUTOSCALING_CALLS: dict[str, Callable[[Any], Any]] = {
     "autoscaling:DescribeAutoScalingGroups":
         lambda asg: asg.describe_auto_scaling_groups(AutoScalingGroupNames=["web-asg"]),
     "autoscaling:DescribeAutoScalingInstances": lambda asg: asg.describe_auto_scaling_instances(InstanceIds=[INSTANCE]),
+}
+
+
+def _dispatched(call: Callable[[], Any]) -> None:
+    """Runs `call`; moto answers some writes on a missing group with a KeyError from its backend,
+    which it reaches only after authorizing the request: that counts as past IAM."""
+    try:
+        call()
+    except KeyError:
+        pass
+
+
+# The Auto Scaling writes of spec.autoScaling (Standby, SuspendProcesses), on a group that does not exist
+# (an error other than a refusal means the call got past IAM).
+AUTOSCALING_WRITES: dict[str, Callable[[Any], Any]] = {
+    "autoscaling:EnterStandby": lambda asg: _dispatched(lambda: asg.enter_standby(
+        AutoScalingGroupName="web-asg", InstanceIds=[INSTANCE], ShouldDecrementDesiredCapacity=True)),
+    "autoscaling:ExitStandby": lambda asg: _dispatched(lambda: asg.exit_standby(
+        AutoScalingGroupName="web-asg", InstanceIds=[INSTANCE])),
+    "autoscaling:UpdateAutoScalingGroup": lambda asg: _dispatched(lambda: asg.update_auto_scaling_group(
+        AutoScalingGroupName="web-asg", MinSize=2)),
+    "autoscaling:SuspendProcesses": lambda asg: _dispatched(lambda: asg.suspend_processes(
+        AutoScalingGroupName="web-asg", ScalingProcesses=["HealthCheck"])),
+    "autoscaling:ResumeProcesses": lambda asg: _dispatched(lambda: asg.resume_processes(
+        AutoScalingGroupName="web-asg", ScalingProcesses=["HealthCheck"])),
 }
 # Operations pitstop never needs: the policies must not grant them.
 FOREIGN_CALLS: dict[str, Call] = {
@@ -191,3 +219,13 @@ def test_moto_does_not_authorize_ssm():
         {"Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetHealth", "Resource": "*"}]}
     granted = _allowed(nothing, _ssm({**PITSTOP_CALLS, **FOREIGN_CALLS}))
     assert all(granted.values()), granted
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_the_auto_scaling_writes_of_the_modes_are_granted_and_refused_without_them(name):
+    # On a copy whose Resource elements are "*": what moto checks is the action names (the
+    # group ARN and the tag condition are AWS's documented ones, checked statically in test_chart.py).
+    assert _allowed(_unscoped(_policy(POLICIES[name])), AUTOSCALING_WRITES) == {a: True for a in AUTOSCALING_WRITES}
+    refused = _allowed({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "autoscaling:DescribeAutoScalingGroups", "Resource": "*"}]}, AUTOSCALING_WRITES)
+    assert refused == {a: False for a in AUTOSCALING_WRITES}, refused

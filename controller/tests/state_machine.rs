@@ -12,7 +12,7 @@ use pitstop::aws::{
     AgentPing, AwsError, AwsErrorKind, CommandKind, CommandStatus, Invocation, Target, TargetHealth, TargetState,
 };
 use pitstop::machine::{
-    Action, CommandView, Decision, Observed, PlanView, Requeue, SEND_LOOKUP_GRACE, decide, reason,
+    Action, CommandView, Decision, InstanceGroupView, Observed, PlanView, Requeue, SEND_LOOKUP_GRACE, decide, reason,
     record_action_failed, record_send_not_made, record_sent, wants,
 };
 
@@ -82,6 +82,8 @@ fn all_healthy() -> Observed {
         zones: None,
         presence: None,
         gates: None,
+        // Read, and in no Auto Scaling group (`autoScaling` is in auto_scaling_modes.rs).
+        instance_group: Some(InstanceGroupView::default()),
     }
 }
 
@@ -92,6 +94,7 @@ fn with_a(state: TargetState) -> Observed {
             (B, TargetState::Healthy),
             (C, TargetState::Healthy),
         ])),
+        instance_group: Some(InstanceGroupView::default()),
         ..Observed::default()
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use pitstop::api::{InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, TargetGroupRegistration};
 use pitstop::aws::{AgentPing, CommandStatus, Invocation, Target, TargetHealth, TargetState};
-use pitstop::machine::{Action, CommandView, Decision, Observed, PlanView, Requeue, decide, reason};
+use pitstop::machine::{Action, CommandView, Decision, InstanceGroupView, Observed, PlanView, Requeue, decide, reason};
 
 const WEB: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
 const TLS: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
@@ -54,6 +54,8 @@ fn seen(web: TargetState, tls: TargetState) -> Observed {
         groups: BTreeMap::from([(WEB.to_owned(), group(WEB, web)), (TLS.to_owned(), group(TLS, tls))]),
         deregistration_delay: Some(Duration::from_secs(30)),
         agent: Some(AgentPing::Online),
+        // Read, and in no Auto Scaling group.
+        instance_group: Some(InstanceGroupView::default()),
         ..Observed::default()
     }
 }

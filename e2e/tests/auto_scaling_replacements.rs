@@ -1,11 +1,11 @@
 //! Why issue 11 exists, shown on the sandbox: an Auto Scaling group with ELB health checks, whose service is slow
-//! to start after a reboot, maintained by today's `pitstop run` (which does not tell the group anything, what issue 11
-//! calls `autoScaling.mode: Ignore`). pitstop drains, reboots and registers the instance again; the service is still
+//! to start after a reboot, maintained by `pitstop run` with `autoScaling.mode: Ignore` (the group is told
+//! nothing, as before issue 11). pitstop drains, reboots and registers the instance again; the service is still
 //! warming up, so the target group reads it `unhealthy`, and the group replaces it: terminated, a spare launched in
 //! its place. The test shows the replacement; it does not hide it.
 //!
-//! The Standby and SuspendProcesses modes that prevent it are not built yet; the sandbox's side of them is tested in
-//! `sandbox_autoscaling.rs`.
+//! The Standby and SuspendProcesses modes that prevent it are compared with Ignore in `auto_scaling_modes.rs`; the
+//! sandbox's side of them is tested in `sandbox_autoscaling.rs`.
 
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ async fn without_standby_the_group_replaces_an_instance_that_is_slow_to_start_af
     let plan_path = out.path().join("plan.yaml");
     let state_path = out.path().join("state.json");
     let yaml = format!(
-        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: asg\nspec:\n  targetGroupArn: {}\n  selector:\n    autoScalingGroupName: {}\n  timeouts:\n    healthySeconds: 60\n",
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: asg\nspec:\n  targetGroupArn: {}\n  selector:\n    autoScalingGroupName: {}\n  timeouts:\n    healthySeconds: 60\n  autoScaling:\n    mode: Ignore\n",
         sandbox.target_group_arn(),
         sandbox.auto_scaling_group_name()
     );
@@ -87,9 +87,9 @@ async fn without_standby_the_group_replaces_an_instance_that_is_slow_to_start_af
     sandbox.shutdown().await.expect("sandbox stops");
 }
 
-/// The same fleet with the processes issue 11's `SuspendProcesses` mode is to suspend, suspended by hand around the
-/// run: the group replaces nothing, every member is maintained, and no request fails. (What the mode must add is
-/// doing this itself, crash-safely, and resuming only what it suspended.)
+/// The same fleet with the processes the `SuspendProcesses` mode suspends, suspended by hand around an `Ignore` run:
+/// the group replaces nothing, every member is maintained, and no request fails. (The mode itself, which does this
+/// crash-safely and resumes only what it suspended, is in `auto_scaling_modes.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_health_check_and_replace_unhealthy_suspended_the_group_replaces_nothing() {
     let sandbox = Sandbox::start(
@@ -125,7 +125,7 @@ async fn with_health_check_and_replace_unhealthy_suspended_the_group_replaces_no
     std::fs::write(
         &plan_path,
         format!(
-            "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: asg\nspec:\n  targetGroupArn: {}\n  selector:\n    autoScalingGroupName: {name}\n  timeouts:\n    healthySeconds: 60\n",
+            "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: asg\nspec:\n  targetGroupArn: {}\n  selector:\n    autoScalingGroupName: {name}\n  timeouts:\n    healthySeconds: 60\n  autoScaling:\n    mode: Ignore\n",
             sandbox.target_group_arn()
         ),
     )

@@ -21,10 +21,13 @@ use pitstop_e2e::sandbox::{Sandbox, SandboxConfig, TargetState};
 /// Upper bound on waiting for a run; only keeps a broken run from hanging.
 const LIMIT: Duration = Duration::from_secs(240);
 
-/// A plan over the members of the sandbox's target group, with `extra` spec lines.
+/// A plan over the members of the sandbox's target group, with `extra` spec lines. Every plan
+/// here says `autoScaling.mode: Ignore`: what is checked is pitstop's own target-group calls,
+/// and every sandbox instance belongs to its Auto Scaling group (the modes are compared in
+/// `auto_scaling_modes.rs`).
 fn selected_plan(name: &str, arn: &str, extra: &str) -> String {
     format!(
-        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: {name}\nspec:\n  targetGroupArn: {arn}\n  selector:\n    targetGroupMembers: true\n  timeouts:\n    healthySeconds: 60\n{extra}"
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: {name}\nspec:\n  targetGroupArn: {arn}\n  selector:\n    targetGroupMembers: true\n  timeouts:\n    healthySeconds: 60\n  autoScaling:\n    mode: Ignore\n{extra}"
     )
 }
 
@@ -340,7 +343,7 @@ async fn a_tag_selector_maintains_the_running_tagged_instances_through_describe_
     let plan_path = out.path().join("plan.yaml");
     let state_path = out.path().join("state.json");
     let yaml = format!(
-        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: tagged\nspec:\n  targetGroupArn: {}\n  selector:\n    tags:\n      pitstop.dev/fleet: sandbox\n  timeouts:\n    healthySeconds: 60\n",
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: tagged\nspec:\n  targetGroupArn: {}\n  selector:\n    tags:\n      pitstop.dev/fleet: sandbox\n  timeouts:\n    healthySeconds: 60\n  autoScaling:\n    mode: Ignore\n",
         sandbox.target_group_arn()
     );
     std::fs::write(&plan_path, yaml).expect("plan");
@@ -390,7 +393,7 @@ async fn by_zone_the_real_pitstop_run_finishes_one_zone_before_it_starts_the_nex
     let plan_path = out.path().join("plan.yaml");
     let state_path = out.path().join("state.json");
     let yaml = format!(
-        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: zoned\nspec:\n  targetGroupArn: {}\n  instances: [{}]\n  order: ByZone\n  timeouts:\n    healthySeconds: 60\n",
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: zoned\nspec:\n  targetGroupArn: {}\n  instances: [{}]\n  order: ByZone\n  timeouts:\n    healthySeconds: 60\n  autoScaling:\n    mode: Ignore\n",
         sandbox.target_group_arn(),
         ids.join(", ")
     );
@@ -463,7 +466,7 @@ async fn an_auto_scaling_group_selector_maintains_the_groups_in_service_instance
     let plan_path = out.path().join("plan.yaml");
     let state_path = out.path().join("state.json");
     let yaml = format!(
-        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: asg\nspec:\n  targetGroupArns:\n  - {}\n  - {}\n  selector:\n    autoScalingGroupName: web-asg\n  timeouts:\n    healthySeconds: 60\n",
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: asg\nspec:\n  targetGroupArns:\n  - {}\n  - {}\n  selector:\n    autoScalingGroupName: web-asg\n  timeouts:\n    healthySeconds: 60\n  autoScaling:\n    mode: Ignore\n",
         groups[0], groups[1]
     );
     std::fs::write(&plan_path, yaml).expect("plan");

@@ -905,7 +905,7 @@ async fn a_policy_lets_one_tenants_plan_run_and_refuses_the_others_without_an_aw
             // The refused plans first, while nothing else runs: any AWS call in the sandbox's
             // log before the allowed plan starts would be theirs.
             let plan = |name: &str, target: &str, extra: serde_json::Value| {
-                let mut spec = json!({ "targetGroupArn": target, "instances": ids, "timeouts": { "healthySeconds": 60 } });
+                let mut spec = json!({ "targetGroupArn": target, "instances": ids, "timeouts": { "healthySeconds": 60 }, "autoScaling": { "mode": "Ignore" } });
                 if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
                     spec.extend(extra.clone());
                 }
@@ -1306,6 +1306,7 @@ async fn a_manual_plan_waits_for_its_approval_then_runs() {
                     "targetGroupArn": fleet.sandbox.target_group_arn(),
                     "instances": fleet.sandbox.instance_ids(),
                     "timeouts": { "healthySeconds": 60 },
+                    "autoScaling": { "mode": "Ignore" },
                     "approval": "Manual",
                 },
             });
@@ -1590,6 +1591,7 @@ async fn a_selected_plan_skips_an_instance_terminated_mid_run() {
                     "targetGroupArn": fleet.sandbox.target_group_arn(),
                     "selector": { "targetGroupMembers": true },
                     "timeouts": { "healthySeconds": 60 },
+                    "autoScaling": { "mode": "Ignore" },
                 },
             });
             fleet

@@ -65,8 +65,10 @@ async fn a_firing_alert_holds_the_next_instance_and_the_plan_goes_on_when_it_cle
     let out = tempfile::tempdir().expect("temp dir");
     let plan_path = out.path().join("plan.yaml");
     let state_path = out.path().join("state.json");
+    // Every sandbox instance is in its Auto Scaling group; `Ignore` keeps the calls to the target group's, which
+    // the test counts.
     let plan = format!(
-        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: gated\nspec:\n  targetGroupArn: {}\n  instances: [{}]\n  gates:\n    prometheus:\n      url: {}\n      alertNames: ['PitstopTest.*']\n      matchers: ['severity=\"page\"']\n",
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata:\n  name: gated\nspec:\n  targetGroupArn: {}\n  instances: [{}]\n  gates:\n    prometheus:\n      url: {}\n      alertNames: ['PitstopTest.*']\n      matchers: ['severity=\"page\"']\n  autoScaling:\n    mode: Ignore\n",
         sandbox.target_group_arn(),
         ids.join(", "),
         prometheus.url()

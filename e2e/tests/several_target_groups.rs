@@ -37,6 +37,9 @@ fn plan(name: &str, groups: &[String], instances: &[String]) -> String {
         yaml.push_str(&format!("    - {id}\n"));
     }
     yaml.push_str("  timeouts:\n    healthySeconds: 60\n");
+    // pitstop's own DeregisterTargets in each group is what this file checks; in Standby the
+    // group would take the instance out of all its target groups itself.
+    yaml.push_str(pitstop_e2e::experiment::IGNORE_AUTO_SCALING);
     yaml
 }
 

@@ -1,6 +1,7 @@
 //! The custom resources: `MaintenancePlan` (spec, status and their validation) and the
 //! platform team's `MaintenancePolicy`.
 
+pub mod auto_scaling;
 pub mod gates;
 pub mod maintenance_policy;
 pub mod schedule;
@@ -8,6 +9,7 @@ pub mod spec;
 pub mod status;
 pub mod validate;
 
+pub use auto_scaling::{AutoScalingMode, AutoScalingSpec, InstanceAutoScaling};
 pub use gates::{Gates, PrometheusGate};
 pub use maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
 pub use spec::{

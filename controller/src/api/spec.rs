@@ -6,6 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::auto_scaling::AutoScalingSpec;
 use super::gates::Gates;
 use super::status::MaintenancePlanStatus;
 
@@ -201,6 +202,10 @@ pub struct MaintenancePlanSpec {
     /// kept in Git never approves a later run by accident. Dry runs need no approval.
     #[serde(default, skip_serializing_if = "Approval::is_automatic")]
     pub approval: Approval,
+    /// What pitstop tells an instance's EC2 Auto Scaling group while the instance is out, so
+    /// the group does not replace it or scale it in meanwhile. See `autoScaling.mode`.
+    #[serde(default, skip_serializing_if = "AutoScalingSpec::is_default")]
+    pub auto_scaling: AutoScalingSpec,
 
     /// Signals from outside the target group (Prometheus alerts) that hold the next instance
     /// while they are not quiet.
@@ -342,6 +347,7 @@ impl Default for MaintenancePlanSpec {
             schedule: None,
             dry_run: false,
             order: Order::Listed,
+            auto_scaling: AutoScalingSpec::default(),
             gates: None,
         }
     }

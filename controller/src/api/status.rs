@@ -250,6 +250,12 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
 
+    /// What pitstop did to the instance's Auto Scaling group (`spec.autoScaling`), step by
+    /// step, each written before its call. Unset: the instance is in no group, or the mode is
+    /// `Ignore`, or it was started by a pitstop without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<super::auto_scaling::InstanceAutoScaling>,
+
     /// The drain limit that applies to this instance, in seconds (from `timeouts.drainSeconds`
     /// or the target group's deregistration delay).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -44,6 +44,9 @@ pub struct FakeBehaviour {
     pub lose_next_answers: u32,
     /// How long ListCommands takes to show a new command (AWS's lists are eventually consistent).
     pub list_lag: Duration,
+    /// How long DescribeAutoScalingInstances goes on showing a member's lifecycle state from
+    /// before EnterStandby or ExitStandby changed it.
+    pub auto_scaling_lag: Duration,
     /// Operations IAM does not allow (e.g. `DeregisterTargets`): they answer AccessDenied,
     /// with the message AWS gives.
     pub denied_operations: Vec<&'static str>,
@@ -68,6 +71,7 @@ impl Default for FakeBehaviour {
             fail_next: None,
             lose_next_answers: 0,
             list_lag: Duration::ZERO,
+            auto_scaling_lag: Duration::ZERO,
             denied_operations: Vec::new(),
             failure_output: "maintenance script failed".to_owned(),
             uuid_command_ids: false,
@@ -138,6 +142,9 @@ struct World {
     asgs: BTreeMap<String, AutoScalingGroup>,
     /// Auto Scaling writes carried out, in order: (operation, group, detail).
     asg_writes: Vec<(&'static str, String, String)>,
+    /// The lifecycle state each member had before its last Standby change, and when it
+    /// changed (for [`FakeBehaviour::auto_scaling_lag`]).
+    asg_before: BTreeMap<String, (String, Timestamp)>,
 }
 
 #[derive(Clone, Debug)]
@@ -175,6 +182,7 @@ impl FakeAws {
             group_tags: HashMap::new(),
             asgs: BTreeMap::new(),
             asg_writes: Vec::new(),
+            asg_before: BTreeMap::new(),
         };
         Self {
             world: Arc::new(Mutex::new(world)),
@@ -807,11 +815,19 @@ impl AutoScaling for FakeAws {
         for group in world.asgs.values() {
             for instance in &group.instances {
                 if instance_ids.contains(&instance.instance_id) {
+                    let lifecycle_state = match world.asg_before.get(&instance.instance_id) {
+                        Some((before, at))
+                            if world.now.duration_since(*at) < signed(world.behaviour.auto_scaling_lag) =>
+                        {
+                            before.clone()
+                        }
+                        _ => instance.lifecycle_state.clone(),
+                    };
                     found.insert(
                         instance.instance_id.clone(),
                         AsgMembership {
                             group_name: group.name.clone(),
-                            lifecycle_state: instance.lifecycle_state.clone(),
+                            lifecycle_state,
                             health_status: instance.health_status.clone(),
                         },
                     );
@@ -846,10 +862,15 @@ impl AutoScaling for FakeAws {
         let instance = member(OP, group, instance_id)?;
         instance.lifecycle_state = "Standby".to_owned();
         group.desired_capacity -= 1;
+        let now = world.now;
+        world
+            .asg_before
+            .insert(instance_id.to_owned(), ("InService".to_owned(), now));
         world
             .asg_writes
             .push((OP, group_name.to_owned(), instance_id.to_owned()));
-        Ok(())
+        // Carried out; its answer may still be lost on the way back.
+        world.answer(OP)
     }
 
     async fn exit_standby(&self, group_name: &str, instance_id: &str) -> Result<(), AwsError> {
@@ -868,10 +889,15 @@ impl AutoScaling for FakeAws {
         }
         instance.lifecycle_state = "InService".to_owned();
         group.desired_capacity += 1;
+        let now = world.now;
+        world
+            .asg_before
+            .insert(instance_id.to_owned(), ("Standby".to_owned(), now));
         world
             .asg_writes
             .push((OP, group_name.to_owned(), instance_id.to_owned()));
-        Ok(())
+        // Carried out; its answer may still be lost on the way back.
+        world.answer(OP)
     }
 
     async fn set_min_size(&self, group_name: &str, min_size: i32) -> Result<(), AwsError> {
@@ -892,7 +918,8 @@ impl AutoScaling for FakeAws {
         world
             .asg_writes
             .push((OP, group_name.to_owned(), format!("MinSize={min_size}")));
-        Ok(())
+        // Carried out; its answer may still be lost on the way back.
+        world.answer(OP)
     }
 
     async fn suspend_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError> {
@@ -906,7 +933,8 @@ impl AutoScaling for FakeAws {
         }
         group.suspended_processes.sort();
         world.asg_writes.push((OP, group_name.to_owned(), processes.join(",")));
-        Ok(())
+        // Carried out; its answer may still be lost on the way back.
+        world.answer(OP)
     }
 
     async fn resume_processes(&self, group_name: &str, processes: &[String]) -> Result<(), AwsError> {
@@ -915,7 +943,8 @@ impl AutoScaling for FakeAws {
         let group = world.asg_for_write(OP, group_name)?;
         group.suspended_processes.retain(|p| !processes.contains(p));
         world.asg_writes.push((OP, group_name.to_owned(), processes.join(",")));
-        Ok(())
+        // Carried out; its answer may still be lost on the way back.
+        world.answer(OP)
     }
 }
 

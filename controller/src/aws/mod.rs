@@ -183,10 +183,10 @@ pub struct AsgMembership {
 
 /// EC2 Auto Scaling, in the operations pitstop needs.
 ///
-/// The writes are the building blocks of `spec.autoScaling` (issue 11), which is not part of
-/// the API yet: nothing in the state machine calls them. None of them is idempotent on AWS (a
-/// second EnterStandby of the same instance is refused, a second MinSize change applies
-/// twice), so a caller that lost an answer must read the state before it repeats one.
+/// The writes serve `spec.autoScaling` (see `machine/auto_scaling.rs`). None of them is
+/// idempotent on AWS (a second EnterStandby of the same instance is refused, a second MinSize
+/// change applies twice), so a caller that lost an answer must read the state before it
+/// repeats one.
 #[async_trait]
 pub trait AutoScaling: Send + Sync {
     /// The group named `name` (DescribeAutoScalingGroups). A group that does not exist is a
@@ -538,7 +538,7 @@ pub struct AwsApis {
     pub commands: std::sync::Arc<dyn Commands>,
     /// EC2 (only read, for `selector.tags`).
     pub instances: std::sync::Arc<dyn Instances>,
-    /// EC2 Auto Scaling (only read, for `selector.autoScalingGroupName`).
+    /// EC2 Auto Scaling: `selector.autoScalingGroupName` and `spec.autoScaling`.
     pub auto_scaling: std::sync::Arc<dyn AutoScaling>,
 }
 

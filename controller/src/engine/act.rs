@@ -1,7 +1,7 @@
 //! Making the one AWS call a decision asks for.
 
 use crate::aws::{AwsApis, AwsError, CommandKind};
-use crate::machine::Action;
+use crate::machine::{Action, AutoScalingCall};
 
 /// What an action returned that the status must remember.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +47,20 @@ pub async fn act(apis: &AwsApis, action: &Action) -> Result<ActOutcome, AwsError
             instance_id,
         } => {
             apis.commands.cancel(command_id, instance_id).await?;
+        }
+        Action::AutoScaling {
+            group_name,
+            instance_id,
+            call,
+        } => {
+            let api = &apis.auto_scaling;
+            match call {
+                AutoScalingCall::EnterStandby => api.enter_standby(group_name, instance_id).await?,
+                AutoScalingCall::ExitStandby => api.exit_standby(group_name, instance_id).await?,
+                AutoScalingCall::SetMinSize(size) => api.set_min_size(group_name, *size).await?,
+                AutoScalingCall::SuspendProcesses(processes) => api.suspend_processes(group_name, processes).await?,
+                AutoScalingCall::ResumeProcesses(processes) => api.resume_processes(group_name, processes).await?,
+            }
         }
     }
     Ok(ActOutcome::Done)

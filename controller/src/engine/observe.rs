@@ -1,9 +1,9 @@
 //! Reading what the state machine asked for.
 
 use crate::api::{InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus};
-use crate::aws::{AwsApis, AwsError, CommandKind, CommandTag, TargetHealth};
+use crate::aws::{AwsApis, AwsError, AwsErrorKind, CommandKind, CommandTag, TargetHealth};
 use crate::gates::{AlertFilter, GateReaders, GateReading};
-use crate::machine::{self, CommandView, Observed, Wants};
+use crate::machine::{self, AutoScalingReads, CommandView, InstanceGroupView, Observed, Wants};
 
 /// An observation failed; nothing was decided or changed.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +78,9 @@ pub async fn observe(
     if wants.agent {
         observed.agent = Some(apis.commands.agent_ping(instance_id).await?);
     }
+    if let Some(reads) = machine::auto_scaling_reads(spec, status, wants) {
+        observed.instance_group = Some(observe_instance_group(apis, &reads).await?);
+    }
     if let Some(kind) = wants.command {
         let instance = status.and_then(|s| s.instances.iter().find(|i| i.instance_id == instance_id));
         observed.command = Some(observe_command(apis, plan_uid, instance_id, instance, kind).await?);
@@ -141,4 +144,28 @@ async fn read_gates(spec: &MaintenancePlanSpec, gates: &GateReaders) -> GateRead
             GateReading::Unreadable(why)
         }
     }
+}
+
+/// The instance's Auto Scaling membership and group (DescribeAutoScalingInstances, then
+/// DescribeAutoScalingGroups of the recorded group or, at the start, of the membership's).
+async fn observe_instance_group(apis: &AwsApis, reads: &AutoScalingReads) -> Result<InstanceGroupView, AwsError> {
+    let membership = apis
+        .auto_scaling
+        .memberships(std::slice::from_ref(&reads.instance_id))
+        .await?
+        .remove(&reads.instance_id);
+    let name = reads
+        .group_name
+        .clone()
+        .or_else(|| membership.as_ref().map(|m| m.group_name.clone()));
+    let group = match name {
+        Some(name) => match apis.auto_scaling.group(&name).await {
+            Ok(group) => Some(group),
+            // A group deleted while the instance was out has nothing left to restore.
+            Err(error) if error.kind == AwsErrorKind::NotFound => None,
+            Err(error) => return Err(error),
+        },
+        None => None,
+    };
+    Ok(InstanceGroupView { membership, group })
 }

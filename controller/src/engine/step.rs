@@ -132,7 +132,9 @@ pub async fn step<S: StatusStore>(
                 None => {
                     // A SendCommand that certainly did not happen may be sent again at once;
                     // one whose answer was lost is looked for first (see the status field).
-                    if machine::record_send_not_made(&mut status, action, &error) {
+                    if machine::record_send_not_made(&mut status, action, &error)
+                        || machine::record_auto_scaling_not_made(&mut status, action, &error)
+                    {
                         store.save(&status).await.map_err(StepError::Store)?;
                     }
                     return Err(StepError::Act {

@@ -4,7 +4,9 @@
 //! out of the target group (`outOfRotation`), out of which groups on which port
 //! (`targetGroups`), and which commands it sent.
 
-use crate::api::{InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure};
+use crate::api::{
+    InstanceAutoScaling, InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure,
+};
 use crate::aws::{CommandKind, CommandTag};
 use crate::machine::{GroupTarget, groups_out, reason};
 
@@ -34,6 +36,9 @@ pub struct Return {
     /// A command that may still be running on it, to cancel first: an instance must not
     /// get traffic while a reboot may still come.
     pub cancel: Option<RunningCommand>,
+    /// What pitstop did to its Auto Scaling group (`spec.autoScaling`), to undo as well
+    /// (see [`super::auto_scaling_undo`]).
+    pub auto_scaling: Option<InstanceAutoScaling>,
 }
 
 /// A command that may still be running.
@@ -74,8 +79,9 @@ pub fn cleanup_for(uid: &str, spec: &MaintenancePlanSpec, status: Option<&Mainte
     for instance in status.map(|s| s.instances.as_slice()).unwrap_or_default() {
         // Draining and Rebooting always mean out of rotation (the write-ahead status sets
         // the flag with them); the flag covers the rest.
-        let out =
-            instance.out_of_rotation || matches!(instance.phase, InstancePhase::Draining | InstancePhase::Rebooting);
+        let out = instance.out_of_rotation
+            || matches!(instance.phase, InstancePhase::Draining | InstancePhase::Rebooting)
+            || super::auto_scaling_undo::pending(instance);
         if !out {
             continue;
         }
@@ -99,6 +105,7 @@ pub fn cleanup_for(uid: &str, spec: &MaintenancePlanSpec, status: Option<&Mainte
             instance_id: instance.instance_id.clone(),
             groups: groups_out(spec, instance),
             cancel: running_command(uid, spec, instance),
+            auto_scaling: instance.auto_scaling.clone(),
         });
     }
     cleanup
@@ -214,6 +221,7 @@ mod tests {
                     command_id: Some("cmd-1".into()),
                     comment: "pitstop/uid/maintenance/1".into(),
                 }),
+                auto_scaling: None,
             }]
         );
         assert!(cleanup.left_out.is_empty(), "an instance in flight always goes back");

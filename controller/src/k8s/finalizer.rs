@@ -71,6 +71,15 @@ async fn put_back(apis: &AwsApis, instance: &Return, events: &PlanEvents<'_>) ->
             }
         }
     }
+    // Out of Standby (the group registers it in its own target groups), MinSize and the
+    // processes as they were.
+    if let Some(record) = &instance.auto_scaling {
+        done.extend(
+            super::auto_scaling_undo::undo(apis, instance_id, record)
+                .await
+                .map_err(failed)?,
+        );
+    }
     // Into every group it was taken out of; a repeat of one already done is harmless.
     for group in &instance.groups {
         register_again(apis, group, instance_id, &mut done, events)

@@ -8,6 +8,7 @@
 //! back; [`controller`] wires it all into a kube-runtime `Controller`.
 
 pub mod args;
+pub mod auto_scaling_undo;
 pub mod aws_condition;
 mod backoff;
 mod change_ticks;

@@ -26,6 +26,7 @@ pub fn compact_finished(instances: &mut [InstanceStatus]) {
         instance.waiting_since = None;
         instance.next_attempt_at = None;
         instance.ec2_checked_at = None;
+        super::auto_scaling::compact(instance);
         if let Some(message) = instance.message.as_mut() {
             shorten(message, FINISHED_MESSAGE_CHARS);
         }

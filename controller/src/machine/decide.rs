@@ -317,7 +317,7 @@ fn start_next(
             ..Step::default()
         };
     }
-    if !observed.has_groups(&spec.target_groups()) {
+    if !observed.has_groups(&spec.target_groups()) || !super::auto_scaling::read_for_start(spec, observed) {
         return Step {
             requeue: Some(Requeue::Poll),
             ..Step::default()
@@ -427,13 +427,22 @@ fn start_next(
                 ),
             };
             next.message = Some(message.clone());
-            let transition = Transition::instance(
+            let mut transition = Transition::instance(
                 &next.instance_id,
                 InstancePhase::Pending,
                 InstancePhase::Draining,
                 "Deregistering",
                 message,
             );
+            if super::auto_scaling::on_start(spec, next, observed) {
+                // The group's calls come first (see `auto_scaling::advance`), from the next round.
+                transition.message = next.message.clone().unwrap_or_default();
+                return Step {
+                    action: None,
+                    requeue: Some(Requeue::Now),
+                    transitions: vec![transition],
+                };
+            }
             // One group per round: the next rounds deregister the others (see `drain`).
             let first = groups_out(spec, next).into_iter().next();
             Step {

@@ -51,6 +51,45 @@ pub enum Action {
         /// Instance.
         instance_id: String,
     },
+    /// An Auto Scaling call for the instance's group (`spec.autoScaling`). None of them is
+    /// idempotent on AWS, so each is written ahead in the instance's `autoScaling` status and,
+    /// after a lost answer, the group is read before it is asked again.
+    AutoScaling {
+        /// The group.
+        group_name: String,
+        /// The instance the call is made for.
+        instance_id: String,
+        /// The call.
+        call: AutoScalingCall,
+    },
+}
+
+/// One Auto Scaling write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AutoScalingCall {
+    /// EnterStandby of the instance, with ShouldDecrementDesiredCapacity.
+    EnterStandby,
+    /// ExitStandby of the instance.
+    ExitStandby,
+    /// UpdateAutoScalingGroup of MinSize to this (an absolute value, so a repeat is harmless).
+    SetMinSize(i32),
+    /// SuspendProcesses of these.
+    SuspendProcesses(Vec<String>),
+    /// ResumeProcesses of these.
+    ResumeProcesses(Vec<String>),
+}
+
+impl AutoScalingCall {
+    /// The API operation.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::EnterStandby => "EnterStandby",
+            Self::ExitStandby => "ExitStandby",
+            Self::SetMinSize(_) => "UpdateAutoScalingGroup",
+            Self::SuspendProcesses(_) => "SuspendProcesses",
+            Self::ResumeProcesses(_) => "ResumeProcesses",
+        }
+    }
 }
 
 impl Action {
@@ -59,7 +98,7 @@ impl Action {
         match self {
             Self::Deregister { target, .. } | Self::Register { target, .. } => &target.instance_id,
             Self::Send { request, .. } => &request.instance_id,
-            Self::Cancel { instance_id, .. } => instance_id,
+            Self::Cancel { instance_id, .. } | Self::AutoScaling { instance_id, .. } => instance_id,
         }
     }
 
@@ -70,6 +109,7 @@ impl Action {
             Self::Register { .. } => "RegisterTargets",
             Self::Send { .. } => "SendCommand",
             Self::Cancel { .. } => "CancelCommand",
+            Self::AutoScaling { call, .. } => call.name(),
         }
     }
 }

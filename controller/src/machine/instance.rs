@@ -227,7 +227,7 @@ pub(super) fn advance(
     observed: &Observed,
     now: Timestamp,
 ) -> Step {
-    if let Some(presence) = &observed.presence {
+    if let Some(presence) = observed.presence.as_ref().filter(|_| instance.out_of_rotation) {
         instance.ec2_checked_at = Some(now);
         if let Presence::Gone(said) = presence {
             return Step::moved(super::gone::end_turn(plan.spec, instance, said, now), None);
@@ -237,8 +237,12 @@ pub(super) fn advance(
         // A group was not read this round; nothing is safe to decide.
         return Step::wait(None);
     };
+    let drained = places.iter().all(|p| p.state == TargetState::Unused);
+    if let Some(step) = super::auto_scaling::advance(plan.spec, instance, observed, drained, now) {
+        return step;
+    }
     if needs_return(plan.spec, instance) {
-        return put_back(plan.spec, instance, &places, now);
+        return put_back(plan.spec, instance, &places, observed, now);
     }
     match instance.phase {
         InstancePhase::Draining => drain(plan.spec, instance, &places, now),
@@ -288,7 +292,13 @@ pub(super) fn advance(
 /// The instance counts as out until then: a target in `initial` gets no traffic, and the
 /// target groups' turns must not pass to another plan while it is not serving, or two of
 /// a group's instances would be without traffic at once.
-fn put_back(spec: &MaintenancePlanSpec, instance: &mut InstanceStatus, places: &[Place], now: Timestamp) -> Step {
+fn put_back(
+    spec: &MaintenancePlanSpec,
+    instance: &mut InstanceStatus,
+    places: &[Place],
+    observed: &Observed,
+    now: Timestamp,
+) -> Step {
     let missing: Vec<&Place> = places
         .iter()
         .filter(|p| matches!(p.state, TargetState::Unused | TargetState::Draining))
@@ -316,6 +326,9 @@ fn put_back(spec: &MaintenancePlanSpec, instance: &mut InstanceStatus, places: &
     } else {
         format!("registered again: {}", describe(places))
     };
+    if let Some(step) = super::auto_scaling::before_done(instance, observed) {
+        return step;
+    }
     instance.out_of_rotation = false;
     let message = format!("{} ({back})", instance.message.as_deref().unwrap_or("failed"));
     instance.message = Some(message.clone());
@@ -412,6 +425,9 @@ fn verify_and_register(
             several => format!("registering the instance again in {} target groups", several.len()),
         });
     }
+    if let Some(step) = super::auto_scaling::before_register(instance, observed, now) {
+        return step;
+    }
     let missing: Vec<&Place> = places
         .iter()
         .filter(|p| matches!(p.state, TargetState::Unused | TargetState::Draining))
@@ -420,6 +436,9 @@ fn verify_and_register(
         return one_of(first.register(), missing.len() > 1);
     }
     if places.iter().all(|p| p.state == TargetState::Healthy) {
+        if let Some(step) = super::auto_scaling::before_done(instance, observed) {
+            return step;
+        }
         instance.out_of_rotation = false;
         let message = match places {
             [_] => "healthy in the target group again".to_owned(),

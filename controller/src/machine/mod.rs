@@ -5,6 +5,7 @@
 //! [`record_action_failed`] fold an action's outcome back into the status.
 
 mod approval;
+mod auto_scaling;
 mod compact;
 mod conditions;
 mod decide;
@@ -25,11 +26,15 @@ mod turn;
 mod turn_queue;
 
 pub use approval::{ANNOTATION_APPROVE, AWAITING_APPROVAL, awaits_approval};
+pub use auto_scaling::{
+    AutoScalingReads, InstanceGroupView, STANDBY_LOOKUP_GRACE, reads as auto_scaling_reads,
+    record_not_made as record_auto_scaling_not_made,
+};
 pub use conditions::{
     CONDITION_ACCEPTED, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING, CONDITION_STALLED, set_condition,
 };
 pub use decide::{PlanView, decide, new_window_open, summarize_again};
-pub use decision::{Action, Decision, Requeue, Transition};
+pub use decision::{Action, AutoScalingCall, Decision, Requeue, Transition};
 pub use gone::record_instance_gone;
 pub use health::{CONDITION_READY, CONDITION_RECONCILING, Health, set_health};
 pub use hold::{GLOBAL_STOP, is_held};

@@ -64,6 +64,9 @@ pub struct Observed {
     pub presence: Option<Presence>,
     /// What `spec.gates` said, when asked for.
     pub gates: Option<crate::gates::GateReading>,
+    /// The Auto Scaling group of the instance in flight (or about to start), when asked for
+    /// (see [`super::auto_scaling::reads`]).
+    pub instance_group: Option<super::auto_scaling::InstanceGroupView>,
 }
 
 /// What EC2 says of the instance in flight.
@@ -164,6 +167,7 @@ pub(crate) fn is_active(spec: &MaintenancePlanSpec, instance: &InstanceStatus) -
         instance.phase,
         InstancePhase::Draining | InstancePhase::Rebooting | InstancePhase::Verifying
     ) || needs_return(spec, instance)
+        || super::auto_scaling::cleanup_pending(spec, instance)
 }
 
 /// What to read for a plan in this state.
@@ -264,7 +268,7 @@ pub fn wants_at(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatu
     let mut wants = wants(spec, status);
     wants.instance_presence = status
         .and_then(|s| in_flight(spec, s))
-        .is_some_and(|instance| super::gone::check_due(instance, now));
+        .is_some_and(|instance| instance.out_of_rotation && super::gone::check_due(instance, now));
     wants
 }
 

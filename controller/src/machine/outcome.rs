@@ -75,5 +75,6 @@ pub fn record_action_failed(
         Action::Deregister { .. } | Action::Send { .. } => {
             Some(fail(spec, instance, reason::AWS_REJECTED, message, now))
         }
+        Action::AutoScaling { call, .. } => super::auto_scaling::refused(spec, instance, call, message, now),
     }
 }

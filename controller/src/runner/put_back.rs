@@ -30,8 +30,10 @@ pub async fn put_back_after_failure(
     for instance in &cleanup.returns {
         let id = instance.instance_id.as_str();
         // The status is written ahead of DeregisterTargets: if that call is what failed,
-        // the instance never left and there is nothing to say about it.
-        if instance.cancel.is_none() && healthy_in_all(apis, &instance.groups).await {
+        // the instance never left and there is nothing to say about it (unless its Auto
+        // Scaling group was changed before: MinSize lowered, processes suspended).
+        if instance.cancel.is_none() && instance.auto_scaling.is_none() && healthy_in_all(apis, &instance.groups).await
+        {
             continue;
         }
         if let Some(command) = &instance.cancel {
@@ -57,6 +59,19 @@ pub async fn put_back_after_failure(
                     error.message
                 ));
                 continue;
+            }
+        }
+        if let Some(record) = &instance.auto_scaling {
+            match crate::k8s::auto_scaling_undo::undo(apis, id, record).await {
+                Ok(done) => notes.extend(done.into_iter().map(|d| format!("{id}: {d}"))),
+                Err(error) => {
+                    still_out = true;
+                    notes.push(format!(
+                        "{id}: its Auto Scaling group {} is not as it was ({}); see status.instances[].autoScaling \
+                         and undo it by hand or run again",
+                        record.group_name, error.message
+                    ));
+                }
             }
         }
         for group in &instance.groups {

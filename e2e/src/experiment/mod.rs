@@ -20,7 +20,7 @@ use crate::sandbox::{Sandbox, SandboxConfig};
 
 pub use bands::BandRecorder;
 pub use pitstop_process::{PitstopRun, default_pitstop_binary, pitstop_run_command, read_to_end};
-pub use plan::{fleet_plan_yaml, plan_yaml};
+pub use plan::{IGNORE_AUTO_SCALING, fleet_plan_yaml, plan_yaml};
 
 /// One experiment.
 #[derive(Clone, Debug)]

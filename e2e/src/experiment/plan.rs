@@ -2,6 +2,11 @@
 
 /// A MaintenancePlan manifest for the sandbox's fleet: the default graceful reboot of every
 /// instance, in order. `extra_spec` adds spec fields (two-space indented YAML lines).
+///
+/// The plan says `autoScaling.mode: Ignore` unless `extra_spec` sets `autoScaling`: every
+/// sandbox instance belongs to its Auto Scaling group, and the experiments measure pitstop's
+/// own target-group work (its DeregisterTargets, the faults injected into it). The modes that
+/// tell the group are compared in `tests/auto_scaling_modes.rs`.
 pub fn plan_yaml(
     name: &str,
     target_group_arn: &str,
@@ -17,6 +22,9 @@ pub fn plan_yaml(
         extra_spec,
     )
 }
+
+/// The spec lines of `autoScaling.mode: Ignore` (see [`plan_yaml`]).
+pub const IGNORE_AUTO_SCALING: &str = "  autoScaling:\n    mode: Ignore\n";
 
 /// [`plan_yaml`] for a fleet that serves through every one of `target_group_arns`: one group is
 /// written as `targetGroupArn`, several as `targetGroupArns` (each instance leaves all of them).
@@ -44,6 +52,9 @@ pub fn fleet_plan_yaml(
         yaml.push_str(&format!("    - {id}\n"));
     }
     yaml.push_str(&format!("  timeouts:\n    healthySeconds: {healthy_seconds}\n"));
+    if !extra_spec.contains("autoScaling:") {
+        yaml.push_str(IGNORE_AUTO_SCALING);
+    }
     yaml.push_str(extra_spec);
     yaml
 }

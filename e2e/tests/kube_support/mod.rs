@@ -1258,6 +1258,9 @@ impl Fleet {
                 "targetGroupArn": self.sandbox.target_group_arn(),
                 "instances": instances,
                 "timeouts": { "healthySeconds": 60 },
+                // These tests check pitstop's own target-group calls; every sandbox instance is
+                // in the Auto Scaling group (the modes are compared in auto_scaling_modes.rs).
+                "autoScaling": { "mode": "Ignore" },
             },
         });
         self.plans

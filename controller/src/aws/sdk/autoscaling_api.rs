@@ -1,5 +1,5 @@
 //! [`AutoScaling`] over the EC2 Auto Scaling API: the read `selector.autoScalingGroupName`
-//! needs, and the membership read and writes `spec.autoScaling` (issue 11) is to use.
+//! needs, and the membership read and the writes of `spec.autoScaling`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +10,11 @@ use aws_sdk_autoscaling::Client;
 use super::errors::from_sdk_error;
 use super::stats::ApiCallStats;
 use crate::aws::{AsgInstance, AsgMembership, AutoScaling, AutoScalingGroup, AwsError, AwsErrorKind};
+
+/// The SDK's retries off, for the calls AWS refuses when repeated (EnterStandby, ExitStandby).
+fn one_attempt() -> aws_sdk_autoscaling::config::Builder {
+    aws_sdk_autoscaling::config::Builder::default().retry_config(aws_config::retry::RetryConfig::disabled())
+}
 
 /// Refuses an empty process list: to AWS it means every process.
 fn named_processes(operation: &'static str, processes: &[String]) -> Result<(), AwsError> {
@@ -134,6 +139,11 @@ impl AutoScaling for SdkAutoScaling {
             .auto_scaling_group_name(group_name)
             .instance_ids(instance_id)
             .should_decrement_desired_capacity(true)
+            .customize()
+            // A retry after a lost answer would be refused (the instance is no longer
+            // InService) and read as a failure. One attempt; the state machine reads the
+            // lifecycle state before it asks again.
+            .config_override(one_attempt())
             .send()
             .await
             .map_err(|e| from_sdk_error("EnterStandby", &e))?;
@@ -145,6 +155,9 @@ impl AutoScaling for SdkAutoScaling {
             .exit_standby()
             .auto_scaling_group_name(group_name)
             .instance_ids(instance_id)
+            .customize()
+            // As for EnterStandby: the state machine reads before it asks again.
+            .config_override(one_attempt())
             .send()
             .await
             .map_err(|e| from_sdk_error("ExitStandby", &e))?;
