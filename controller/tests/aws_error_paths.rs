@@ -111,6 +111,8 @@ fn request(comment: &str) -> CommandRequest {
         parameters: [("commands".to_owned(), vec!["exit 194".to_owned()])].into(),
         timeout: std::time::Duration::from_secs(900),
         comment: comment.to_owned(),
+        alarms: Vec::new(),
+        ignore_alarm_read_failures: false,
     }
 }
 

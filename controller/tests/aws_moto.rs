@@ -904,7 +904,34 @@ fn command(instance_id: &str, comment: &str) -> CommandRequest {
         parameters: [("commands".to_owned(), vec!["echo maintenance".to_owned()])].into(),
         timeout: Duration::from_secs(1200),
         comment: comment.to_owned(),
+        alarms: Vec::new(),
+        ignore_alarm_read_failures: false,
     }
+}
+
+/// The maintenance command of a plan with `cloudWatchAlarms.abortInFlight` carries the alarms
+/// as SSM's `AlarmConfiguration`: moto accepts the request (the SDK serializes it in SSM's
+/// shape) and runs the command. moto: it drops the configuration (ListCommands shows none);
+/// the sandbox keeps and shows it (`sdk_conformance.rs`).
+#[tokio::test]
+async fn send_command_takes_an_alarm_configuration() {
+    let moto = moto();
+    let provider = provider(&moto);
+    let fleet = fleet(&moto, &provider, "eu-west-3").await;
+    let apis = provider.for_region(fleet.region).await;
+    let instance = &fleet.registered[0];
+    let mut request = command(instance, "pitstop/uid-2/maintenance/1");
+    request.alarms = vec!["web-5xx".to_owned()];
+    let id = apis.commands.send(&request).await.expect("send with alarms");
+    let ssm = aws_sdk_ssm::Client::new(&provider.sdk_config(fleet.region).await);
+    let listed = ssm.list_commands().command_id(&id).send().await.expect("ListCommands");
+    let sent = listed.commands().first().expect("the command");
+    assert_eq!(sent.comment(), Some("pitstop/uid-2/maintenance/1"));
+    assert_eq!(
+        sent.alarm_configuration(),
+        None,
+        "moto: the alarm configuration is dropped (if moto keeps it now, check its alarms here)"
+    );
 }
 
 #[tokio::test]

@@ -82,6 +82,7 @@ fn all_healthy() -> Observed {
         zones: None,
         presence: None,
         gates: None,
+        alarms: None,
         // Read, and in no Auto Scaling group (`autoScaling` is in auto_scaling_modes.rs).
         instance_group: Some(InstanceGroupView::default()),
     }
@@ -1518,6 +1519,7 @@ fn gated(ignore_read_failures: bool) -> MaintenancePlanSpec {
                 ignore_read_failures,
                 ..Default::default()
             }),
+            ..Default::default()
         }),
         ..spec()
     }
@@ -1581,4 +1583,233 @@ fn the_gate_is_read_only_before_an_instance_starts() {
         !wants(&spec, Some(&d.status)).gates,
         "the instance in flight is finished whatever the gate says"
     );
+}
+
+fn alarmed(abort_in_flight: bool, ignore_read_failures: bool) -> MaintenancePlanSpec {
+    MaintenancePlanSpec {
+        gates: Some(pitstop::api::Gates {
+            cloud_watch_alarms: Some(pitstop::api::CloudWatchAlarmsGate {
+                names: vec!["web-5xx".into(), "web-latency".into()],
+                abort_in_flight,
+                ignore_read_failures,
+            }),
+            ..Default::default()
+        }),
+        ..spec()
+    }
+}
+
+/// Drives instance A out (its alarms quiet when it starts) to the start of Rebooting.
+fn rebooting_with_quiet_alarms(spec: &MaintenancePlanSpec) -> MaintenancePlanStatus {
+    let quiet = Observed {
+        alarms: Some(pitstop::gates::GateReading::Quiet),
+        ..all_healthy()
+    };
+    let d = run(spec, None, &quiet, at(0));
+    let d = run(spec, Some(&d.status), &with_a(TargetState::Unused), at(10));
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting);
+    d.status
+}
+
+fn in_alarm() -> pitstop::gates::GateReading {
+    pitstop::gates::GateReading::Holding("alarm web-5xx in ALARM".into())
+}
+
+#[test]
+fn a_cloudwatch_alarm_holds_the_next_instance_while_in_alarm_or_unreadable() {
+    use pitstop::gates::GateReading;
+    let observed = |alarms: Option<GateReading>| Observed {
+        alarms,
+        ..all_healthy()
+    };
+    let unreadable = GateReading::Unreadable("DescribeAlarms: AccessDenied".into());
+    for (spec, reading, reason) in [
+        (alarmed(false, false), Some(in_alarm()), "AlarmFiring"),
+        (alarmed(false, false), None, "AlarmFiring"),
+        (alarmed(false, false), Some(unreadable.clone()), "GateUnreadable"),
+        (alarmed(false, true), Some(in_alarm()), "AlarmFiring"),
+    ] {
+        let d = run(&spec, None, &observed(reading.clone()), at(0));
+        assert_eq!(d.action, None, "{reading:?}: nothing goes out");
+        let a = &d.status.instances[0];
+        assert_eq!(a.phase, InstancePhase::Pending, "{reading:?}");
+        assert_eq!(a.waiting_since, None, "{reading:?}: not a preflight gate's clock");
+        let message = a.message.clone().unwrap_or_default();
+        assert!(message.starts_with(&format!("waiting ({reason})")), "{message}");
+        assert_eq!(d.transitions.iter().filter(|t| t.reason == reason).count(), 1);
+        let again = run(&spec, Some(&d.status), &observed(reading.clone()), at(5));
+        assert!(again.transitions.is_empty(), "{:?}", again.transitions);
+    }
+    for (spec, reading) in [
+        (alarmed(false, false), GateReading::Quiet),
+        (alarmed(false, true), unreadable),
+    ] {
+        let d = run(&spec, None, &observed(Some(reading.clone())), at(0));
+        assert!(
+            matches!(d.action, Some(Action::Deregister { .. })),
+            "{reading:?}: {:?}",
+            d.action
+        );
+    }
+}
+
+#[test]
+fn the_alarms_are_read_in_flight_only_under_abort_in_flight_and_until_the_maintenance_ends() {
+    for abort in [false, true] {
+        let spec = alarmed(abort, false);
+        assert!(wants(&spec, None).alarms, "a new plan reads its alarms");
+        let d = run(
+            &spec,
+            None,
+            &Observed {
+                alarms: Some(pitstop::gates::GateReading::Quiet),
+                ..all_healthy()
+            },
+            at(0),
+        );
+        assert_eq!(d.status.instances[0].phase, InstancePhase::Draining);
+        assert_eq!(
+            wants(&spec, Some(&d.status)).alarms,
+            abort,
+            "draining, abortInFlight: {abort}"
+        );
+        let rebooting = rebooting_with_quiet_alarms(&spec);
+        assert_eq!(
+            wants(&spec, Some(&rebooting)).alarms,
+            abort,
+            "rebooting, abortInFlight: {abort}"
+        );
+        let d = command_seen(&spec, rebooting, "cmd-1", Some(CommandStatus::Success), at(60));
+        assert_eq!(d.status.instances[0].phase, InstancePhase::Verifying);
+        assert!(
+            !wants(&spec, Some(&d.status)).alarms,
+            "verifying: the maintenance is over"
+        );
+    }
+}
+
+#[test]
+fn the_maintenance_command_carries_the_alarms_only_under_abort_in_flight() {
+    for (abort, ignore) in [(true, false), (true, true), (false, false)] {
+        let spec = alarmed(abort, ignore);
+        let status = rebooting_with_quiet_alarms(&spec);
+        let d = run(&spec, Some(&status), &command(None, None), at(20));
+        let Some(Action::Send { request, .. }) = d.action else {
+            panic!("sends the maintenance command: {:?}", d.action);
+        };
+        let expected: Vec<String> = if abort {
+            vec!["web-5xx".into(), "web-latency".into()]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(request.alarms, expected);
+        assert_eq!(request.ignore_alarm_read_failures, abort && ignore);
+    }
+}
+
+#[test]
+fn an_alarm_under_abort_in_flight_cancels_the_running_command_and_puts_the_instance_back() {
+    let spec = alarmed(true, false);
+    let mut status = rebooting_with_quiet_alarms(&spec);
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let observed = Observed {
+        alarms: Some(in_alarm()),
+        ..command(Some("cmd-1"), Some(CommandStatus::InProgress))
+    };
+    let d = run(&spec, Some(&status), &observed, at(40));
+    assert_eq!(
+        d.action,
+        Some(Action::Cancel {
+            command_id: "cmd-1".into(),
+            instance_id: A.into()
+        })
+    );
+    let a = &d.status.instances[0];
+    assert_eq!(a.phase, InstancePhase::Failed);
+    assert_eq!(a.failure_reason.as_deref(), Some(reason::ABORTED_BY_ALARM));
+    assert!(a.out_of_rotation, "still out until it is put back");
+    let message = a.message.clone().unwrap_or_default();
+    assert!(message.contains("alarm web-5xx in ALARM"), "{message}");
+    assert!(message.contains("cancelled"), "{message}");
+    assert!(message.contains("registering it again"), "{message}");
+    // Put back, and no retry while the fleet is in trouble (maxAttempts would otherwise allow one).
+    let d = run(&spec, Some(&d.status), &with_a(TargetState::Unused), at(41));
+    assert!(matches!(d.action, Some(Action::Register { .. })), "{:?}", d.action);
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Failed);
+}
+
+#[test]
+fn an_alarm_while_draining_under_abort_in_flight_fails_the_instance_before_any_command() {
+    let spec = alarmed(true, false);
+    let d = run(
+        &spec,
+        None,
+        &Observed {
+            alarms: Some(pitstop::gates::GateReading::Quiet),
+            ..all_healthy()
+        },
+        at(0),
+    );
+    let observed = Observed {
+        alarms: Some(in_alarm()),
+        ..with_a(TargetState::Draining)
+    };
+    let d = run(&spec, Some(&d.status), &observed, at(5));
+    assert_eq!(d.action, None, "nothing to cancel");
+    let a = &d.status.instances[0];
+    assert_eq!(a.phase, InstancePhase::Failed);
+    assert_eq!(a.failure_reason.as_deref(), Some(reason::ABORTED_BY_ALARM));
+    assert!(
+        a.message
+            .clone()
+            .unwrap_or_default()
+            .contains("maintenance not started")
+    );
+    let d = run(&spec, Some(&d.status), &with_a(TargetState::Draining), at(6));
+    assert!(matches!(d.action, Some(Action::Register { .. })), "{:?}", d.action);
+}
+
+#[test]
+fn an_alarm_in_flight_changes_nothing_without_abort_in_flight_and_an_unreadable_one_never_aborts() {
+    use pitstop::gates::GateReading;
+    for (spec, reading) in [
+        (alarmed(false, false), in_alarm()),
+        (alarmed(true, false), GateReading::Unreadable("throttled".into())),
+    ] {
+        let mut status = rebooting_with_quiet_alarms(&spec);
+        record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+        let observed = Observed {
+            alarms: Some(reading.clone()),
+            ..command(Some("cmd-1"), Some(CommandStatus::InProgress))
+        };
+        let d = run(&spec, Some(&status), &observed, at(40));
+        assert_eq!(d.action, None, "{reading:?}");
+        assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting, "{reading:?}");
+    }
+}
+
+#[test]
+fn an_abort_waits_for_a_command_sent_without_an_answer_before_putting_the_instance_back() {
+    let spec = alarmed(true, false);
+    let status = rebooting_with_quiet_alarms(&spec);
+    // The SendCommand goes out (written ahead) and its answer is lost.
+    let d = run(&spec, Some(&status), &command(None, None), at(20));
+    assert!(matches!(d.action, Some(Action::Send { .. })));
+    let in_alarm_with = |id: Option<&str>| Observed {
+        alarms: Some(in_alarm()),
+        ..command(id, id.map(|_| CommandStatus::InProgress))
+    };
+    let d = run(&spec, Some(&d.status), &in_alarm_with(None), at(25));
+    assert_eq!(d.action, None, "the command is looked for, not left running");
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting);
+    let d = run(&spec, Some(&d.status), &in_alarm_with(Some("cmd-9")), at(30));
+    assert_eq!(
+        d.action,
+        Some(Action::Cancel {
+            command_id: "cmd-9".into(),
+            instance_id: A.into()
+        }),
+        "found by its tag, then cancelled"
+    );
+    assert_eq!(d.status.instances[0].phase, InstancePhase::Failed);
 }

@@ -204,6 +204,8 @@ fn request(id: &str, comment: &str) -> CommandRequest {
         parameters: [("commands".to_owned(), vec!["true".to_owned()])].into(),
         timeout: Duration::from_secs(60),
         comment: comment.to_owned(),
+        alarms: Vec::new(),
+        ignore_alarm_read_failures: false,
     }
 }
 

@@ -20,6 +20,8 @@
 //! | `Commands::find_by_comment` | `send_then_find_and_read_commands` | `commands_reboot_find_and_cancel_as_on_aws` |
 //! | `Commands::cancel` | `cancel_and_agent_ping_are_not_implemented_by_moto` | `commands_reboot_find_and_cancel_as_on_aws` |
 //! | `Commands::agent_ping` | `cancel_and_agent_ping_are_not_implemented_by_moto` | `commands_reboot_find_and_cancel_as_on_aws` |
+//! | `Alarms::states` | none: moto 5.2 does not speak CloudWatch's Smithy RPC v2 CBOR, the SDK's only protocol | `cloudwatch_alarms_are_read_over_cbor_as_on_aws` |
+//! | (SendCommand's `AlarmConfiguration`) | `send_command_takes_an_alarm_configuration` | `cloudwatch_alarms_are_read_over_cbor_as_on_aws` |
 //! | (missing target group) | `missing_target_group_is_not_found` | `missing_target_group_is_not_found` |
 //! | (throttling, retries) | none: moto never throttles | `throttling_is_throttled_and_adaptive_retry_recovers` |
 //! | (endpoint from the environment) | `endpoint_url_and_credentials_from_the_environment` | none: `SdkSettings::endpoint_url` here |
@@ -427,6 +429,82 @@ async fn target_group_tags_are_read_as_on_aws() {
     sandbox.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test]
+async fn cloudwatch_alarms_are_read_over_cbor_as_on_aws() {
+    let _one = ONE_SANDBOX_AT_A_TIME.lock().await;
+    let sandbox = start(config().with_instances(1)).await;
+    let provider = provider(&sandbox, 2);
+    let aws = apis(&sandbox, &provider).await;
+    sandbox.set_alarm("web-5xx", "OK", "").expect("alarm");
+    sandbox
+        .set_alarm("web-latency", "INSUFFICIENT_DATA", "")
+        .expect("alarm");
+    sandbox.set_alarm("unrelated", "ALARM", "").expect("alarm");
+    let names = ["web-5xx".to_owned(), "web-latency".to_owned(), "typo".to_owned()];
+    let states = aws.alarms.states(&names).await.expect("DescribeAlarms");
+    let values: BTreeMap<&str, &str> = states.iter().map(|(n, s)| (n.as_str(), s.value.as_str())).collect();
+    assert_eq!(
+        values,
+        BTreeMap::from([("web-5xx", "OK"), ("web-latency", "INSUFFICIENT_DATA")]),
+        "only the names asked for, and an unknown name left out"
+    );
+    // An operator (or the alarm's evaluation) sets the state through the same CBOR endpoint.
+    let sdk_config = provider.sdk_config(sandbox.region()).await;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk_config);
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("web-5xx")
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .state_reason("Threshold Crossed: 5xx > 10")
+        .send()
+        .await
+        .expect("SetAlarmState");
+    let states = aws.alarms.states(&names[..1]).await.expect("DescribeAlarms");
+    let firing = states.get("web-5xx").expect("listed");
+    assert!(firing.in_alarm(), "{firing:?}");
+    assert_eq!(firing.reason.as_deref(), Some("Threshold Crossed: 5xx > 10"));
+    let unknown = cloudwatch
+        .set_alarm_state()
+        .alarm_name("typo")
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
+        .state_reason("x")
+        .send()
+        .await
+        .expect_err("no such alarm");
+    assert_eq!(
+        aws_sdk_cloudwatch::error::ProvideErrorMetadata::code(&unknown),
+        Some("ResourceNotFound"),
+        "{unknown:?}"
+    );
+    assert_eq!(
+        provider.stats().snapshot().get(ApiOperation::DescribeAlarms),
+        counts(2, 0, 0)
+    );
+
+    // SendCommand with the alarms as its AlarmConfiguration: accepted, and ListCommands shows it.
+    let id = sandbox.instance_ids()[0].clone();
+    let mut request = script_request(&id, &["true"], &tag(CommandKind::Maintenance, 1));
+    request.alarms = vec!["web-5xx".to_owned(), "web-latency".to_owned()];
+    request.ignore_alarm_read_failures = true;
+    let command_id = aws.commands.send(&request).await.expect("SendCommand");
+    let ssm = aws_sdk_ssm::Client::new(&sdk_config);
+    let listed = ssm
+        .list_commands()
+        .command_id(&command_id)
+        .send()
+        .await
+        .expect("ListCommands");
+    let config = listed
+        .commands()
+        .first()
+        .and_then(|c| c.alarm_configuration())
+        .expect("the command carries its alarm configuration");
+    let alarm_names: Vec<&str> = config.alarms().iter().map(|a| a.name()).collect();
+    assert_eq!(alarm_names, ["web-5xx", "web-latency"]);
+    assert!(config.ignore_poll_alarm_failure());
+    sandbox.shutdown().await.expect("shutdown");
+}
+
 // ---------------------------------------------------------------------------------------------------------------------
 // Commands
 // ---------------------------------------------------------------------------------------------------------------------
@@ -448,6 +526,8 @@ fn script_request(instance_id: &str, lines: &[&str], comment: &str) -> CommandRe
         parameters: BTreeMap::from([("commands".to_owned(), lines.iter().map(|l| (*l).to_owned()).collect())]),
         timeout: Duration::from_secs(60),
         comment: comment.to_owned(),
+        alarms: Vec::new(),
+        ignore_alarm_read_failures: false,
     }
 }
 
@@ -491,6 +571,8 @@ async fn commands_reboot_find_and_cancel_as_on_aws() {
         parameters: script.parameters,
         timeout: Duration::from_secs(60),
         comment: maintenance_tag.clone(),
+        alarms: Vec::new(),
+        ignore_alarm_read_failures: false,
     };
     let reboot_id = ssm.send(&reboot).await.expect("send the reboot");
     // invocation: right after SendCommand SSM does not know the invocation yet (InvocationDoesNotExist).
@@ -872,6 +954,12 @@ async fn eventually_succeeds(provider: &SdkProvider, sandbox: &Sandbox, operatio
 
 /// (trait method, test in `aws_moto.rs`, test in this file); `None` where a suite has no counterpart.
 const MAPPING: &[(&str, Option<&str>, Option<&str>)] = &[
+    ("states", None, Some("cloudwatch_alarms_are_read_over_cbor_as_on_aws")),
+    (
+        "(SendCommand's `AlarmConfiguration`)",
+        Some("send_command_takes_an_alarm_configuration"),
+        Some("cloudwatch_alarms_are_read_over_cbor_as_on_aws"),
+    ),
     (
         "target_health",
         Some("target_health_of_group_and_of_single_instances"),

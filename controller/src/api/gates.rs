@@ -13,6 +13,38 @@ pub struct Gates {
     /// Hold while matching Prometheus alerts fire (as kured's `--prometheus-url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusGate>,
+
+    /// Hold while any of these CloudWatch alarms is in `ALARM` (as CodeDeploy's alarm
+    /// configuration). The alarms are read in the plan's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_watch_alarms: Option<CloudWatchAlarmsGate>,
+}
+
+/// CloudWatch alarms (metric or composite, `DescribeAlarms`) that hold the plan while any of
+/// them is in `ALARM`. `OK` and `INSUFFICIENT_DATA` let it go on.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudWatchAlarmsGate {
+    /// The alarms' names, in the plan's region: 1 to 10, as SSM's and CodeDeploy's alarm
+    /// configurations take. An alarm that does not exist counts as unreadable.
+    #[schemars(length(min = 1, max = 10), inner(length(min = 1, max = 255)))]
+    pub names: Vec<String>,
+
+    /// Also stop the instance that is out of rotation when one of the alarms goes into
+    /// `ALARM`: its maintenance command is cancelled (CancelCommand; SSM also gets the alarms
+    /// as the command's `AlarmConfiguration`, so it stops the command itself even while
+    /// pitstop is away), and the instance fails with `AbortedByAlarm` and is put back
+    /// (unless `onFailure: LeaveOut`). Defaults to false: the instance in flight is finished
+    /// and put back, and only the next one waits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abort_in_flight: bool,
+
+    /// When the alarms cannot be read (or one does not exist): `false` (default) holds the
+    /// plan, as an alarm that cannot be seen might be in `ALARM`; `true` goes on as if none
+    /// were (SSM's `IgnorePollAlarmFailure`, which the command's alarm configuration also
+    /// gets).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_read_failures: bool,
 }
 
 /// A Prometheus server whose alerts (`GET /api/v1/alerts`) hold the plan while any that

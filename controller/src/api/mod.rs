@@ -10,7 +10,7 @@ pub mod status;
 pub mod validate;
 
 pub use auto_scaling::{AutoScalingMode, AutoScalingSpec, InstanceAutoScaling};
-pub use gates::{Gates, PrometheusGate};
+pub use gates::{CloudWatchAlarmsGate, Gates, PrometheusGate};
 pub use maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
 pub use spec::{
     Approval, CommandSpec, FleetSelector, MAX_INSTANCES, MaintenancePlan, MaintenancePlanSpec, OnFailure, Order,

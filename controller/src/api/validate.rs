@@ -109,6 +109,9 @@ pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
             ));
         }
     }
+    if let Some(gate) = spec.gates.as_ref().and_then(|g| g.cloud_watch_alarms.as_ref()) {
+        problems.extend(crate::gates::alarms::problems(gate));
+    }
     let mut seen = HashSet::new();
     for id in &spec.instances {
         if !INSTANCE_ID.is_match(id) {
@@ -332,6 +335,7 @@ mod tests {
                 matchers: vec!["severity=critical".to_owned()],
                 ..Default::default()
             }),
+            ..Default::default()
         });
         assert_eq!(validate(&gated), Ok(()));
         if let Some(gate) = gated.gates.as_mut().and_then(|g| g.prometheus.as_mut()) {

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::{
-    AgentPing, AsgInstance, AsgMembership, AutoScaling, AutoScalingGroup, AwsApis, AwsError, AwsErrorKind, AwsProvider,
-    CommandRequest, CommandStatus, Commands, Ec2Instance, FoundCommand, Instances, Invocation, Target, TargetGroups,
-    TargetHealth, TargetState,
+    AgentPing, AlarmState, Alarms, AsgInstance, AsgMembership, AutoScaling, AutoScalingGroup, AwsApis, AwsError,
+    AwsErrorKind, AwsProvider, CommandRequest, CommandStatus, Commands, Ec2Instance, FoundCommand, Instances,
+    Invocation, Target, TargetGroups, TargetHealth, TargetState,
 };
 
 /// How the fake behaves; change it between steps to script a scenario.
@@ -112,6 +112,8 @@ struct FakeCommand {
     instance_id: String,
     comment: String,
     sent_at: Timestamp,
+    /// The alarms of its `AlarmConfiguration`.
+    alarms: Vec<String>,
     fails: bool,
     hangs: bool,
     cancelled: bool,
@@ -145,6 +147,8 @@ struct World {
     /// The lifecycle state each member had before its last Standby change, and when it
     /// changed (for [`FakeBehaviour::auto_scaling_lag`]).
     asg_before: BTreeMap<String, (String, Timestamp)>,
+    /// CloudWatch's alarms (DescribeAlarms), by name: their state value.
+    alarms: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +187,7 @@ impl FakeAws {
             asgs: BTreeMap::new(),
             asg_writes: Vec::new(),
             asg_before: BTreeMap::new(),
+            alarms: BTreeMap::new(),
         };
         Self {
             world: Arc::new(Mutex::new(world)),
@@ -294,6 +299,23 @@ impl FakeAws {
         );
     }
 
+    /// Creates the CloudWatch alarm `name` or sets its state (`OK`, `ALARM`,
+    /// `INSUFFICIENT_DATA`).
+    pub fn set_alarm(&self, name: &str, value: &str) {
+        self.lock().alarms.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// The alarms of each command sent to `instance_id` so far (their `AlarmConfiguration`),
+    /// in order.
+    pub fn command_alarms(&self, instance_id: &str) -> Vec<Vec<String>> {
+        self.lock()
+            .commands
+            .iter()
+            .filter(|c| c.instance_id == instance_id)
+            .map(|c| c.alarms.clone())
+            .collect()
+    }
+
     /// Tags a target group (DescribeTags), replacing its tags.
     pub fn set_group_tags(&self, target_group_arn: &str, tags: &[(&str, &str)]) {
         self.lock().group_tags.insert(
@@ -359,6 +381,7 @@ impl FakeAws {
             commands: Arc::new(self.clone()),
             instances: Arc::new(self.clone()),
             auto_scaling: Arc::new(self.clone()),
+            alarms: Arc::new(self.clone()),
         }
     }
 }
@@ -636,6 +659,7 @@ impl Commands for FakeAws {
             instance_id,
             comment: request.comment.clone(),
             sent_at: world.now,
+            alarms: request.alarms.clone(),
             cancelled: false,
         };
         world.commands.push(command);
@@ -707,6 +731,28 @@ impl Commands for FakeAws {
         let mut world = self.lock();
         world.call("DescribeInstanceInformation")?;
         Ok(AgentPing::Online)
+    }
+}
+
+#[async_trait]
+impl Alarms for FakeAws {
+    async fn states(&self, names: &[String]) -> Result<BTreeMap<String, AlarmState>, AwsError> {
+        let mut world = self.lock();
+        world.call("DescribeAlarms")?;
+        Ok(names
+            .iter()
+            .filter_map(|name| {
+                world.alarms.get(name).map(|value| {
+                    (
+                        name.clone(),
+                        AlarmState {
+                            value: value.clone(),
+                            reason: None,
+                        },
+                    )
+                })
+            })
+            .collect())
     }
 }
 

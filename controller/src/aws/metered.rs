@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use super::{
-    AgentPing, AsgMembership, AutoScaling, AutoScalingGroup, AwsApis, AwsError, AwsErrorKind, CommandRequest, Commands,
-    Ec2Instance, FoundCommand, Instances, Invocation, Target, TargetGroups, TargetHealth,
+    AgentPing, AlarmState, Alarms, AsgMembership, AutoScaling, AutoScalingGroup, AwsApis, AwsError, AwsErrorKind,
+    CommandRequest, Commands, Ec2Instance, FoundCommand, Instances, Invocation, Target, TargetGroups, TargetHealth,
 };
 
 /// Receives `(operation, Ok or the error's kind)` for every call.
@@ -33,6 +33,10 @@ pub fn metered(apis: AwsApis, sink: CallSink) -> AwsApis {
         }),
         auto_scaling: Arc::new(Metered {
             inner: apis.auto_scaling,
+            sink: sink.clone(),
+        }),
+        alarms: Arc::new(Metered {
+            inner: apis.alarms,
             sink,
         }),
     }
@@ -77,6 +81,13 @@ impl TargetGroups for Metered<dyn TargetGroups> {
 
     async fn tags(&self, arns: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
         self.report("DescribeTags", self.inner.tags(arns).await)
+    }
+}
+
+#[async_trait]
+impl Alarms for Metered<dyn Alarms> {
+    async fn states(&self, names: &[String]) -> Result<BTreeMap<String, AlarmState>, AwsError> {
+        self.report("DescribeAlarms", self.inner.states(names).await)
     }
 }
 

@@ -132,6 +132,30 @@ pub trait Instances: Send + Sync {
     async fn gone(&self, instance_ids: &[String]) -> Result<BTreeMap<String, String>, AwsError>;
 }
 
+/// A CloudWatch alarm's state, as DescribeAlarms shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmState {
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
+    pub value: String,
+    /// Why it is in that state, in CloudWatch's words.
+    pub reason: Option<String>,
+}
+
+impl AlarmState {
+    /// True in `ALARM`.
+    pub fn in_alarm(&self) -> bool {
+        self.value == "ALARM"
+    }
+}
+
+/// CloudWatch alarms, in the one read pitstop needs (`spec.gates.cloudWatchAlarms`).
+#[async_trait]
+pub trait Alarms: Send + Sync {
+    /// The state of each of `names` that exists, metric and composite alarms alike
+    /// (DescribeAlarms by name, every page); a name CloudWatch does not know is left out.
+    async fn states(&self, names: &[String]) -> Result<BTreeMap<String, AlarmState>, AwsError>;
+}
+
 /// A member of an Auto Scaling group, as DescribeAutoScalingGroups lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AsgInstance {
@@ -268,6 +292,11 @@ pub struct CommandRequest {
     /// The tag that identifies this command after a crash (SSM `Comment`, at most 100
     /// characters); see [`CommandTag`].
     pub comment: String,
+    /// CloudWatch alarms that stop the command when one goes into `ALARM` (SSM's
+    /// `AlarmConfiguration`); none when empty.
+    pub alarms: Vec<String>,
+    /// Whether SSM runs the command when it cannot read `alarms` (`IgnorePollAlarmFailure`).
+    pub ignore_alarm_read_failures: bool,
 }
 
 /// SSM command invocation status.
@@ -511,6 +540,7 @@ impl AwsError {
 /// SSM).
 pub fn iam_action(operation: &str) -> String {
     const ELBV2: &[&str] = &[
+        "DescribeTags",
         "DescribeTargetHealth",
         "DescribeTargetGroupAttributes",
         "DescribeTargetGroups",
@@ -521,6 +551,8 @@ pub fn iam_action(operation: &str) -> String {
         "elasticloadbalancing"
     } else if operation == "DescribeInstances" {
         "ec2"
+    } else if operation == "DescribeAlarms" {
+        "cloudwatch"
     } else if AUTOSCALING_OPERATIONS.contains(&operation) {
         "autoscaling"
     } else {
@@ -540,6 +572,8 @@ pub struct AwsApis {
     pub instances: std::sync::Arc<dyn Instances>,
     /// EC2 Auto Scaling: `selector.autoScalingGroupName` and `spec.autoScaling`.
     pub auto_scaling: std::sync::Arc<dyn AutoScaling>,
+    /// CloudWatch (only read, for `spec.gates.cloudWatchAlarms`).
+    pub alarms: std::sync::Arc<dyn Alarms>,
 }
 
 /// Gives the AWS clients for a region; real ones are built once per region and cached.

@@ -23,6 +23,9 @@ pub async fn observe(
     if wants.gates {
         observed.gates = Some(read_gates(spec, gates).await);
     }
+    if wants.alarms {
+        observed.alarms = Some(read_alarms(apis, spec).await);
+    }
     // Also without an instance: a run that starts resolves its selector from the groups.
     if wants.group_health {
         for arn in spec.target_groups() {
@@ -142,6 +145,23 @@ async fn read_gates(spec: &MaintenancePlanSpec, gates: &GateReaders) -> GateRead
         Err(why) => {
             tracing::warn!(url, %why, "could not read Prometheus' alerts");
             GateReading::Unreadable(why)
+        }
+    }
+}
+
+/// What the plan's CloudWatch alarms say. A failed read (throttled, denied, unreachable)
+/// says so rather than failing the round: whether that holds the plan is the state
+/// machine's call (`ignoreReadFailures`), and it must not keep an instance in flight from
+/// going on.
+async fn read_alarms(apis: &AwsApis, spec: &MaintenancePlanSpec) -> GateReading {
+    let Some(gate) = spec.gates.as_ref().and_then(|g| g.cloud_watch_alarms.as_ref()) else {
+        return GateReading::Quiet;
+    };
+    match apis.alarms.states(&gate.names).await {
+        Ok(states) => crate::gates::alarms::read(gate, &states),
+        Err(error) => {
+            tracing::warn!(%error, "could not read the CloudWatch alarms");
+            GateReading::Unreadable(error.to_string())
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Gates outside AWS that hold a plan's next instance (`spec.gates`): what they say, and the
 //! readers that ask them.
 
+pub mod alarms;
 pub mod alerts;
 pub mod prometheus_http;
 

@@ -244,6 +244,9 @@ pub(super) fn advance(
     if needs_return(plan.spec, instance) {
         return put_back(plan.spec, instance, &places, observed, now);
     }
+    if let Some(what) = super::gates::aborting(plan.spec, instance, observed) {
+        return abort(plan.spec, instance, observed, &what, now);
+    }
     match instance.phase {
         InstancePhase::Draining => drain(plan.spec, instance, &places, now),
         InstancePhase::Rebooting => {
@@ -283,6 +286,52 @@ pub(super) fn advance(
             Step::default()
         }
     }
+}
+
+/// An alarm of `spec.gates.cloudWatchAlarms` (with `abortInFlight`) went into `ALARM` while
+/// the instance was out: its maintenance stops (the command, if sent, is cancelled) and it
+/// fails with `AbortedByAlarm`, so the return path puts it back. No retry: the alarm says the
+/// fleet is in trouble, which another try would not help.
+fn abort(
+    spec: &MaintenancePlanSpec,
+    instance: &mut InstanceStatus,
+    observed: &Observed,
+    what: &str,
+    now: Timestamp,
+) -> Step {
+    let command_id = instance.maintenance_command_id.clone().or_else(|| {
+        observed
+            .command
+            .as_ref()
+            .and_then(|view| view.command_id.clone())
+            .filter(|_| instance.phase == InstancePhase::Rebooting)
+    });
+    if command_id.is_none()
+        && instance.phase == InstancePhase::Rebooting
+        && instance
+            .send_attempted_at
+            .is_some_and(|at| elapsed(Some(at), now) <= SEND_LOOKUP_GRACE)
+    {
+        // A SendCommand went out with no answer: the command may exist and must be found
+        // (and cancelled) before the instance may go back.
+        instance.message = Some(format!(
+            "{what}: stopping the maintenance; looking for the command sent without an answer first"
+        ));
+        return Step::wait(None);
+    }
+    let cancel = command_id.map(|command_id| {
+        instance.maintenance_command_id = Some(command_id.clone());
+        Action::Cancel {
+            command_id,
+            instance_id: instance.instance_id.clone(),
+        }
+    });
+    let stopped = match (instance.phase, &cancel) {
+        (InstancePhase::Rebooting, Some(_)) => "maintenance command cancelled",
+        _ => "maintenance not started",
+    };
+    let message = format!("{what}: {stopped} (spec.gates.cloudWatchAlarms.abortInFlight)");
+    Step::moved(fail(spec, instance, reason::ABORTED_BY_ALARM, message, now), cancel)
 }
 
 /// The failure return path: RegisterTargets in every group the instance was taken out of
@@ -479,6 +528,9 @@ fn command_request(plan: &PlanContext<'_>, instance: &InstanceStatus, kind: Comm
         attempt: instance.attempt.max(1),
     }
     .comment();
+    // The maintenance command of a plan whose alarms abort it carries them, so SSM stops it
+    // itself even while pitstop is away.
+    let abort_alarms = super::gates::aborting_alarms(plan.spec).filter(|_| kind == CommandKind::Maintenance);
     let (spec, default_timeout): (CommandSpec, Duration) = match kind {
         CommandKind::Maintenance => (
             plan.spec.maintenance.clone().unwrap_or_else(|| reboot_command(&tag)),
@@ -498,6 +550,8 @@ fn command_request(plan: &PlanContext<'_>, instance: &InstanceStatus, kind: Comm
             .timeout_seconds
             .map_or(default_timeout, |s| Duration::from_secs(s.into())),
         comment: tag,
+        alarms: abort_alarms.map(|gate| gate.names.clone()).unwrap_or_default(),
+        ignore_alarm_read_failures: abort_alarms.is_some_and(|gate| gate.ignore_read_failures),
     }
 }
 

@@ -59,9 +59,15 @@ pub mod reason {
     pub const GONE: &str = "InstanceGone";
     /// A Prometheus alert that `spec.gates.prometheus` counts is firing: the next instance waits.
     pub const ALERT_FIRING: &str = "AlertFiring";
-    /// `spec.gates.prometheus` cannot be read: the next instance waits (unless
-    /// `ignoreReadFailures`).
+    /// `spec.gates.prometheus` or `spec.gates.cloudWatchAlarms` cannot be read: the next
+    /// instance waits (unless `ignoreReadFailures`).
     pub const GATE_UNREADABLE: &str = "GateUnreadable";
+    /// A CloudWatch alarm of `spec.gates.cloudWatchAlarms` is in `ALARM`: the next instance
+    /// waits.
+    pub const ALARM_FIRING: &str = "AlarmFiring";
+    /// A CloudWatch alarm of `spec.gates.cloudWatchAlarms` (with `abortInFlight`) went into
+    /// `ALARM` while the instance was out: its maintenance was stopped and it was put back.
+    pub const ABORTED_BY_ALARM: &str = "AbortedByAlarm";
     /// The instance is not a registered target of the group (of any of the plan's groups).
     pub const NOT_IN_TARGET_GROUP: &str = "NotInTargetGroup";
     /// The instance is registered but not healthy.

@@ -34,8 +34,11 @@ pub struct Wants {
     pub zones: bool,
     /// Whether EC2 still has the instance in flight (see [`super::gone`]).
     pub instance_presence: bool,
-    /// The plan's `spec.gates` (before an instance starts).
+    /// The plan's `spec.gates.prometheus` (before an instance starts).
     pub gates: bool,
+    /// The plan's `spec.gates.cloudWatchAlarms`: before an instance starts, and while one is
+    /// out under `abortInFlight`.
+    pub alarms: bool,
 }
 
 /// What observe read.
@@ -62,8 +65,10 @@ pub struct Observed {
     pub zones: Option<BTreeMap<String, String>>,
     /// Whether EC2 still has the instance in flight, when asked for.
     pub presence: Option<Presence>,
-    /// What `spec.gates` said, when asked for.
+    /// What `spec.gates.prometheus` said, when asked for.
     pub gates: Option<crate::gates::GateReading>,
+    /// What `spec.gates.cloudWatchAlarms` said, when asked for.
+    pub alarms: Option<crate::gates::GateReading>,
     /// The Auto Scaling group of the instance in flight (or about to start), when asked for
     /// (see [`super::auto_scaling::reads`]).
     pub instance_group: Option<super::auto_scaling::InstanceGroupView>,
@@ -195,6 +200,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             zones: false,
             instance_presence: false,
             gates: false,
+            alarms: super::gates::aborts_in(spec, active),
         };
     }
     if crate::api::validate::validate(spec).is_err() {
@@ -251,6 +257,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             zones: false,
             instance_presence: false,
             gates: spec.gates.as_ref().is_some_and(|g| g.prometheus.is_some()),
+            alarms: spec.gates.as_ref().is_some_and(|g| g.cloud_watch_alarms.is_some()),
         },
         None => Wants::default(),
     }

@@ -39,6 +39,8 @@ pub(super) async fn reboot_in_place(sandbox: &Sandbox, bands: &mut BandRecorder)
             parameters: script.parameters,
             timeout: Duration::from_secs(120),
             comment: tag,
+            alarms: Vec::new(),
+            ignore_alarm_read_failures: false,
         };
         bands.phase(&instance_id, "Rebooting", Timestamp::now());
         let command_id = apis.commands.send(&request).await.context("SendCommand")?;

@@ -18,6 +18,8 @@ pub enum Service {
     Ec2,
     /// EC2 Auto Scaling (AWS Query protocol).
     Autoscaling,
+    /// CloudWatch (Smithy RPC v2 CBOR).
+    CloudWatch,
     /// A request that named no known service.
     Unknown,
 }

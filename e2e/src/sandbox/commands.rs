@@ -90,6 +90,8 @@ pub(crate) struct Command {
     requested_at: SystemTime,
     requested_instant: Instant,
     timeout_seconds: Option<i64>,
+    /// `AlarmConfiguration` as sent (recorded and shown, not acted on: see `ssm_api`).
+    alarm_configuration: Option<Value>,
     expires_after: SystemTime,
     invocations: BTreeMap<String, Invocation>,
 }
@@ -102,6 +104,8 @@ pub(crate) struct NewCommand {
     pub(crate) parameters: BTreeMap<String, Vec<String>>,
     pub(crate) instance_ids: Vec<String>,
     pub(crate) timeout_seconds: Option<i64>,
+    /// `AlarmConfiguration` as sent, validated.
+    pub(crate) alarm_configuration: Option<Value>,
     /// How long the command may wait to be delivered; it expires after that.
     pub(crate) delivery_timeout: Duration,
 }
@@ -166,6 +170,7 @@ impl CommandStore {
             comment: new.comment,
             parameters: new.parameters,
             instance_ids: new.instance_ids,
+            alarm_configuration: new.alarm_configuration,
             requested_at: now,
             requested_instant: Instant::now(),
             timeout_seconds: new.timeout_seconds,
@@ -359,6 +364,9 @@ fn command_json(command: &Command) -> Value {
     if let (Some(timeout), Some(obj)) = (command.timeout_seconds, json.as_object_mut()) {
         obj.insert("TimeoutSeconds".to_owned(), json!(timeout));
     }
+    if let (Some(alarms), Some(obj)) = (&command.alarm_configuration, json.as_object_mut()) {
+        obj.insert("AlarmConfiguration".to_owned(), alarms.clone());
+    }
     json
 }
 
@@ -405,6 +413,7 @@ mod tests {
             parameters: BTreeMap::from([("commands".to_owned(), vec!["true".to_owned()])]),
             instance_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
             timeout_seconds: Some(60),
+            alarm_configuration: None,
             delivery_timeout: Duration::from_secs(60),
         }
     }

@@ -7,7 +7,7 @@ use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ use super::call_log::{CallOutcome, Service};
 use super::faults::{FaultSettings, LostAnswerMode};
 use super::protocol::{self, ApiError, QueryParams};
 use super::server::ConnectionHandle;
-use super::{autoscaling_api, ec2_api, elbv2_api, ssm_api, targets};
+use super::{autoscaling_api, cloudwatch_api, ec2_api, elbv2_api, ssm_api, targets};
 
 /// Routes of the endpoint: admin paths first, everything else is an AWS call.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -29,20 +29,26 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/terminate", post(terminate_instance))
         .route("/_sandbox/replace", post(replace_instance))
         .route("/_sandbox/launch", post(launch_instance))
+        .route("/_sandbox/alarm", post(set_alarm))
         .fallback(aws)
         .with_state(shared)
 }
 
-/// One AWS call: SSM when `X-Amz-Target` is set (JSON 1.1), ELBv2 when the form body has an `Action` (Query).
-/// Signatures are not checked.
+/// One AWS call: CloudWatch when the path names an RPC v2 CBOR operation, SSM when `X-Amz-Target` is set (JSON
+/// 1.1), ELBv2, EC2 or Auto Scaling when the form body has an `Action` (Query). Signatures are not checked.
 async fn aws(
     State(shared): State<Arc<Shared>>,
     connection: Option<Extension<ConnectionHandle>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let connection = connection.map(|Extension(handle)| handle);
+    if let Some(operation) = cloudwatch_api::operation(uri.path()) {
+        let operation = operation.to_owned();
+        return cloudwatch(&shared, &operation, &body, &request_id, connection.as_ref()).await;
+    }
     if let Some(target) = headers.get("x-amz-target") {
         let target = target.to_str().unwrap_or_default().to_owned();
         return ssm(&shared, &target, &body, &request_id, connection.as_ref()).await;
@@ -261,6 +267,56 @@ async fn ec2(shared: &Arc<Shared>, action: &str, params: &QueryParams, request_i
 }
 
 /// One Auto Scaling call (Query protocol, answered like ELBv2's with the Auto Scaling namespace).
+async fn cloudwatch(
+    shared: &Arc<Shared>,
+    operation: &str,
+    body: &[u8],
+    request_id: &str,
+    connection: Option<&ConnectionHandle>,
+) -> Response {
+    let record = |summary: String, outcome| {
+        shared
+            .calls
+            .record(Service::CloudWatch, operation, Vec::new(), summary, outcome);
+    };
+    let request = match cloudwatch_api::decode(body) {
+        Ok(request) => request,
+        Err(err) => {
+            record(String::new(), outcome_of::<()>(&Err(err.clone())));
+            return cloudwatch_api::error(&err, request_id);
+        }
+    };
+    let summary = cloudwatch_api::call_names(&request).join(",");
+    if shared.faults.should_throttle() {
+        record(summary, CallOutcome::Throttled);
+        return cloudwatch_api::error(&ApiError::client("Throttling", "Rate exceeded"), request_id);
+    }
+    if shared.faults.denies(operation) {
+        record(
+            summary,
+            CallOutcome::Error {
+                code: "AccessDenied".to_owned(),
+            },
+        );
+        let message = protocol::access_denied_message(&format!("cloudwatch:{operation}"), None);
+        return cloudwatch_api::error(&ApiError::client("AccessDenied", message), request_id);
+    }
+    match cloudwatch_api::execute(&shared.alarms, operation, &request) {
+        Ok(value) => {
+            let record = |outcome| record(summary.clone(), outcome);
+            answer(shared, record, operation, connection, |lost| match lost {
+                Ok(()) => cloudwatch_api::response(&value, request_id),
+                Err(err) => cloudwatch_api::error(&err, request_id),
+            })
+            .await
+        }
+        Err(err) => {
+            record(summary.clone(), outcome_of::<()>(&Err(err.clone())));
+            cloudwatch_api::error(&err, request_id)
+        }
+    }
+}
+
 async fn autoscaling(
     shared: &Arc<Shared>,
     action: &str,
@@ -430,6 +486,23 @@ async fn launch_instance(State(shared): State<Arc<Shared>>) -> Response {
     match super::fleet::launch(&shared).await {
         Ok(launched) => Json(json!({ "launched": launched })).into_response(),
         Err(err) => (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("{err:#}") }))).into_response(),
+    }
+}
+
+/// The query of `POST /_sandbox/alarm`.
+#[derive(Debug, serde::Deserialize)]
+struct AlarmQuery {
+    name: String,
+    state: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /_sandbox/alarm?name=N&state=ALARM[&reason=…]`: creates the CloudWatch alarm or sets its state.
+async fn set_alarm(State(shared): State<Arc<Shared>>, Query(query): Query<AlarmQuery>) -> Response {
+    match shared.alarms.set(&query.name, &query.state, &query.reason) {
+        Ok(()) => Json(json!({ "alarm": query.name, "state": query.state })).into_response(),
+        Err(err) => (StatusCode::BAD_REQUEST, Json(json!({ "error": err.message }))).into_response(),
     }
 }
 

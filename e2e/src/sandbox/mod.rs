@@ -21,6 +21,7 @@ mod autoscaling;
 mod autoscaling_api;
 mod backend_process;
 mod call_log;
+mod cloudwatch_api;
 mod commands;
 mod config;
 mod ec2_api;
@@ -117,6 +118,8 @@ pub(crate) struct Shared {
     pub(crate) haproxy: RuntimeApi,
     haproxy_process: Mutex<Option<Child>>,
     pub(crate) commands: CommandStore,
+    /// CloudWatch's alarms (`spec.gates.cloudWatchAlarms`).
+    pub(crate) alarms: cloudwatch_api::AlarmStore,
     pub(crate) faults: Faults,
     pub(crate) calls: CallLog,
     /// Takes the AWS endpoint down for a while (`/_sandbox/outage`, [`Sandbox::refuse_connections`]).
@@ -315,6 +318,7 @@ impl Sandbox {
             haproxy: RuntimeApi::new(socket.clone()),
             haproxy_process: Mutex::new(None),
             commands: CommandStore::default(),
+            alarms: cloudwatch_api::AlarmStore::default(),
             faults: Faults::new(ids.iter().cloned()),
             calls: CallLog::default(),
             rotation: RotationRecorder::default(),
@@ -482,6 +486,15 @@ impl Sandbox {
     /// deregistration delay), then powered off for good. Returns once it is gone.
     pub async fn terminate_instance(&self, id: &str) -> anyhow::Result<()> {
         fleet::terminate(&self.shared, id).await
+    }
+
+    /// Creates the CloudWatch alarm `name` or sets its state (`OK`, `ALARM`, `INSUFFICIENT_DATA`), as its evaluation
+    /// would on AWS.
+    pub fn set_alarm(&self, name: &str, state: &str, reason: &str) -> anyhow::Result<()> {
+        self.shared
+            .alarms
+            .set(name, state, reason)
+            .map_err(|err| anyhow::anyhow!("{}: {}", err.code, err.message))
     }
 
     /// Launches a spare instance into every target group (see [`SandboxConfig::spare_instances`]); returns its ID.

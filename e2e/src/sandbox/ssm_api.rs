@@ -90,6 +90,25 @@ struct SendCommandInput {
     #[serde(default)]
     comment: String,
     timeout_seconds: Option<i64>,
+    alarm_configuration: Option<Value>,
+}
+
+/// SendCommand's `AlarmConfiguration`, checked as SSM does (1 to 10 alarms, each named). The
+/// sandbox records it and shows it in ListCommands; it does not stop commands when an alarm
+/// fires (pitstop's own `abortInFlight` cancels them, which is what the tests check).
+fn checked_alarm_configuration(config: Value) -> Result<Value, ApiError> {
+    let alarms = config["Alarms"].as_array().map(Vec::len).unwrap_or_default();
+    let named = config["Alarms"].as_array().is_some_and(|a| {
+        a.iter()
+            .all(|alarm| alarm["Name"].as_str().is_some_and(|n| !n.is_empty()))
+    });
+    if !(1..=10).contains(&alarms) || !named {
+        return Err(ApiError::client(
+            "ValidationException",
+            "AlarmConfiguration.Alarms must name 1 to 10 alarms",
+        ));
+    }
+    Ok(config)
 }
 
 fn send_command(shared: &Arc<Shared>, input: SendCommandInput) -> Result<Value, ApiError> {
@@ -173,6 +192,7 @@ fn send_command(shared: &Arc<Shared>, input: SendCommandInput) -> Result<Value, 
             "TimeoutSeconds must be positive",
         ));
     }
+    let alarm_configuration = input.alarm_configuration.map(checked_alarm_configuration).transpose()?;
     let execution_timeout = match input.parameters.get("executionTimeout").and_then(|v| v.first()) {
         Some(text) => Some(text.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
             ApiError::client(
@@ -198,6 +218,7 @@ fn send_command(shared: &Arc<Shared>, input: SendCommandInput) -> Result<Value, 
         parameters: input.parameters,
         instance_ids,
         timeout_seconds: input.timeout_seconds,
+        alarm_configuration,
         delivery_timeout,
     });
     let command_id = json["CommandId"].as_str().unwrap_or_default().to_owned();

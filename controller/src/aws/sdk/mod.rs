@@ -1,6 +1,6 @@
 //! The AWS SDK implementation of [`TargetGroups`](super::TargetGroups),
 //! [`Commands`](super::Commands), [`Instances`](super::Instances) and
-//! [`AutoScaling`](super::AutoScaling), and the [`SdkProvider`] that hands them out per region.
+//! [`AutoScaling`](super::AutoScaling), [`Alarms`](super::Alarms), and the [`SdkProvider`] that hands them out per region.
 //!
 //! Configuration comes from the SDK's usual sources (`aws_config::defaults`): the default
 //! credential chain (environment, profile, web identity / IRSA, ECS, IMDS) and the endpoint
@@ -23,6 +23,7 @@ use tokio::sync::OnceCell;
 use super::{AwsApis, AwsProvider};
 
 pub mod autoscaling_api;
+pub mod cloudwatch_api;
 pub mod ec2_api;
 pub mod elbv2;
 pub mod errors;
@@ -30,6 +31,7 @@ pub mod ssm;
 pub mod stats;
 
 pub use autoscaling_api::SdkAutoScaling;
+pub use cloudwatch_api::SdkAlarms;
 pub use ec2_api::SdkInstances;
 pub use elbv2::SdkTargetGroups;
 pub use ssm::SdkCommands;
@@ -172,6 +174,10 @@ impl SdkProvider {
             )),
             auto_scaling: Arc::new(SdkAutoScaling::new(
                 aws_sdk_autoscaling::config::Builder::from(&config),
+                &self.stats,
+            )),
+            alarms: Arc::new(SdkAlarms::new(
+                aws_sdk_cloudwatch::config::Builder::from(&config),
                 &self.stats,
             )),
         }

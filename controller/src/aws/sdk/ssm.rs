@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationError;
-use aws_sdk_ssm::types::{InstanceInformationStringFilter, PingStatus};
+use aws_sdk_ssm::types::{Alarm, AlarmConfiguration, InstanceInformationStringFilter, PingStatus};
 
 use super::errors::{error_code, from_sdk_error};
 use super::stats::ApiCallStats;
@@ -92,6 +92,24 @@ fn tail(text: &str, max: usize) -> &str {
     }
 }
 
+/// SSM's `AlarmConfiguration` of the request: SSM stops the command once one of the alarms is
+/// in `ALARM` (and refuses to start it while one is). None without alarms.
+pub fn alarm_configuration(request: &CommandRequest) -> Option<AlarmConfiguration> {
+    if request.alarms.is_empty() {
+        return None;
+    }
+    let alarms = request
+        .alarms
+        .iter()
+        .filter_map(|name| Alarm::builder().name(name).build().ok())
+        .collect();
+    AlarmConfiguration::builder()
+        .set_alarms(Some(alarms))
+        .ignore_poll_alarm_failure(request.ignore_alarm_read_failures)
+        .build()
+        .ok()
+}
+
 /// The parameters SendCommand gets: the caller's, plus `executionTimeout` for the shell-script
 /// documents when the caller did not set one.
 pub fn command_parameters(request: &CommandRequest) -> HashMap<String, Vec<String>> {
@@ -130,6 +148,7 @@ impl Commands for SdkCommands {
             .set_parameters(Some(command_parameters(request)))
             .comment(&request.comment)
             .timeout_seconds(delivery_timeout_secs(request.timeout))
+            .set_alarm_configuration(alarm_configuration(request))
             .customize()
             // SendCommand is not idempotent (it has no client token): a retry after a lost
             // answer would run the document twice. One attempt; on an answer that never came
@@ -316,6 +335,8 @@ mod tests {
                 .collect(),
             timeout: Duration::from_secs(1200),
             comment: "c".into(),
+            alarms: Vec::new(),
+            ignore_alarm_read_failures: false,
         }
     }
 

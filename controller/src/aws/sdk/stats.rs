@@ -60,13 +60,15 @@ pub enum ApiOperation {
     SuspendProcesses,
     /// Auto Scaling ResumeProcesses.
     ResumeProcesses,
+    /// CloudWatch DescribeAlarms.
+    DescribeAlarms,
     /// Any other operation.
     Other,
 }
 
 impl ApiOperation {
     /// Every operation, in a stable order (metrics keep the same label set from the start).
-    pub const ALL: [ApiOperation; 19] = [
+    pub const ALL: [ApiOperation; 20] = [
         Self::DescribeTargetHealth,
         Self::DescribeTargetGroupAttributes,
         Self::DeregisterTargets,
@@ -85,6 +87,7 @@ impl ApiOperation {
         Self::UpdateAutoScalingGroup,
         Self::SuspendProcesses,
         Self::ResumeProcesses,
+        Self::DescribeAlarms,
         Self::Other,
     ];
 
@@ -109,6 +112,7 @@ impl ApiOperation {
             Self::UpdateAutoScalingGroup => "UpdateAutoScalingGroup",
             Self::SuspendProcesses => "SuspendProcesses",
             Self::ResumeProcesses => "ResumeProcesses",
+            Self::DescribeAlarms => "DescribeAlarms",
             Self::Other => "Other",
         }
     }
@@ -134,6 +138,7 @@ impl ApiOperation {
             | Self::UpdateAutoScalingGroup
             | Self::SuspendProcesses
             | Self::ResumeProcesses => "autoscaling",
+            Self::DescribeAlarms => "cloudwatch",
             Self::Other => "other",
         }
     }
