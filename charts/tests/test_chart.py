@@ -719,6 +719,7 @@ READ_ACTIONS = {
     "ec2:DescribeInstances",
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:DescribeAutoScalingInstances",
+    "cloudwatch:DescribeAlarms",
 }
 TARGET_ACTIONS = {"elasticloadbalancing:RegisterTargets",
                   "elasticloadbalancing:DeregisterTargets"}
