@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use pitstop::api::{
-    AutoScalingMode, AutoScalingSpec, CommandSpec, FleetSelector, InstancePhase, MaintenancePlanSpec,
-    MaintenancePlanStatus, OnFailure, Preflight, Timeouts,
+    AutoScalingMode, AutoScalingSpec, CloudWatchAlarmsGate, CommandSpec, FleetSelector, Gates, InstancePhase,
+    MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, Preflight, Timeouts,
 };
 use pitstop::aws::fake::FakeAws;
 use pitstop::aws::{AwsErrorKind, CommandKind, CommandTag};
@@ -26,6 +26,8 @@ const ARNS: [&str; 3] = [
 const PORTS: [i32; 3] = [8080, 8443, 9000];
 /// The Auto Scaling group of the scenarios that have one.
 const GROUP: &str = "web-asg";
+/// The alarm of the scenarios with an alarm gate.
+const ALARM: &str = "web-5xx";
 const UID: &str = "0f6c7a52-1111-4222-8333-944455556666";
 const IDS: [&str; 5] = [
     "i-00000000000000001",
@@ -113,6 +115,11 @@ struct Scenario {
     /// How long the group's DescribeAutoScalingInstances goes on showing a member's lifecycle
     /// state from before a Standby change, in seconds.
     auto_scaling_lag: u64,
+    /// `gates.cloudWatchAlarms` with this `abortInFlight`; None: no alarm gate.
+    alarm_gate: Option<bool>,
+    /// Per round from the start, whether the gate's alarm is in ALARM (OK afterwards, so the
+    /// plan can end).
+    alarm_rounds: Vec<bool>,
 }
 
 impl Scenario {
@@ -182,6 +189,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             ],
             0u64..60,
         ),
+        (
+            prop::option::weighted(0.3, any::<bool>()),
+            prop::collection::vec(prop::bool::weighted(0.3), 0..100),
+        ),
     )
         .prop_map(
             |(
@@ -196,6 +207,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 (steps, groups, membership),
                 (selector, gone_at),
                 (auto_scaling, auto_scaling_lag),
+                (alarm_gate, alarm_rounds),
             )| Scenario {
                 instances,
                 drain_time: drain,
@@ -221,6 +233,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 selector,
                 auto_scaling,
                 auto_scaling_lag,
+                alarm_gate,
+                alarm_rounds,
             },
         )
 }
@@ -269,6 +283,14 @@ fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
         auto_scaling: AutoScalingSpec {
             mode: s.auto_scaling.unwrap_or_default(),
         },
+        gates: s.alarm_gate.map(|abort_in_flight| Gates {
+            cloud_watch_alarms: Some(CloudWatchAlarmsGate {
+                names: vec![ALARM.to_owned()],
+                abort_in_flight,
+                ignore_read_failures: false,
+            }),
+            ..Gates::default()
+        }),
         ..Default::default()
     }
 }
@@ -335,7 +357,9 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
     // 120 s, healthy 60 s twice, and the look-up grace of a lost SendCommand answer for both
     // commands), so a plan still running after it is stuck, not slow.
     let per_try = 60 + 1800 + 300 + 120 + 2 * 60 + 2 * 90 + 100 + 2 * 20 * 3;
-    let horizon = start + SignedDuration::from_secs((s.instances as u32 * s.max_attempts * per_try) as i64);
+    // An alarm holds for at most its rounds, each at most 20 s.
+    let held = s.alarm_rounds.len() as i64 * 20;
+    let horizon = start + SignedDuration::from_secs((s.instances as u32 * s.max_attempts * per_try) as i64 + held);
     for round in 0.. {
         if now > horizon {
             break;
@@ -350,6 +374,8 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
             fake.behave(|b| b.lose_next_answers = 1);
         }
         fake.set_now(now);
+        let firing = s.alarm_rounds.get(round).copied().unwrap_or(false);
+        fake.set_alarm(ALARM, if firing { "ALARM" } else { "OK" });
         let recorded = store.durable.clone();
         // An instance whose time has come is terminated, if the plan (a selector) has not
         // touched it or it is in flight (an Auto Scaling group replacing it mid-reboot, say):
