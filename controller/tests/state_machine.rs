@@ -1770,6 +1770,53 @@ fn an_alarm_while_draining_under_abort_in_flight_fails_the_instance_before_any_c
 }
 
 #[test]
+fn an_instance_stopped_by_an_alarm_before_its_maintenance_goes_back_even_with_leave_out() {
+    let spec = MaintenancePlanSpec {
+        on_failure: pitstop::api::OnFailure::LeaveOut,
+        ..alarmed(true, false)
+    };
+    let quiet = Observed {
+        alarms: Some(pitstop::gates::GateReading::Quiet),
+        ..all_healthy()
+    };
+    let d = run(&spec, None, &quiet, at(0));
+    // Not even deregistered yet (the call was throttled, say) when the alarm fires.
+    let firing = Observed {
+        alarms: Some(in_alarm()),
+        ..with_a(TargetState::Healthy)
+    };
+    let d = run(&spec, Some(&d.status), &firing, at(5));
+    let a = &d.status.instances[0];
+    assert_eq!(a.failure_reason.as_deref(), Some(reason::ABORTED_BY_ALARM));
+    assert!(
+        a.message.clone().unwrap_or_default().contains("registering it again"),
+        "{a:?}"
+    );
+    let d = run(&spec, Some(&d.status), &with_a(TargetState::Healthy), at(6));
+    assert!(
+        !d.status.instances[0].out_of_rotation,
+        "untouched, so LeaveOut does not apply: {:?}",
+        d.status.instances[0]
+    );
+    // Once its maintenance began, LeaveOut applies as to any failure.
+    let mut status = rebooting_with_quiet_alarms(&spec);
+    record_sent(&mut status, A, CommandKind::Maintenance, "cmd-1");
+    let observed = Observed {
+        alarms: Some(in_alarm()),
+        ..command(Some("cmd-1"), Some(CommandStatus::InProgress))
+    };
+    let d = run(&spec, Some(&status), &observed, at(40));
+    assert!(matches!(d.action, Some(Action::Cancel { .. })));
+    assert!(
+        d.status.instances[0]
+            .message
+            .clone()
+            .unwrap_or_default()
+            .contains("left out")
+    );
+}
+
+#[test]
 fn an_alarm_in_flight_changes_nothing_without_abort_in_flight_and_an_unreadable_one_never_aborts() {
     use pitstop::gates::GateReading;
     for (spec, reading) in [

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::api::{CommandSpec, InstancePhase, InstanceStatus, MaintenancePlanSpec, OnFailure};
+use crate::api::{CommandSpec, InstancePhase, InstanceStatus, MaintenancePlanSpec};
 use crate::aws::{CommandKind, CommandRequest, CommandStatus, CommandTag, TargetState};
 
 use super::decision::{Action, Requeue, Transition};
-use super::observed::{GroupTarget, Observed, Presence, groups_out, needs_return};
+use super::observed::{GroupTarget, Observed, Presence, goes_back_after, groups_out, needs_return};
 use super::preflight::group_name;
 use super::reason;
 use super::reboot_script::reboot_command;
@@ -144,11 +144,10 @@ pub(super) fn fail(
 ) -> Transition {
     let from = instance.phase;
     let message = if instance.out_of_rotation {
-        match spec.on_failure {
-            OnFailure::Register => {
-                format!("{message}; registering it again so the target group's health checks decide")
-            }
-            OnFailure::LeaveOut => format!("{message}; left out of the target group (onFailure: LeaveOut)"),
+        if goes_back_after(spec, instance, Some(reason)) {
+            format!("{message}; registering it again so the target group's health checks decide")
+        } else {
+            format!("{message}; left out of the target group (onFailure: LeaveOut)")
         }
     } else {
         message

@@ -162,8 +162,17 @@ pub fn groups_out(spec: &MaintenancePlanSpec, instance: &InstanceStatus) -> Vec<
 pub(crate) fn needs_return(spec: &MaintenancePlanSpec, instance: &InstanceStatus) -> bool {
     instance.phase == InstancePhase::Failed
         && instance.out_of_rotation
-        && spec.on_failure == OnFailure::Register
+        && goes_back_after(spec, instance, instance.failure_reason.as_deref())
         && instance.failure_reason.as_deref() != Some(super::reason::REGISTER_REJECTED)
+}
+
+/// Whether an instance that failed for `reason` is put back: per `onFailure`, except that an
+/// instance stopped by an alarm before its maintenance began always is. `LeaveOut` keeps out an
+/// instance whose maintenance may have left it broken; this one was never touched (and may not
+/// even have been deregistered yet).
+pub(crate) fn goes_back_after(spec: &MaintenancePlanSpec, instance: &InstanceStatus, reason: Option<&str>) -> bool {
+    spec.on_failure == OnFailure::Register
+        || (reason == Some(super::reason::ABORTED_BY_ALARM) && instance.maintenance_started_at.is_none())
 }
 
 /// True while the instance is between leaving the group and being done with.
