@@ -33,9 +33,9 @@ pub struct CloudWatchAlarmsGate {
     /// Also stop the instance that is out of rotation when one of the alarms goes into
     /// `ALARM`: its maintenance command is cancelled (CancelCommand; SSM also gets the alarms
     /// as the command's `AlarmConfiguration`, so it stops the command itself even while
-    /// pitstop is away), and the instance fails with `AbortedByAlarm` and is put back
-    /// (unless `onFailure: LeaveOut`). Defaults to false: the instance in flight is finished
-    /// and put back, and only the next one waits.
+    /// pitstop is away), and the instance fails with `AbortedByAlarm` and is put back (under
+    /// `onFailure: LeaveOut`, only if its maintenance had not begun). Defaults to false: the
+    /// instance in flight is finished and put back, and only the next one waits.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub abort_in_flight: bool,
 
