@@ -1350,6 +1350,93 @@ async fn a_manual_plan_waits_for_its_approval_then_runs() {
     .await;
 }
 
+/// `gates.cloudWatchAlarms` through the real controller on a real apiserver: a plan whose alarm
+/// is in ALARM waits (the instance says `waiting (AlarmFiring)`, one Warning Event, no AWS
+/// write) and runs once the alarm is back to OK; the apiserver refuses more than 10 alarms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_waits_while_its_cloudwatch_alarm_is_in_alarm_then_runs() {
+    kube_support::run_with(
+        "a_plan_waits_while_its_cloudwatch_alarm_is_in_alarm_then_runs",
+        kube_support::Install::ClusterWide,
+        |h: Harness| async move {
+            use serde_json::json;
+
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            fleet
+                .sandbox
+                .set_alarm("web-5xx", "ALARM", "Threshold Crossed")
+                .expect("alarm");
+            let plan = |name: &str, names: Vec<String>| {
+                json!({
+                    "apiVersion": "pitstop.dev/v1alpha1",
+                    "kind": "MaintenancePlan",
+                    "metadata": { "name": name },
+                    "spec": {
+                        "targetGroupArn": fleet.sandbox.target_group_arn(),
+                        "instances": fleet.sandbox.instance_ids(),
+                        "timeouts": { "healthySeconds": 60 },
+                        "autoScaling": { "mode": "Ignore" },
+                        "gates": { "cloudWatchAlarms": { "names": names, "abortInFlight": true } },
+                    },
+                })
+            };
+            let too_many: Vec<String> = (0..11).map(|i| format!("alarm-{i}")).collect();
+            let refused = fleet
+                .plans
+                .create(
+                    &kube::api::PostParams::default(),
+                    &serde_json::from_value(plan("too-many", too_many)).expect("plan"),
+                )
+                .await
+                .expect_err("11 alarms refused by the schema");
+            eprintln!("11 alarms: {refused}");
+            assert!(refused.to_string().contains("names"), "{refused}");
+
+            apply_json(&fleet.plans, "alarmed", plan("alarmed", vec!["web-5xx".to_owned()])).await;
+            let deadline = kube_support::Deadline::new("the plan held by its alarm", STEP_LIMIT);
+            loop {
+                let plan = fleet.plans.get("alarmed").await.expect("the plan");
+                let status = plan.status.clone().unwrap_or_default();
+                let held = status
+                    .instances
+                    .first()
+                    .and_then(|i| i.message.clone())
+                    .unwrap_or_default();
+                if held.starts_with("waiting (AlarmFiring)") {
+                    eprintln!("held: {held}");
+                    assert!(held.contains("alarm web-5xx in ALARM (Threshold Crossed)"), "{held}");
+                    break;
+                }
+                deadline.tick(&format!("{:?}", (status.phase, held))).await;
+            }
+            fleet
+                .wait_for_events("alarmed", "an AlarmFiring warning", |events| {
+                    events
+                        .iter()
+                        .any(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("AlarmFiring"))
+                })
+                .await;
+            let calls = fleet.sandbox.call_log().records();
+            assert!(
+                calls.iter().all(|c| !c.write),
+                "nothing changed on AWS while the alarm fired: {calls:#?}"
+            );
+            assert!(calls.iter().any(|c| c.operation == "DescribeAlarms"), "{calls:#?}");
+
+            let before = fleet.boots();
+            fleet.sandbox.set_alarm("web-5xx", "OK", "").expect("alarm clears");
+            fleet
+                .wait_for_plan("alarmed", "phase Succeeded", PLAN_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+            assert_eq!(reboots(&before, &fleet.boots()), [1, 1, 1]);
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
 /// The target group fields on the real apiserver: exactly one of `targetGroupArn` and
 /// `targetGroupArns` (CEL), at most 10 groups (schema), and neither can be changed nor
 /// swapped for the other once the plan exists (CEL transition rules), while a plan naming
