@@ -180,6 +180,61 @@ async fn two_plans_on_one_target_group_interleave_and_never_have_two_out() {
     .expect("test timed out");
 }
 
+/// Plans on one group, reconciled once per tick, read the group's health at most once per tick
+/// between them, plus once after each change pitstop makes to the group (a plan must see its
+/// own DeregisterTargets or RegisterTargets). Plans waiting for the group's turn read nothing;
+/// those that read in the same tick are the one whose turn it is and those that need no turn:
+/// here three dry runs of the whole group, and a fourth plan maintaining one instance.
+#[tokio::test]
+async fn plans_on_one_group_share_one_health_read_per_tick() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        let rehearsals = ["rehearsal-1", "rehearsal-2", "rehearsal-3"];
+        for name in rehearsals {
+            server.insert(with_finalizer(plan_json(name, &IDS, json!({ "dryRun": true }))));
+        }
+        server.insert(with_finalizer(plan_json("real", &IDS[..1], json!({}))));
+        let names = [rehearsals.as_slice(), &["real"]].concat();
+        let mut ticks = 0;
+        let mut most_reads = 0;
+        let mut reads_total = 0;
+        while !names.iter().all(|name| finished(&server, name)) {
+            assert!(ticks < 400, "the plans did not finish in 400 ticks");
+            let reads_before = fake.calls_of("DescribeTargetHealth");
+            let writes_before = fake.writes().iter().filter(|w| w.target_group_arn.is_some()).count();
+            for name in &names {
+                if !finished(&server, name) {
+                    server.reconcile(&ctx, name).await.expect("the round succeeds");
+                }
+            }
+            server.take_calls();
+            let reads = fake.calls_of("DescribeTargetHealth") - reads_before;
+            let writes = fake.writes().iter().filter(|w| w.target_group_arn.is_some()).count() - writes_before;
+            assert!(
+                reads <= 1 + writes as u64,
+                "tick {ticks}: {reads} DescribeTargetHealth for one group with {writes} changes to it"
+            );
+            most_reads = most_reads.max(reads);
+            reads_total += reads;
+            fake.set_now(fake.now() + POLL);
+            ticks += 1;
+        }
+        println!(
+            "{} plans, {ticks} ticks: {reads_total} DescribeTargetHealth, at most {most_reads} in one tick",
+            names.len()
+        );
+        assert!(
+            names
+                .iter()
+                .all(|name| server.status(name).is_some_and(|s| s.phase.is_finished()))
+        );
+        assert_eq!(server.status("real").map(|s| s.phase), Some(PlanPhase::Succeeded));
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// A failed instance registered again is `initial` (no traffic) until its health checks
 /// pass; its plan keeps the group until then, so the other plan's instance does not go out
 /// while it is not serving, even when that plan's gates would let it (here they are off).

@@ -12,6 +12,7 @@ pub mod fake;
 pub mod metered;
 pub mod problem;
 pub mod sdk;
+pub mod shared_reads;
 
 /// An instance target of a target group, with the port it is registered on (None: the
 /// group's default port).

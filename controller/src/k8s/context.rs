@@ -50,16 +50,20 @@ pub struct Context {
     pub stop: GlobalStop,
     /// The readers of `spec.gates` (Prometheus), with the controller-wide defaults.
     pub gates: crate::gates::GateReaders,
+    /// Target group health read once per poll tick and shared by every plan.
+    pub group_reads: crate::aws::shared_reads::SharedGroupReads,
 }
 
 impl Context {
-    /// The AWS APIs for `region`, every call counted in the metrics.
+    /// The AWS APIs for `region`, every call counted in the metrics; a target group's health
+    /// is shared with the other plans for one poll tick (and then counted once).
     pub async fn apis(&self, region: &str) -> crate::aws::AwsApis {
         let metrics = self.metrics.clone();
-        crate::aws::metered::metered(
+        let metered = crate::aws::metered::metered(
             self.aws.for_region(region).await,
             Arc::new(move |operation, outcome| metrics.aws_call(operation, outcome)),
-        )
+        );
+        self.group_reads.wrap(region, metered, self.clock.clone())
     }
 
     /// A context on the system clock, reporting events as `pitstop` from this host (the
@@ -90,6 +94,7 @@ impl Context {
             recovery: ApiserverRecovery::default(),
             stop: GlobalStop::default(),
             gates: crate::gates::GateReaders::http(None),
+            group_reads: crate::aws::shared_reads::SharedGroupReads::new(poll_interval),
         }
     }
 

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::api::validate::plan_region;
 use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::problem::{describe, reason};
+use crate::aws::shared_reads::SharedGroupReads;
 use crate::aws::{AwsErrorKind, AwsProvider};
 use crate::engine::{StepReport, step};
 use crate::machine::{PlanView, Requeue, holds_turn, in_flight, needs_turn, new_window_open};
@@ -129,6 +130,9 @@ pub async fn run_plans(
 ) -> Vec<PlanOutcome> {
     let mut turns: BTreeMap<String, Arc<GroupTurn>> = BTreeMap::new();
     let released = Arc::new(tokio::sync::watch::Sender::new(0));
+    // Plans on one group share its health reads, one per poll tick (see `aws::shared_reads`).
+    let group_reads = SharedGroupReads::new(options.poll_interval);
+    let group_reads = &group_reads;
     // A plan that stops on an AWS failure stops the whole run (the others finish the instance
     // they have out, start no other, and return as interrupted): the run ends with exit 4.
     let (stop_all, stopping) = watch::channel(*interrupt.borrow());
@@ -157,7 +161,7 @@ pub async fn run_plans(
         let aws = aws.clone();
         let stopping = stopping.clone();
         async move {
-            let outcome = drive(aws.as_ref(), &mut plan, &turn, options, observer, stopping).await;
+            let outcome = drive(aws.as_ref(), group_reads, &mut plan, &turn, options, observer, stopping).await;
             if outcome.aws_failure.is_some() {
                 stop_all.send_replace(true);
             }
@@ -181,6 +185,7 @@ pub async fn run_plans(
 
 async fn drive(
     aws: &dyn AwsProvider,
+    group_reads: &SharedGroupReads,
     plan: &mut PlanRun,
     turn: &PlanTurns,
     options: &RunOptions,
@@ -189,7 +194,7 @@ async fn drive(
 ) -> PlanOutcome {
     // Validation already passed, so a region is known; "" would only reach the SDK's own default.
     let region = plan_region(&plan.spec).unwrap_or_default().to_owned();
-    let apis = aws.for_region(&region).await;
+    let apis = group_reads.wrap(&region, aws.for_region(&region).await, Arc::new(Timestamp::now));
     let generation = plan.store.generation_for(&plan.spec);
     let mut releases = turn.releases();
     let mut errors: u32 = 0;
