@@ -11,6 +11,7 @@ pub mod cli;
 pub mod crdgen;
 pub mod engine;
 pub mod gates;
+pub mod http_client;
 pub mod k8s;
 pub mod leader;
 pub mod machine;
