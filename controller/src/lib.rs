@@ -15,6 +15,7 @@ pub mod http_client;
 pub mod k8s;
 pub mod leader;
 pub mod machine;
+pub mod notify;
 pub mod runner;
 pub mod schema_text;
 pub mod telemetry;
