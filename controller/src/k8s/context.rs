@@ -9,6 +9,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use super::backoff::ErrorBackoff;
 use super::global_stop::GlobalStop;
+use super::notify::Notifications;
 use super::recovery::ApiserverRecovery;
 use super::status_cache::StatusCache;
 use super::target_group_lock::TargetGroupLocks;
@@ -50,6 +51,8 @@ pub struct Context {
     pub stop: GlobalStop,
     /// The readers of `spec.gates` (Prometheus), with the controller-wide defaults.
     pub gates: crate::gates::GateReaders,
+    /// The webhook deliveries of `spec.notify`.
+    pub notify: Notifications,
 }
 
 impl Context {
@@ -90,6 +93,7 @@ impl Context {
             recovery: ApiserverRecovery::default(),
             stop: GlobalStop::default(),
             gates: crate::gates::GateReaders::http(None),
+            notify: Notifications::default(),
         }
     }
 
@@ -97,6 +101,13 @@ impl Context {
     #[must_use]
     pub fn with_gates(mut self, gates: crate::gates::GateReaders) -> Self {
         self.gates = gates;
+        self
+    }
+
+    /// Sends `spec.notify`'s webhooks through `notifier` (by default: over HTTP(S)).
+    #[must_use]
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notify = Notifications::new(notifier);
         self
     }
 
