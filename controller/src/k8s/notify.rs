@@ -42,7 +42,7 @@ impl Notifications {
         }
     }
 
-    /// True the first time `uid` is warned about (until [`Self::working`] forgets it).
+    /// True the first time `uid` is warned about (until [`Self::forget`]).
     fn first_warning(&self, uid: &str) -> bool {
         self.warned
             .lock()
@@ -50,7 +50,8 @@ impl Notifications {
             .insert(uid.to_owned())
     }
 
-    fn working(&self, uid: &str) {
+    /// Forgets `uid`: its Secret works now, or the plan is gone.
+    pub fn forget(&self, uid: &str) {
         self.warned.lock().unwrap_or_else(PoisonError::into_inner).remove(uid);
     }
 }
@@ -89,7 +90,7 @@ pub async fn notify_round(
     }
     let url = match read_url(ctx.client.clone(), namespace, &spec.secret_ref).await {
         Ok(url) => {
-            ctx.notify.working(uid);
+            ctx.notify.forget(uid);
             url
         }
         Err(why) => {

@@ -315,6 +315,7 @@ async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &Plan
     }
     tracing::info!("plan deleted; released");
     ctx.statuses.forget(uid);
+    ctx.notify.forget(uid);
     ctx.metrics.set_plan_phase(key, None);
     ctx.metrics.forget_plan_instances(key);
     let groups = plan.spec.target_groups_in_lock_order();

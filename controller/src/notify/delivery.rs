@@ -61,8 +61,8 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 3 attempts, 5 s each, 1 s and then about 2 s apart: an event is done with in at most
-    /// about 20 s.
+    /// 3 attempts, 5 s each, 1–2 s and then 2–4 s apart (jitter): an event is done with in
+    /// at most about 21 s.
     fn default() -> Self {
         Self {
             attempts: 3,
@@ -203,17 +203,25 @@ impl Notifier {
             metrics.notification(false);
             return;
         };
-        if let Err(error) = queue.try_send(delivery) {
-            let delivery = match error {
-                mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d) => d,
-            };
-            tracing::warn!(
-                event = delivery.notification.event_type(),
-                id = %delivery.notification.id,
-                capacity = self.inner.capacity,
-                "notification dropped: the delivery queue is full (is the webhook down?)"
-            );
-            metrics.notification(false);
+        match queue.try_send(delivery) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(delivery)) => {
+                tracing::warn!(
+                    event = delivery.notification.event_type(),
+                    id = %delivery.notification.id,
+                    capacity = self.inner.capacity,
+                    "notification dropped: the delivery queue is full (is the webhook down?)"
+                );
+                metrics.notification(false);
+            }
+            Err(mpsc::error::TrySendError::Closed(delivery)) => {
+                tracing::warn!(
+                    event = delivery.notification.event_type(),
+                    id = %delivery.notification.id,
+                    "notification dropped: the delivery task has stopped"
+                );
+                metrics.notification(false);
+            }
         }
     }
 
