@@ -3,7 +3,8 @@
 //!
 //! The receiver gets a CloudEvent for the run's start, each instance maintained or failed, and the run's end, each
 //! with its own id; a receiver that answers 500 at first gets the same event again (same id) and the plan is not
-//! held up; a receiver that is down changes nothing about the plan.
+//! held up; a receiver that is down changes nothing about the plan; a Prometheus alert (a real Prometheus server,
+//! `make prometheus`) that holds the next instance is one gate.blocked event.
 //!
 //! Build the binaries first (`cargo build --workspace --bins`; `make test` does).
 
@@ -19,6 +20,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use pitstop::api::{InstancePhase, PlanPhase};
+use pitstop_e2e::prometheus::{ALERT_NAME, TestPrometheus};
 use pitstop_e2e::sandbox::{Sandbox, SandboxConfig};
 use serde_json::Value;
 
@@ -324,6 +326,71 @@ async fn the_slack_format_sends_one_text_line_per_event() {
     assert!(
         texts[1].starts_with("pitstop default/chatty: run succeeded"),
         "{texts:?}"
+    );
+    sandbox.shutdown().await.expect("sandbox stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_starts_holding_is_one_gate_blocked_event() {
+    let _fleet = ONE_FLEET_AT_A_TIME.lock().await;
+    let limit = std::time::Duration::from_secs(120);
+    let prometheus = TestPrometheus::start()
+        .await
+        .expect("prometheus starts (`make prometheus`)");
+    prometheus.set_alarm(true);
+    prometheus.wait_firing(true, limit).await.expect("the alert fires");
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox starts (haproxy installed? `make haproxy`)");
+    let ids = sandbox.instance_ids();
+    let receiver = Receiver::start(0).await;
+    let gate = format!(
+        "  gates:\n    prometheus:\n      url: {}\n      alertNames: ['PitstopTest.*']\n      matchers: ['severity=\"page\"']\n",
+        prometheus.url()
+    );
+    let yaml = plan(&sandbox, "gated", &ids, &gate);
+    let url = receiver.url();
+    let running = start_pitstop_with(&sandbox, &yaml, None, &["--notify-url", &url]);
+
+    // The alert holds the first instance: the webhook hears it once, however long it holds.
+    let deadline = tokio::time::Instant::now() + limit;
+    while !receiver
+        .posts()
+        .iter()
+        .any(|p| p.body["type"] == "dev.pitstop.gate.blocked")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no gate.blocked event: {:?}",
+            kinds(&receiver.posts())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    prometheus.set_alarm(false);
+    prometheus.wait_firing(false, limit).await.expect("the alert clears");
+    let finished = running.finish().await;
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+
+    let posts = receiver.posts();
+    println!("{:#?}", kinds(&posts));
+    for post in &posts {
+        assert_cloud_event(post, "gated");
+    }
+    let mut expected = vec![
+        ("dev.pitstop.gate.blocked".to_owned(), Some(ids[0].clone())),
+        ("dev.pitstop.run.started".to_owned(), None),
+    ];
+    for id in &ids {
+        expected.push(("dev.pitstop.instance.maintained".to_owned(), Some(id.clone())));
+    }
+    expected.push(("dev.pitstop.run.finished".to_owned(), None));
+    assert_eq!(kinds(&posts), expected);
+    let blocked = &posts[0].body["data"];
+    assert_eq!(blocked["reason"], "AlertFiring", "{blocked}");
+    assert!(
+        blocked["message"].as_str().is_some_and(|m| m.contains(ALERT_NAME)),
+        "{blocked}"
     );
     sandbox.shutdown().await.expect("sandbox stops");
 }
