@@ -77,8 +77,8 @@ pub enum NotifyEvent {
     InstanceFailed,
     /// A run ended, succeeded or failed (`dev.pitstop.run.finished`).
     RunFinished,
-    /// A gate (a Prometheus alert, an unreadable gate) or the controller's global stop
-    /// started holding the next instance (`dev.pitstop.gate.blocked`).
+    /// A gate of `spec.gates` or the controller's global stop started holding the next
+    /// instance (`dev.pitstop.gate.blocked`; the reason says which).
     GateBlocked,
 }
 
