@@ -51,6 +51,8 @@ PLAN_RULES = [
      "verbs": ["update"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    # spec.notify: the webhook URL's Secret, by name (get only: no list, no watch).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
 ]
 POLICY_READER_RULES = [
     {"apiGroups": ["pitstop.dev"], "resources": ["maintenancepolicies"],
@@ -418,6 +420,21 @@ def test_rbac_cluster_wide_by_default(chart):
     # Plans are not reachable through a namespaced Role when watching everything.
     roles = by_kind(objects, "Role")
     assert [r["metadata"]["name"] for r in roles] == ["pitstop-leases"]
+
+
+def test_rbac_secrets_get_only_for_notifications_and_can_be_turned_off(chart):
+    for scenario, kind in (("defaults", "ClusterRole"), ("watch-namespace", "Role")):
+        objects = render(chart, SCENARIOS[scenario])
+        secret_rules = [r for obj in by_kind(objects, "Role") + by_kind(objects, "ClusterRole")
+                        for r in obj["rules"] if "secrets" in r["resources"]]
+        # Only the plan rules read Secrets, and only by name: never list or watch.
+        assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+        assert secret_rules[0] in one(objects, kind, "pitstop")["rules"]
+        off = render(chart, {**SCENARIOS[scenario], "notifications": {"readSecrets": False}})
+        assert one(off, kind, "pitstop")["rules"] == PLAN_RULES[:-1]
+        assert all("secrets" not in r["resources"]
+                   for obj in by_kind(off, "Role") + by_kind(off, "ClusterRole")
+                   for r in obj["rules"])
 
 
 def test_rbac_leases_only_in_release_namespace(chart):

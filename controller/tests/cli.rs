@@ -57,6 +57,28 @@ fn run_with_a_bad_plan_file_exits_2_with_a_clear_message() {
 }
 
 #[test]
+fn run_with_a_notify_url_that_is_no_webhook_exits_2_without_repeating_it() {
+    let dir = tempdir();
+    let path = dir.join("plan.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: pitstop.dev/v1alpha1\nkind: MaintenancePlan\nmetadata: {name: p}\nspec:\n  targetGroupArn: arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef\n  instances: [i-0123456789abcdef0]\n",
+    )
+    .expect("write plan");
+    let output = pitstop()
+        .arg("run")
+        .arg(&path)
+        .env("PITSTOP_NOTIFY_URL", "ftp://hooks.example.com/secret-token")
+        .output()
+        .expect("pitstop runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--notify-url"), "{stderr}");
+    assert!(stderr.contains("not http or https"), "{stderr}");
+    assert!(!stderr.contains("secret-token"), "the URL may carry a token: {stderr}");
+}
+
+#[test]
 fn controller_reports_an_unreachable_https_apiserver_instead_of_panicking() {
     let dir = tempdir();
     // A port nothing listens on: the connection is refused, which must be an error message.

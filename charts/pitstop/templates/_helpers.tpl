@@ -94,4 +94,11 @@ Shared by the ClusterRole (all namespaces) and the Role (watchNamespace).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.notifications.readSecrets }}
+# spec.notify: the webhook URL, from the Secret a plan names in its own namespace (pitstop
+# never reads another; RBAC cannot say so).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}

@@ -4,6 +4,7 @@
 pub mod auto_scaling;
 pub mod gates;
 pub mod maintenance_policy;
+pub mod notify;
 pub mod schedule;
 pub mod spec;
 pub mod status;
@@ -12,6 +13,7 @@ pub mod validate;
 pub use auto_scaling::{AutoScalingMode, AutoScalingSpec, InstanceAutoScaling};
 pub use gates::{CloudWatchAlarmsGate, Gates, PrometheusGate};
 pub use maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
+pub use notify::{Notify, NotifyEvent, NotifyFormat, SecretKeyRef};
 pub use spec::{
     Approval, CommandSpec, FleetSelector, MAX_INSTANCES, MaintenancePlan, MaintenancePlanSpec, OnFailure, Order,
     Preflight, Schedule, Timeouts,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auto_scaling::AutoScalingSpec;
 use super::gates::Gates;
+use super::notify::Notify;
 use super::status::MaintenancePlanStatus;
 
 /// Pattern of an ELBv2 target-group ARN, shared by the CRD schema and the in-process validation.
@@ -211,6 +212,12 @@ pub struct MaintenancePlanSpec {
     /// while they are not quiet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<Gates>,
+
+    /// A webhook told what happens to the plan (runs started and finished, instances
+    /// maintained or failed, gates that hold it), its URL read from a Secret in the plan's
+    /// namespace. Best effort: it never holds maintenance up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
 }
 
 /// Whether a run needs someone's approval before its first instance (`spec.approval`).
@@ -349,6 +356,7 @@ impl Default for MaintenancePlanSpec {
             order: Order::Listed,
             auto_scaling: AutoScalingSpec::default(),
             gates: None,
+            notify: None,
         }
     }
 }

@@ -11,10 +11,12 @@ use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
-use crate::api::{MaintenancePlan, PlanPhase};
+use crate::api::{MaintenancePlan, Notify, NotifyFormat, PlanPhase};
 use crate::aws::AwsProvider;
 use crate::aws::problem::REASON_THROTTLED;
+use crate::notify::{Delivery, Notifier, PlanRef, from_transitions, webhook_url};
 use crate::runner::{FileStore, PlanOutcome, PlanRun, RunEvent, RunObserver, RunOptions, load_plans, run_plans};
+use crate::telemetry::Metrics;
 
 /// Arguments of `pitstop run`.
 #[derive(clap::Args, Debug)]
@@ -34,7 +36,40 @@ pub struct RunArgs {
     /// The Prometheus server of plans whose `spec.gates.prometheus` names no URL.
     #[arg(long, env = "PITSTOP_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
+
+    /// A webhook that is sent every plan's events (run started, instance maintained or
+    /// failed, run finished, gate blocked), as the controller sends `spec.notify`'s. A plan's
+    /// `spec.notify.events` still chooses which. Best effort: never holds the run up; at exit,
+    /// events not delivered within a few seconds are dropped.
+    #[arg(long, env = "PITSTOP_NOTIFY_URL")]
+    pub notify_url: Option<String>,
+
+    /// The body of `--notify-url`'s events; by default the plan's `spec.notify.format`, else
+    /// `cloud-events`.
+    #[arg(long, value_enum)]
+    pub notify_format: Option<NotifyFormatArg>,
 }
+
+/// `--notify-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyFormatArg {
+    /// A CloudEvents 1.0 JSON event.
+    CloudEvents,
+    /// A Slack-compatible `{"text": "..."}`.
+    Slack,
+}
+
+impl From<NotifyFormatArg> for NotifyFormat {
+    fn from(format: NotifyFormatArg) -> Self {
+        match format {
+            NotifyFormatArg::CloudEvents => Self::CloudEvents,
+            NotifyFormatArg::Slack => Self::Slack,
+        }
+    }
+}
+
+/// How long `pitstop run` waits at exit for the events still queued for `--notify-url`.
+const NOTIFY_FLUSH: Duration = Duration::from_secs(15);
 
 /// Exit code when every plan succeeded.
 pub const EXIT_SUCCEEDED: u8 = 0;
@@ -58,6 +93,13 @@ pub async fn run(args: RunArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Result<Exi
         Ok(plans) => plans,
         Err(error) => {
             eprintln!("pitstop: {error}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let notify_url = match args.notify_url.as_deref().map(webhook_url).transpose() {
+        Ok(url) => url,
+        Err(why) => {
+            eprintln!("pitstop: --notify-url (or PITSTOP_NOTIFY_URL) cannot be used: {why}");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
@@ -114,7 +156,12 @@ pub async fn run(args: RunArgs, aws: Arc<dyn AwsProvider>) -> anyhow::Result<Exi
         gates: crate::gates::GateReaders::http(args.prometheus_url.clone()),
         ..RunOptions::default()
     };
-    let outcomes = run_plans(aws, runs, &options, &progress, interrupt).await;
+    let notifying = notify_url.map(|url| Notifying::new(&progress, url, args.notify_format.map(Into::into), &plans));
+    let observer: &dyn RunObserver = notifying.as_ref().map_or(&progress, |n| n as &dyn RunObserver);
+    let outcomes = run_plans(aws, runs, &options, observer, interrupt).await;
+    if let Some(notifying) = &notifying {
+        notifying.notifier.close(NOTIFY_FLUSH).await;
+    }
     progress.finish(&outcomes);
     print_final(&plans, &outcomes).context("printing the final status")?;
     for outcome in &outcomes {
@@ -155,6 +202,64 @@ fn print_final(plans: &[MaintenancePlan], outcomes: &[PlanOutcome]) -> anyhow::R
     }
     print!("{}", serde_saphyr::to_string_multiple(&documents)?);
     Ok(())
+}
+
+/// Sends each round's events to `--notify-url`, and passes every [`RunEvent`] on.
+struct Notifying<'a> {
+    inner: &'a dyn RunObserver,
+    notifier: Notifier,
+    url: String,
+    /// `--notify-format`, which overrides the plans' own.
+    format: Option<NotifyFormat>,
+    /// Per plan name: who it is, and its `spec.notify` (for its events and format).
+    plans: HashMap<String, (PlanRef, Option<Notify>)>,
+    /// Counts outcomes; `pitstop run` serves no metrics, so only the log lines show them.
+    metrics: Metrics,
+}
+
+impl<'a> Notifying<'a> {
+    fn new(inner: &'a dyn RunObserver, url: String, format: Option<NotifyFormat>, plans: &[MaintenancePlan]) -> Self {
+        let plans = plans
+            .iter()
+            .map(|plan| {
+                let name = plan.metadata.name.clone().unwrap_or_default();
+                let plan_ref = PlanRef {
+                    namespace: plan.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+                    name: name.clone(),
+                };
+                (name, (plan_ref, plan.spec.notify.clone()))
+            })
+            .collect();
+        Self {
+            inner,
+            notifier: Notifier::http(),
+            url,
+            format,
+            plans,
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+impl RunObserver for Notifying<'_> {
+    fn event(&self, event: RunEvent<'_>) {
+        if let RunEvent::Step { plan, report, at } = &event
+            && let Some((plan_ref, spec)) = self.plans.get(*plan)
+        {
+            let format = self.format.or(spec.as_ref().map(|s| s.format)).unwrap_or_default();
+            for notification in from_transitions(plan_ref, &report.transitions, &report.status, *at) {
+                if spec.as_ref().is_none_or(|s| s.wants(notification.kind)) {
+                    let delivery = Delivery {
+                        url: self.url.clone(),
+                        format,
+                        notification,
+                    };
+                    self.notifier.send(delivery, &self.metrics);
+                }
+            }
+        }
+        self.inner.event(event);
+    }
 }
 
 /// Progress bars on a terminal, plain lines elsewhere (CI logs, pipes).

@@ -7,12 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::alerts::{Alert, AlertState};
+use crate::http_client::error_chain;
 
 /// How long one read of the alerts may take before it counts as failed.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,7 +33,7 @@ pub struct HttpAlertSource {
     client: Arc<std::sync::OnceLock<HttpsClient>>,
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpsClient = crate::http_client::HttpsClient<Empty<Bytes>>;
 
 impl HttpAlertSource {
     /// A reader for any number of servers, trusting the system's root certificates (none, if
@@ -48,28 +46,8 @@ impl HttpAlertSource {
     }
 
     fn client(&self) -> &HttpsClient {
-        self.client.get_or_init(build_client)
+        self.client.get_or_init(crate::http_client::build)
     }
-}
-
-/// The client: the system's roots (none if they cannot be read), ring as the TLS provider.
-fn build_client() -> HttpsClient {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(Arc::clone(&provider))
-    {
-        Ok(builder) => builder,
-        Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(without_roots(provider)),
-    };
-    Client::builder(TokioExecutor::new()).build(builder.https_or_http().enable_http1().build())
-}
-
-/// A TLS configuration that trusts no server: HTTPS fails with an unknown-issuer error.
-fn without_roots(provider: Arc<rustls::crypto::CryptoProvider>) -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports rustls' default protocol versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth()
 }
 
 impl Default for HttpAlertSource {
@@ -108,18 +86,6 @@ impl AlertSource for HttpAlertSource {
             .await
             .map_err(|_| format!("GET {url} did not answer within {}s", READ_TIMEOUT.as_secs()))?
     }
-}
-
-/// The error and its causes, `: `-joined (hyper's own message alone says little).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[derive(Deserialize)]

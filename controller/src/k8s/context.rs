@@ -9,6 +9,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use super::backoff::ErrorBackoff;
 use super::global_stop::GlobalStop;
+use super::notify::Notifications;
 use super::recovery::ApiserverRecovery;
 use super::status_cache::StatusCache;
 use super::target_group_lock::TargetGroupLocks;
@@ -52,6 +53,8 @@ pub struct Context {
     pub gates: crate::gates::GateReaders,
     /// Target group health read once per poll tick and shared by every plan.
     pub group_reads: crate::aws::shared_reads::SharedGroupReads,
+    /// The webhook deliveries of `spec.notify`.
+    pub notify: Notifications,
 }
 
 impl Context {
@@ -95,6 +98,7 @@ impl Context {
             stop: GlobalStop::default(),
             gates: crate::gates::GateReaders::http(None),
             group_reads: crate::aws::shared_reads::SharedGroupReads::new(poll_interval),
+            notify: Notifications::default(),
         }
     }
 
@@ -102,6 +106,13 @@ impl Context {
     #[must_use]
     pub fn with_gates(mut self, gates: crate::gates::GateReaders) -> Self {
         self.gates = gates;
+        self
+    }
+
+    /// Sends `spec.notify`'s webhooks through `notifier` (by default: over HTTP(S)).
+    #[must_use]
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notify = Notifications::new(notifier);
         self
     }
 

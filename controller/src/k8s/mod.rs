@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod finalizer;
 pub mod global_stop;
+pub mod notify;
 pub mod policy;
 mod policy_tags;
 pub mod reconcile;

@@ -22,6 +22,7 @@ use super::context::Context;
 use super::error::Error;
 use super::events::{PlanEvents, REASON_TOOK_OVER, REASON_WAITING};
 use super::finalizer::{FINALIZER, clean_up};
+use super::notify::notify_round;
 use super::policy::requeue_action;
 use super::round_inputs::{with_approval, with_hold};
 use super::status_store::KubeStatusStore;
@@ -131,6 +132,7 @@ async fn apply(
             now,
         );
         events.transitions(&decision.transitions, &decision.status).await;
+        notify_round(ctx, plan, &decision.transitions, &decision.status, events, now).await;
         return Ok(requeue_action(decision.requeue, ctx.poll_interval));
     }
 
@@ -214,6 +216,7 @@ async fn apply(
             // happened, so they still get their events and metrics.
             record(ctx, key, recorded.as_ref(), &status, &transitions, now);
             events.transitions(&transitions, &status).await;
+            notify_round(ctx, plan, &transitions, &status, events, now).await;
             show_failure(&mut store, events, failed_round(Some(&status), &error)).await;
             return Err(engine::StepError::Act {
                 error,
@@ -253,6 +256,9 @@ async fn apply(
     }
     record(ctx, key, recorded.as_ref(), &report.status, &report.transitions, now);
     events.transitions(&report.transitions, &report.status).await;
+    // Only after the round's status is recorded: a round retried after a conflict made no
+    // transition that was recorded, and so sends nothing twice.
+    notify_round(ctx, plan, &report.transitions, &report.status, events, now).await;
     if let Some(message) = waiting_event {
         events.plan(EventType::Normal, REASON_WAITING, &message).await;
     }
@@ -309,6 +315,7 @@ async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &Plan
     }
     tracing::info!("plan deleted; released");
     ctx.statuses.forget(uid);
+    ctx.notify.forget(uid);
     ctx.metrics.set_plan_phase(key, None);
     ctx.metrics.forget_plan_instances(key);
     let groups = plan.spec.target_groups_in_lock_order();

@@ -173,7 +173,8 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
     if let Some(transition) = transition {
         tracing::warn!(reason = NOT_ALLOWED, "{}", refusal.message);
         ctx.metrics.observe_transition(&transition, None);
-        events.transitions(&[transition], &status).await;
+        events.transitions(std::slice::from_ref(&transition), &status).await;
+        super::notify::notify_round(ctx, plan, &[transition], &status, events, now).await;
     }
     Ok(Some(wait))
 }

@@ -63,6 +63,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
     plan: String,
     instance: String,
@@ -93,6 +98,7 @@ struct Inner {
     reconciles: Counter,
     reconcile_errors: Family<KindLabels, Counter>,
     leader: Gauge,
+    notifications: Family<OutcomeLabels, Counter>,
     out_of_rotation: Family<InstanceLabels, SecondsGauge>,
     out_of_rotation_since: Family<InstanceLabels, SecondsGauge>,
     out_of_rotation_stretches: Histogram,
@@ -167,6 +173,19 @@ impl Metrics {
             leader.clone(),
         );
 
+        let notifications = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Webhook notifications (spec.notify), by outcome: delivered, or dropped after their attempts or on a full queue",
+            notifications.clone(),
+        );
+        // Both series from the start, so a rate over them is defined before the first event.
+        for outcome in ["delivered", "dropped"] {
+            let _ = notifications.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
+
         let out_of_rotation = Family::<InstanceLabels, SecondsGauge>::default();
         registry.register_with_unit(
             "instance_out_of_rotation",
@@ -203,6 +222,7 @@ impl Metrics {
                 reconciles,
                 reconcile_errors,
                 leader,
+                notifications,
                 out_of_rotation,
                 out_of_rotation_since,
                 out_of_rotation_stretches,
@@ -350,6 +370,17 @@ impl Metrics {
     /// Records that a reconcile ran (whatever its outcome).
     pub fn reconciled(&self) {
         self.inner.reconciles.inc();
+    }
+
+    /// Records the end of one notification: delivered to its webhook, or dropped.
+    pub fn notification(&self, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "dropped" };
+        self.inner
+            .notifications
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Records a failed reconcile of category `kind` (e.g. `ErrorKind::as_str()`).

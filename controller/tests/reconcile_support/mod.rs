@@ -55,6 +55,8 @@ pub enum Call {
     Watch,
     /// A GET of one plan (the target group lock looking up a lease's holder).
     GetPlan(String),
+    /// A GET of one Secret (`spec.notify`'s webhook URL).
+    GetSecret { namespace: String, name: String },
 }
 
 /// A request about a target group Lease, logged apart from [`Call`]: most scenarios care
@@ -94,6 +96,8 @@ struct State {
     objects: BTreeMap<String, Value>,
     calls: Vec<Call>,
     leases: BTreeMap<String, Value>,
+    /// Secrets by (namespace, name).
+    secrets: BTreeMap<(String, String), Value>,
     lease_calls: Vec<LeaseCall>,
     /// Events created, by name, so a recorder's patch of one is logged as it.
     events: BTreeMap<String, Call>,
@@ -203,6 +207,29 @@ impl ApiServer {
         state.next_version += 1;
         lease["metadata"]["resourceVersion"] = json!(state.next_version.to_string());
         state.leases.insert(name, lease);
+    }
+
+    /// Stores a Secret with `data` (plain text; k8s-openapi encodes it as the apiserver sends it).
+    pub fn insert_secret(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        let mut secret = Secret {
+            data: Some(
+                data.iter()
+                    .map(|(key, value)| ((*key).to_owned(), ByteString(value.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        secret.metadata.name = Some(name.to_owned());
+        secret.metadata.namespace = Some(namespace.to_owned());
+        secret.metadata.resource_version = Some("1".to_owned());
+        let mut secret = serde_json::to_value(&secret).expect("serializable");
+        secret["apiVersion"] = json!("v1");
+        secret["kind"] = json!("Secret");
+        self.lock()
+            .secrets
+            .insert((namespace.to_owned(), name.to_owned()), secret);
     }
 
     /// Removes a plan outright, as the apiserver does once its finalizers are gone (or a
@@ -376,6 +403,19 @@ async fn serve(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body
                 "items": items,
             }))
             .expect("serializable"))
+        } else if parts.method == Method::GET
+            && let Some(rest) = path.strip_prefix("/api/v1/namespaces/")
+            && let Some((namespace, name)) = rest.split_once("/secrets/")
+        {
+            let key = (namespace.to_owned(), name.to_owned());
+            state.calls.push(Call::GetSecret {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+            });
+            match state.secrets.get(&key) {
+                Some(secret) => ok(serde_json::to_vec(secret).expect("serializable")),
+                None => failure(StatusCode::NOT_FOUND, "not found"),
+            }
         } else if let Some(rest) = path.strip_prefix(LEASES_PATH) {
             lease_request(state, &parts.method, rest.trim_start_matches('/'), &body)
         } else if parts.method == Method::GET

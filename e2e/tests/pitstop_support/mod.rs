@@ -54,6 +54,11 @@ pub struct Running {
 
 /// Starts `pitstop run` on `yaml` against `sandbox`, with `state_file` (None: a fresh one).
 pub fn start_pitstop(sandbox: &Sandbox, yaml: &str, state_file: Option<&Path>) -> Running {
+    start_pitstop_with(sandbox, yaml, state_file, &[])
+}
+
+/// [`start_pitstop`] with more command-line arguments (e.g. `--notify-url URL`).
+pub fn start_pitstop_with(sandbox: &Sandbox, yaml: &str, state_file: Option<&Path>, args: &[&str]) -> Running {
     let binary = default_pitstop_binary();
     assert!(
         binary.is_file(),
@@ -65,6 +70,7 @@ pub fn start_pitstop(sandbox: &Sandbox, yaml: &str, state_file: Option<&Path>) -
     let state_file = state_file.map_or_else(|| dir.path().join("state.json"), Path::to_path_buf);
     std::fs::write(&plan_file, yaml).expect("write the plan file");
     let mut child = pitstop_run_command(&binary, &plan_file, &state_file, POLL_INTERVAL, sandbox)
+        .args(args)
         .spawn()
         .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
     let stdout = read_to_end(child.stdout.take().expect("stdout piped"));
