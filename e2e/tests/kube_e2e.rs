@@ -1437,6 +1437,93 @@ async fn a_plan_waits_while_its_cloudwatch_alarm_is_in_alarm_then_runs() {
     .await;
 }
 
+/// `spec.notify` through the real controller, under the chart's namespaced RBAC: the webhook URL
+/// comes from a Secret in the plan's namespace, and a receiver on 127.0.0.1 gets the run's
+/// CloudEvents (started, each instance maintained, finished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_in_the_plans_secret_gets_the_runs_events() {
+    kube_support::run_with(
+        "the_webhook_in_the_plans_secret_gets_the_runs_events",
+        kube_support::Install::Namespaced,
+        |h: Harness| async move {
+            use k8s_openapi::api::core::v1::Secret;
+            use kube::api::Api;
+            use serde_json::json;
+
+            let received: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = std::sync::Arc::default();
+            let inbox = received.clone();
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |body: axum::Json<serde_json::Value>| async move {
+                    inbox.lock().expect("inbox").push(body.0);
+                    axum::http::StatusCode::NO_CONTENT
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+            let receiver = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+
+            let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &h.namespace);
+            apply_json(
+                &secrets,
+                "webhook",
+                json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "webhook" }, "stringData": { "url": url } }),
+            )
+            .await;
+            let mut fleet = Fleet::start(&h, &["controller"], |_| Vec::new()).await;
+            let plan = json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "metadata": { "name": "notified" },
+                "spec": {
+                    "targetGroupArn": fleet.sandbox.target_group_arn(),
+                    "instances": fleet.sandbox.instance_ids(),
+                    "timeouts": { "healthySeconds": 60 },
+                    "autoScaling": { "mode": "Ignore" },
+                    "notify": { "secretRef": { "name": "webhook" } },
+                },
+            });
+            apply_json(&fleet.plans, "notified", plan).await;
+            fleet
+                .wait_for_plan("notified", "phase Succeeded", PLAN_LIMIT, |p| {
+                    phase(p) == Some(PlanPhase::Succeeded)
+                })
+                .await;
+            let deadline = kube_support::Deadline::new("the run.finished event", STEP_LIMIT);
+            let events = loop {
+                let events = received.lock().expect("inbox").clone();
+                if events.iter().any(|e| e["type"] == "dev.pitstop.run.finished") {
+                    break events;
+                }
+                deadline.tick(&format!("{events:#?}")).await;
+            };
+            let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+            eprintln!("received: {types:?}");
+            assert_eq!(
+                types,
+                [
+                    "dev.pitstop.run.started",
+                    "dev.pitstop.instance.maintained",
+                    "dev.pitstop.instance.maintained",
+                    "dev.pitstop.instance.maintained",
+                    "dev.pitstop.run.finished"
+                ]
+            );
+            let ids: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+            assert_eq!(ids.len(), events.len(), "each event its own id");
+            assert!(
+                events
+                    .iter()
+                    .all(|e| e["specversion"] == "1.0" && e["source"].as_str().is_some_and(|s| s.contains("notified"))),
+                "{events:#?}"
+            );
+            receiver.abort();
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
 /// The target group fields on the real apiserver: exactly one of `targetGroupArn` and
 /// `targetGroupArns` (CEL), at most 10 groups (schema), and neither can be changed nor
 /// swapped for the other once the plan exists (CEL transition rules), while a plan naming

@@ -66,14 +66,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
             config.poll_interval = args.poll_interval;
             let result = experiment::run(&config).await?;
             if *mode == RunMode::Pitstop {
+                // The fleet has one target group; a tick is one poll interval of the process's life.
+                let ticks = result.process_time.as_secs_f64() / args.poll_interval.as_secs_f64().max(f64::EPSILON);
+                let health_reads = result
+                    .aws_calls_by_operation
+                    .get("DescribeTargetHealth")
+                    .copied()
+                    .unwrap_or_default();
                 breakdowns.push(format!(
-                    "{instances} instances: {}",
+                    "{instances} instances: {}; DescribeTargetHealth per target group per tick: {:.2} ({health_reads} in {ticks:.0} ticks)",
                     result
                         .aws_calls_by_operation
                         .iter()
                         .map(|(operation, calls)| format!("{operation} {:.1}", *calls as f64 / instances.max(1) as f64))
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    health_reads as f64 / ticks.max(1.0),
                 ));
             }
             write_json(&result.report, &out.join("report.json"))?;
