@@ -9,6 +9,8 @@
 //! - a scheduled plan runs in two windows; an instance replaced between them is not in the
 //!   second run, and its replacement is maintained there.
 
+mod pitstop_support;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,13 +33,6 @@ fn selected_plan(name: &str, arn: &str, extra: &str) -> String {
     )
 }
 
-/// The plan's status in `pitstop run`'s state file, if written yet.
-fn read_status(state_file: &Path, name: &str) -> Option<MaintenancePlanStatus> {
-    let text = std::fs::read_to_string(state_file).ok()?;
-    let state: serde_json::Value = serde_json::from_str(&text).ok()?;
-    serde_json::from_value(state.get("plans")?.get(name)?.get("status")?.clone()).ok()
-}
-
 /// Waits until the plan's recorded status satisfies `done`; panics with the last status after [`LIMIT`].
 async fn wait_for_status(
     state_file: &Path,
@@ -45,18 +40,7 @@ async fn wait_for_status(
     what: &str,
     done: impl Fn(&MaintenancePlanStatus) -> bool,
 ) -> MaintenancePlanStatus {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let status = read_status(state_file, name);
-        if let Some(status) = status.as_ref().filter(|s| done(s)) {
-            return status.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not reached; last status {status:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pitstop_support::wait_for_saved_status(state_file, name, what, LIMIT, done).await
 }
 
 fn phase_of(status: &MaintenancePlanStatus, id: &str) -> Option<InstancePhase> {
@@ -135,7 +119,7 @@ async fn an_instance_terminated_mid_run_is_skipped_with_a_reason_and_the_plan_su
     println!("{progress}");
     println!("terminated mid-run, through the frontend: {:?}", load.totals);
     assert_eq!(exit.code(), Some(0), "pitstop run failed:\n{progress}\n{final_yaml}");
-    let status = read_status(&state_path, "fleet").expect("final status");
+    let status = pitstop_support::read_saved_status(&state_path, "fleet").expect("final status");
     assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
     let gone = status
         .instances
@@ -222,7 +206,7 @@ async fn an_instance_terminated_mid_reboot_is_skipped_once_ec2_says_so_and_the_p
     println!("{progress}");
     println!("terminated mid-reboot, through the frontend: {:?}", load.totals);
     assert_eq!(exit.code(), Some(0), "pitstop run failed:\n{progress}\n{final_yaml}");
-    let status = read_status(&state_path, "fleet").expect("final status");
+    let status = pitstop_support::read_saved_status(&state_path, "fleet").expect("final status");
     assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
     let gone = &status.instances[0];
     assert_eq!(
@@ -283,7 +267,7 @@ async fn a_scheduled_selected_plan_maintains_the_replacement_in_its_next_window_
     // a later window, it starts that window's run (as a cron job or CI schedule would).
     let first_exit = run_to_end(&plan_path, &state_path, &sandbox).await;
     assert_eq!(first_exit, Some(0));
-    let first = read_status(&state_path, "weekly").expect("status after the first run");
+    let first = pitstop_support::read_saved_status(&state_path, "weekly").expect("status after the first run");
     assert_eq!(first.phase, PlanPhase::Succeeded, "{first:#?}");
     assert!(first.runs.is_empty(), "one run so far: {first:#?}");
     assert_eq!(first.selection.as_ref().map(|s| s.instances.clone()), Some(ids.clone()));
@@ -305,7 +289,7 @@ async fn a_scheduled_selected_plan_maintains_the_replacement_in_its_next_window_
     }
     let second_exit = run_to_end(&plan_path, &state_path, &sandbox).await;
     assert_eq!(second_exit, Some(0));
-    let second_run = read_status(&state_path, "weekly").expect("status after the second run");
+    let second_run = pitstop_support::read_saved_status(&state_path, "weekly").expect("status after the second run");
     let selection = second_run.selection.clone().expect("selection");
     assert!(
         selection.resolved_at.is_some_and(|t| t > replaced_at),
@@ -350,7 +334,7 @@ async fn a_tag_selector_maintains_the_running_tagged_instances_through_describe_
     let boots_before = sandbox.boot_counts();
     let exit = run_to_end(&plan_path, &state_path, &sandbox).await;
     assert_eq!(exit, Some(0));
-    let status = read_status(&state_path, "tagged").expect("status");
+    let status = pitstop_support::read_saved_status(&state_path, "tagged").expect("status");
     assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
     let selection = status.selection.clone().expect("selection");
     assert_eq!(selection.instances, ids, "the running tagged instances, not the spare");
@@ -400,7 +384,7 @@ async fn by_zone_the_real_pitstop_run_finishes_one_zone_before_it_starts_the_nex
     std::fs::write(&plan_path, yaml).expect("plan");
     let exit = run_to_end(&plan_path, &state_path, &sandbox).await;
     assert_eq!(exit, Some(0));
-    let status = read_status(&state_path, "zoned").expect("status");
+    let status = pitstop_support::read_saved_status(&state_path, "zoned").expect("status");
     assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
     let order: Vec<String> = status.instances.iter().map(|i| i.instance_id.clone()).collect();
     assert_eq!(order, [&ids[0], &ids[3], &ids[1], &ids[2]].map(String::clone));
@@ -489,7 +473,7 @@ async fn an_auto_scaling_group_selector_maintains_the_groups_in_service_instance
         totals.push(load.stop().await.totals);
     }
     assert_eq!(exit, Some(0));
-    let status = read_status(&state_path, "asg").expect("status");
+    let status = pitstop_support::read_saved_status(&state_path, "asg").expect("status");
     assert_eq!(status.phase, PlanPhase::Succeeded, "{status:#?}");
     let selection = status.selection.clone().expect("selection");
     assert_eq!(

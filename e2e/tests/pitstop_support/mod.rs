@@ -92,7 +92,50 @@ pub fn read_saved_status(path: &Path, name: &str) -> Option<MaintenancePlanStatu
     serde_json::from_value(status).ok()
 }
 
+/// Waits until plan `name`'s status in the state file at `path` satisfies `done`, and returns it; panics with the
+/// last status seen after `limit` (a safety net against a hang, not a timing assertion).
+pub async fn wait_for_saved_status(
+    path: &Path,
+    name: &str,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&MaintenancePlanStatus) -> bool,
+) -> MaintenancePlanStatus {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let status = read_saved_status(path, name);
+        if let Some(status) = status.as_ref().filter(|s| done(s)) {
+            return status.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not reached; last status {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the first instance held at a gate says (`waiting (AlertFiring): …`), if one waits there for `reason`.
+pub fn held_at_gate(status: &MaintenancePlanStatus, reason: &str) -> Option<String> {
+    let prefix = format!("waiting ({reason})");
+    status
+        .instances
+        .iter()
+        .filter(|i| i.phase == InstancePhase::Pending)
+        .find_map(|i| i.message.clone().filter(|m| m.starts_with(&prefix)))
+}
+
 impl Running {
+    /// Waits (at most [`RUN_LIMIT`]) until plan `name`'s saved status satisfies `done`, and returns it.
+    pub async fn wait_for_status(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&MaintenancePlanStatus) -> bool,
+    ) -> MaintenancePlanStatus {
+        wait_for_saved_status(&self.state_file, name, what, RUN_LIMIT, done).await
+    }
+
     /// The state file pitstop writes.
     pub fn state_file(&self) -> &Path {
         &self.state_file
