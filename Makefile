@@ -73,11 +73,11 @@ bench: haproxy ## pitstop vs naive at 3 instances/200 req/s and 10 instances/100
 	$(CARGO) build --quiet --workspace --bins
 	./target/debug/pitstop-bench --out $(WORK)/bench $(BENCH_ARGS)
 
-chaos: haproxy ## kill -9, lost answers and throttling, repeated under load (~21 min; CHAOS_ARGS="--per-scenario 30s")
+chaos: haproxy ## kill -9, lost answers and throttling, repeated under load (~45 min; CHAOS_ARGS="--per-scenario 30s")
 	$(CARGO) build --quiet --workspace --bins
 	./target/debug/pitstop-chaos --out $(WORK)/chaos $(CHAOS_ARGS)
 	@# The throttling stress runs, too long for `make test`: half of all AWS calls throttled while the first
-	@# instance is out (~80 s) and for a whole 3-instance run (~13 min), and throttled calls retried (~100 s).
+	@# instance is out (~6 min) and for a whole 3-instance run (~13 min), and throttled calls retried (~6 min).
 	$(CARGO) test --quiet -p pitstop-e2e --test reliability --test zero_downtime -- --ignored --test-threads=1 2>&1 | grep -E '^test |test result|panicked'
 	@# With a cluster (KUBECONFIG, or KUBE_APISERVER + ETCD) the same for `pitstop controller`; without, SKIPPED lines.
 	$(CARGO) test --quiet -p pitstop-e2e --test kube_reliability -- --nocapture --test-threads=1 2>&1 | grep -E '^[|] |SKIPPED|test result|panicked'

@@ -240,7 +240,7 @@ async fn first_instance_out_and_back(sandbox: &Sandbox) {
 /// before it throttled. The whole run throttled takes about 13 minutes here, because the SDK's adaptive rate
 /// limiter falls to its floor: that one is for `make chaos`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a throttling stress run (about 80 s): run by `make chaos`"]
+#[ignore = "a throttling stress run (about 6 minutes): run by `make chaos`"]
 async fn half_of_all_aws_calls_throttled_while_the_first_instance_is_out_changes_nothing() {
     half_of_all_calls_throttled(false).await;
 }

@@ -145,7 +145,7 @@ async fn an_instance_unhealthy_after_boot_fails_on_the_health_timeout_and_stays_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a throttling stress run (about 100 s): run by `make chaos`"]
+#[ignore = "a throttling stress run (about 6 minutes): run by `make chaos`"]
 async fn throttled_aws_calls_are_retried_and_the_plan_still_succeeds() {
     let _fleet = ONE_FLEET_AT_A_TIME.lock().await;
     let out = tempfile::tempdir().expect("temp dir");
