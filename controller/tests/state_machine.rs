@@ -139,7 +139,12 @@ fn command(id: Option<&str>, status: Option<CommandStatus>) -> Observed {
 
 /// Drives instance A from Pending to the start of Rebooting, returning the status.
 fn draining_then_unused(spec: &MaintenancePlanSpec) -> MaintenancePlanStatus {
-    let d = run(spec, None, &all_healthy(), at(0));
+    draining_then_unused_from(spec, &all_healthy())
+}
+
+/// [`draining_then_unused`], with what the first round (the start) observes.
+fn draining_then_unused_from(spec: &MaintenancePlanSpec, start: &Observed) -> MaintenancePlanStatus {
+    let d = run(spec, None, start, at(0));
     let d = run(spec, Some(&d.status), &with_a(TargetState::Unused), at(10));
     assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting);
     d.status
@@ -1605,10 +1610,7 @@ fn rebooting_with_quiet_alarms(spec: &MaintenancePlanSpec) -> MaintenancePlanSta
         alarms: Some(pitstop::gates::GateReading::Quiet),
         ..all_healthy()
     };
-    let d = run(spec, None, &quiet, at(0));
-    let d = run(spec, Some(&d.status), &with_a(TargetState::Unused), at(10));
-    assert_eq!(d.status.instances[0].phase, InstancePhase::Rebooting);
-    d.status
+    draining_then_unused_from(spec, &quiet)
 }
 
 fn in_alarm() -> pitstop::gates::GateReading {

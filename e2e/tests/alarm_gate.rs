@@ -9,20 +9,20 @@ use std::time::Duration;
 
 use pitstop::api::{InstancePhase, PlanPhase};
 use pitstop_e2e::sandbox::{Sandbox, SandboxConfig};
-use pitstop_support::{held_at_gate, start_pitstop};
+use pitstop_support::{effective_writes, held_at_gate, start_pitstop};
 
 const ALARM: &str = "web-5xx";
 
 /// One fleet at a time: two sandboxes under a 2-core machine would measure the machine.
 static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn effective(sandbox: &Sandbox, operation: &str) -> usize {
+/// A sandbox fleet whose CloudWatch has [`ALARM`], in `OK`.
+async fn fleet_with_quiet_alarm() -> Sandbox {
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox starts (haproxy installed? `make haproxy`)");
+    sandbox.set_alarm(ALARM, "OK", "").expect("alarm");
     sandbox
-        .call_log()
-        .records()
-        .iter()
-        .filter(|c| c.operation == operation && c.is_effective_write())
-        .count()
 }
 
 /// A plan of every sandbox instance, gated by [`ALARM`]; `extra` is more YAML under `spec:`.
@@ -38,10 +38,7 @@ fn plan(sandbox: &Sandbox, abort_in_flight: bool, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_fired_mid_plan_stops_new_instances_and_the_plan_resumes_when_it_clears() {
     let _one = ONE_FLEET_AT_A_TIME.lock().await;
-    let sandbox = Sandbox::start(SandboxConfig::default())
-        .await
-        .expect("sandbox starts (haproxy installed? `make haproxy`)");
-    sandbox.set_alarm(ALARM, "OK", "").expect("alarm");
+    let sandbox = fleet_with_quiet_alarm().await;
     let ids = sandbox.instance_ids();
     let boots_before = sandbox.boot_counts();
     let run = start_pitstop(&sandbox, &plan(&sandbox, false, ""), None);
@@ -67,10 +64,10 @@ async fn an_alarm_fired_mid_plan_stops_new_instances_and_the_plan_resumes_when_i
     );
     assert_eq!(held.instances[0].phase, InstancePhase::Registered, "{held:#?}");
     assert!(held.instances.iter().all(|i| !i.out_of_rotation), "{held:#?}");
-    let out_before = effective(&sandbox, "DeregisterTargets");
+    let out_before = effective_writes(&sandbox, "DeregisterTargets");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        effective(&sandbox, "DeregisterTargets"),
+        effective_writes(&sandbox, "DeregisterTargets"),
         out_before,
         "nothing went out while the alarm fired"
     );
@@ -94,8 +91,8 @@ async fn an_alarm_fired_mid_plan_stops_new_instances_and_the_plan_resumes_when_i
     for id in &ids {
         assert_eq!(boots_after[id], boots_before[id] + 1, "{id} rebooted once");
     }
-    assert_eq!(effective(&sandbox, "DeregisterTargets"), ids.len());
-    assert_eq!(effective(&sandbox, "CancelCommand"), 0, "nothing was stopped");
+    assert_eq!(effective_writes(&sandbox, "DeregisterTargets"), ids.len());
+    assert_eq!(effective_writes(&sandbox, "CancelCommand"), 0, "nothing was stopped");
     let reads = sandbox
         .call_log()
         .records()
@@ -112,10 +109,7 @@ async fn an_alarm_fired_mid_plan_stops_new_instances_and_the_plan_resumes_when_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_abort_in_flight_an_alarm_cancels_the_running_command_and_puts_the_instance_back() {
     let _one = ONE_FLEET_AT_A_TIME.lock().await;
-    let sandbox = Sandbox::start(SandboxConfig::default())
-        .await
-        .expect("sandbox starts (haproxy installed? `make haproxy`)");
-    sandbox.set_alarm(ALARM, "OK", "").expect("alarm");
+    let sandbox = fleet_with_quiet_alarm().await;
     let ids = sandbox.instance_ids();
     // A maintenance that runs long enough to be stopped.
     let maintenance =
@@ -149,9 +143,17 @@ async fn with_abort_in_flight_an_alarm_cancels_the_running_command_and_puts_the_
         status.instances[1..].iter().all(|i| i.phase == InstancePhase::Pending),
         "nothing else started: {status:#?}"
     );
-    assert_eq!(effective(&sandbox, "CancelCommand"), 1, "the command was stopped");
-    assert_eq!(effective(&sandbox, "DeregisterTargets"), 1);
-    assert_eq!(effective(&sandbox, "RegisterTargets"), 1, "and the instance put back");
+    assert_eq!(
+        effective_writes(&sandbox, "CancelCommand"),
+        1,
+        "the command was stopped"
+    );
+    assert_eq!(effective_writes(&sandbox, "DeregisterTargets"), 1);
+    assert_eq!(
+        effective_writes(&sandbox, "RegisterTargets"),
+        1,
+        "and the instance put back"
+    );
     let rotation = sandbox.rotation_states().await.expect("haproxy state");
     assert!(
         rotation.values().all(|r| r.in_rotation()),

@@ -9,19 +9,10 @@ use std::time::Duration;
 use pitstop::api::{InstancePhase, PlanPhase};
 use pitstop_e2e::prometheus::{ALERT_NAME, TestPrometheus};
 use pitstop_e2e::sandbox::{Sandbox, SandboxConfig};
-use pitstop_support::{held_at_gate, start_pitstop};
+use pitstop_support::{effective_writes, held_at_gate, start_pitstop};
 
 /// Upper bound on the waits for Prometheus; only keeps a broken run from hanging.
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn deregistrations(sandbox: &Sandbox) -> usize {
-    sandbox
-        .call_log()
-        .records()
-        .iter()
-        .filter(|c| c.operation == "DeregisterTargets" && c.is_effective_write())
-        .count()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_firing_alert_holds_the_next_instance_and_the_plan_goes_on_when_it_clears() {
@@ -66,10 +57,10 @@ async fn a_firing_alert_holds_the_next_instance_and_the_plan_goes_on_when_it_cle
         held.instances.iter().all(|i| !i.out_of_rotation),
         "the one in flight went back: {held:#?}"
     );
-    let out_before = deregistrations(&sandbox);
+    let out_before = effective_writes(&sandbox, "DeregisterTargets");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        deregistrations(&sandbox),
+        effective_writes(&sandbox, "DeregisterTargets"),
         out_before,
         "nothing went out while the alert fired"
     );
@@ -104,6 +95,6 @@ async fn a_firing_alert_holds_the_next_instance_and_the_plan_goes_on_when_it_cle
     for id in &ids {
         assert_eq!(boots_after[id], boots_before[id] + 1, "{id} rebooted once");
     }
-    assert_eq!(deregistrations(&sandbox), ids.len());
+    assert_eq!(effective_writes(&sandbox, "DeregisterTargets"), ids.len());
     sandbox.shutdown().await.expect("sandbox stops");
 }

@@ -115,6 +115,16 @@ pub async fn wait_for_saved_status(
     }
 }
 
+/// How many calls of `operation` the sandbox carried out (its effective writes).
+pub fn effective_writes(sandbox: &Sandbox, operation: &str) -> usize {
+    sandbox
+        .call_log()
+        .records()
+        .iter()
+        .filter(|c| c.operation == operation && c.is_effective_write())
+        .count()
+}
+
 /// What the first instance held at a gate says (`waiting (AlertFiring): …`), if one waits there for `reason`.
 pub fn held_at_gate(status: &MaintenancePlanStatus, reason: &str) -> Option<String> {
     let prefix = format!("waiting ({reason})");
