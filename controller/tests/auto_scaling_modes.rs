@@ -403,7 +403,7 @@ async fn killed_between_the_standby_record_and_the_call_the_restarted_controller
             &apis,
             view,
             fake.now(),
-            None,
+            &pitstop::machine::TurnView::default(),
             &pitstop::gates::GateReaders::http(None),
             &mut store,
         )

@@ -85,6 +85,7 @@ fn all_healthy() -> Observed {
         alarms: None,
         // Read, and in no Auto Scaling group (`autoScaling` is in auto_scaling_modes.rs).
         instance_group: Some(InstanceGroupView::default()),
+        ..Observed::default()
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use pitstop::api::{
     AutoScalingMode, AutoScalingSpec, CloudWatchAlarmsGate, CommandSpec, FleetSelector, Gates, InstancePhase,
-    MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, Preflight, Timeouts,
+    MaintenancePlanSpec, MaintenancePlanStatus, MaxUnavailable, OnFailure, Preflight, Timeouts,
 };
 use pitstop::aws::fake::FakeAws;
 use pitstop::aws::{AwsErrorKind, CommandKind, CommandTag};
@@ -120,6 +120,9 @@ struct Scenario {
     /// Per round from the start, whether the gate's alarm is in ALARM (OK afterwards, so the
     /// plan can end).
     alarm_rounds: Vec<bool>,
+    /// `spec.maxUnavailable` (1: the default, one at a time). Above one only without an Auto
+    /// Scaling mode, as validation requires.
+    max_unavailable: u32,
 }
 
 impl Scenario {
@@ -192,6 +195,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         (
             prop::option::weighted(0.3, any::<bool>()),
             prop::collection::vec(prop::bool::weighted(0.3), 0..100),
+            prop_oneof![2 => Just(1u32), 1 => Just(2u32), 1 => Just(3u32)],
         ),
     )
         .prop_map(
@@ -207,7 +211,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 (steps, groups, membership),
                 (selector, gone_at),
                 (auto_scaling, auto_scaling_lag),
-                (alarm_gate, alarm_rounds),
+                (alarm_gate, alarm_rounds, max_unavailable),
             )| Scenario {
                 instances,
                 drain_time: drain,
@@ -231,6 +235,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 membership: membership.into_iter().map(|(a, b, c)| [a, b, c]).collect(),
                 gone_at,
                 selector,
+                // Several out at once is refused with an Auto Scaling mode that protects the group.
+                max_unavailable: if auto_scaling.is_some() { 1 } else { max_unavailable },
                 auto_scaling,
                 auto_scaling_lag,
                 alarm_gate,
@@ -271,7 +277,9 @@ fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
             min_healthy_targets: Some(0),
             require_agent_online: true,
             gate_timeout_seconds: None,
+            min_healthy_percent: None,
         },
+        max_unavailable: (s.max_unavailable > 1).then_some(MaxUnavailable::Count(s.max_unavailable)),
         timeouts: Timeouts {
             drain_seconds: Some(60),
             healthy_seconds: Some(60),
@@ -281,7 +289,12 @@ fn spec_for(s: &Scenario) -> MaintenancePlanSpec {
         max_attempts: s.max_attempts,
         dry_run: s.dry_run,
         auto_scaling: AutoScalingSpec {
-            mode: s.auto_scaling.unwrap_or_default(),
+            // Several out at once needs `Ignore` (validation); in no group it changes nothing.
+            mode: s.auto_scaling.unwrap_or(if s.max_unavailable > 1 {
+                AutoScalingMode::Ignore
+            } else {
+                AutoScalingMode::default()
+            }),
         },
         gates: s.alarm_gate.map(|abort_in_flight| Gates {
             cloud_watch_alarms: Some(CloudWatchAlarmsGate {
@@ -412,7 +425,7 @@ async fn simulate(s: &Scenario) -> (FakeAws, MaintenancePlanSpec, Option<Mainten
                 status: recorded.as_ref(),
             },
             now,
-            None,
+            &pitstop::machine::TurnView::default(),
             &pitstop::gates::GateReaders::http(None),
             &mut store,
         )
@@ -439,8 +452,14 @@ proptest! {
         // The plan ends.
         prop_assert!(status.phase.is_finished(), "plan did not finish: {:?}", status.phase);
 
-        // At most one instance of the plan out of rotation at any time, in every group.
-        prop_assert!(fake.max_out_at_once() <= 1, "{} instances were out of one group at once", fake.max_out_at_once());
+        // At most maxUnavailable instances of the plan out of rotation at any time, in every
+        // group (one by default).
+        prop_assert!(
+            fake.max_out_at_once() <= s.max_unavailable as usize,
+            "{} instances were out of one group at once (maxUnavailable {})",
+            fake.max_out_at_once(),
+            s.max_unavailable
+        );
 
         // No maintenance command to an instance that is registered or draining in any group.
         for write in fake.writes().iter().filter(|w| w.operation == "SendCommand") {

@@ -107,7 +107,7 @@ pub async fn largest_plan() -> MaintenancePlan {
             &apis,
             plan,
             now,
-            None,
+            &pitstop::machine::TurnView::default(),
             &pitstop::gates::GateReaders::http(None),
             &mut store,
         )

@@ -2,6 +2,7 @@
 //! platform team's `MaintenancePolicy`.
 
 pub mod auto_scaling;
+pub mod concurrency;
 pub mod gates;
 pub mod maintenance_policy;
 pub mod notify;
@@ -11,6 +12,7 @@ pub mod status;
 pub mod validate;
 
 pub use auto_scaling::{AutoScalingMode, AutoScalingSpec, InstanceAutoScaling};
+pub use concurrency::MaxUnavailable;
 pub use gates::{CloudWatchAlarmsGate, Gates, PrometheusGate};
 pub use maintenance_policy::{AllowedDocument, MaintenancePolicy, MaintenancePolicySpec, NamespaceSelection};
 pub use notify::{Notify, NotifyEvent, NotifyFormat, SecretKeyRef};

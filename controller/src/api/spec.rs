@@ -102,7 +102,7 @@ pub struct MaintenancePlanSpec {
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "region is immutable"}]))]
     pub region: Option<String>,
 
-    /// EC2 instance IDs to maintain, in order, one at a time. Each must be a registered,
+    /// EC2 instance IDs to maintain, in order, one at a time (see `maxUnavailable`). Each must be a registered,
     /// healthy target of the target group when its turn comes (one that is not fails
     /// `NotInTargetGroup`). No duplicates, at most 1000. Set this or `selector`, not both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -163,6 +163,29 @@ pub struct MaintenancePlanSpec {
     #[serde(default = "default_max_attempts")]
     #[schemars(range(min = 1, max = 10))]
     pub max_attempts: u32,
+
+    /// How many of the plan's instances may be out of rotation at once: a count (`3`) or a
+    /// percentage of the target group's registered targets (`"25%"`, rounded down, at least
+    /// one), resolved when an instance starts. Defaults to 1, one at a time. Each instance of
+    /// a wave drains, runs its maintenance and returns on its own; the next one starts as soon
+    /// as one is back. The bound holds across plans on the same target group (one plan holds
+    /// the group's turn while it has instances out; while another plan waits, the holder does
+    /// not refill its wave, so the turn passes once the wave is back) and across controller
+    /// restarts (every instance out is written ahead in the status). The
+    /// preflight gates still apply to each instance: with the default
+    /// `requireHealthyTargetGroup`, the plan's own instances out do not close the gate, any
+    /// other unhealthy target does. Above one it needs `autoScaling.mode: Ignore` (Standby and
+    /// SuspendProcesses protect one instance of a group at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<super::MaxUnavailable>,
+
+    /// With `maxUnavailable` above one, the most instances out at once in any one
+    /// Availability Zone (from EC2, read when the run starts and recorded per instance in
+    /// `status.instances[].zone`). An instance whose zone is full waits; a later one in
+    /// another zone may go first. Unset: no limit per zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_unavailable_per_zone: Option<u32>,
 
     /// Seconds to wait after an instance is healthy again before the next one is taken out
     /// (a bake time, as CodeDeploy's or system-upgrade-controller's). Defaults to 0.
@@ -349,6 +372,8 @@ impl Default for MaintenancePlanSpec {
             on_failure: OnFailure::default(),
             max_failures: 0,
             max_attempts: default_max_attempts(),
+            max_unavailable: None,
+            max_unavailable_per_zone: None,
             settle_seconds: 0,
             suspend: false,
             schedule: None,
@@ -435,6 +460,13 @@ pub struct Preflight {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_healthy_targets: Option<u32>,
 
+    /// The smallest share of the group's registered targets (in percent) that must stay
+    /// healthy while an instance is out, checked before each instance leaves, as CodeDeploy's
+    /// minimum healthy hosts. Applies together with `minHealthyTargets`; the stricter wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub min_healthy_percent: Option<u32>,
+
     /// Require the instance's SSM agent to report `Online` before it is taken out, so that
     /// an instance SSM cannot reach is never drained for nothing. Defaults to true.
     #[serde(default = "default_true")]
@@ -455,6 +487,7 @@ impl Default for Preflight {
         Self {
             require_healthy_target_group: true,
             min_healthy_targets: None,
+            min_healthy_percent: None,
             require_agent_online: true,
             gate_timeout_seconds: None,
         }

@@ -30,9 +30,16 @@ pub struct MaintenancePlanStatus {
     #[schemars(schema_with = "timestamp_schema")]
     pub finished_at: Option<Timestamp>,
 
-    /// The instance being worked on now, if any.
+    /// The instance being worked on now, if any (with several out, the first of them in
+    /// the plan's order; each one's phase is in `instances`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_instance: Option<String>,
+
+    /// With `spec.maxUnavailable`, the most instances this run takes out at once: the spec's
+    /// value, a percentage resolved against the target group's registered targets when an
+    /// instance last started. Unset: one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<u32>,
 
     /// Instances finished (Registered or Failed) out of all instances, e.g. `2/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

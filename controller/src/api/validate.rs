@@ -112,6 +112,27 @@ pub fn validate(spec: &MaintenancePlanSpec) -> Result<(), InvalidSpec> {
     if let Some(gate) = spec.gates.as_ref().and_then(|g| g.cloud_watch_alarms.as_ref()) {
         problems.extend(crate::gates::alarms::problems(gate));
     }
+    if let Some(max) = spec.max_unavailable {
+        problems.extend(max.problem());
+        // Standby lowers MinSize by one and SuspendProcesses suspends group-wide processes,
+        // each undone when its instance is back: two instances of one group out at once
+        // would undo each other's protection early.
+        if max.allows_several() && spec.auto_scaling.mode != crate::api::AutoScalingMode::Ignore {
+            problems.push(format!(
+                "maxUnavailable {max} takes several instances out at once, which autoScaling.mode {:?} cannot \
+                 protect (each instance's return would undo the others' Standby or suspended processes): set \
+                 autoScaling.mode: Ignore (for instances outside Auto Scaling groups, or groups you protect \
+                 otherwise), or keep maxUnavailable at 1",
+                spec.auto_scaling.mode
+            ));
+        }
+    }
+    if spec.max_unavailable_per_zone == Some(0) {
+        problems.push("maxUnavailablePerZone must be at least 1".to_owned());
+    }
+    if spec.preflight.min_healthy_percent.is_some_and(|p| p > 100) {
+        problems.push("preflight.minHealthyPercent must be at most 100".to_owned());
+    }
     let mut seen = HashSet::new();
     for id in &spec.instances {
         if !INSTANCE_ID.is_match(id) {

@@ -3,7 +3,9 @@
 use crate::api::{InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsApis, AwsError, AwsErrorKind, CommandKind, CommandTag, TargetHealth};
 use crate::gates::{AlertFilter, GateReaders, GateReading};
-use crate::machine::{self, AutoScalingReads, CommandView, InstanceGroupView, Observed, Wants};
+use crate::machine::{
+    self, AutoScalingReads, CommandView, InstanceGroupView, InstanceObserved, InstanceWants, Observed, Wants,
+};
 
 /// An observation failed; nothing was decided or changed.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,36 @@ pub async fn observe(
             observed.deregistration_delay = observed.deregistration_delay.max(Some(delay));
         }
     }
+    let first = InstanceWants {
+        instance_id: instance_id.to_owned(),
+        agent: wants.agent,
+        command: wants.command,
+        instance_presence: wants.instance_presence,
+    };
+    let own = observe_instance(apis, plan_uid, status, &first).await?;
+    observed.instance_id = Some(instance_id.to_owned());
+    observed.agent = own.agent;
+    observed.command = own.command;
+    observed.presence = own.presence;
+    if let Some(reads) = machine::auto_scaling_reads(spec, status, wants) {
+        observed.instance_group = Some(observe_instance_group(apis, &reads).await?);
+    }
+    for more in &wants.more {
+        let own = observe_instance(apis, plan_uid, status, more).await?;
+        observed.more.insert(more.instance_id.clone(), own);
+    }
+    Ok(observed)
+}
+
+/// The reads of one instance: whether EC2 still has it, its agent, its command.
+async fn observe_instance(
+    apis: &AwsApis,
+    plan_uid: &str,
+    status: Option<&MaintenancePlanStatus>,
+    wants: &InstanceWants,
+) -> Result<InstanceObserved, AwsError> {
+    let instance_id = wants.instance_id.as_str();
+    let mut observed = InstanceObserved::default();
     if wants.instance_presence {
         // A safety net, not a step of the turn: if EC2 cannot be asked, the instance's turn
         // goes on (an older IAM policy without ec2:DescribeInstances must not hold it out).
@@ -80,9 +112,6 @@ pub async fn observe(
     }
     if wants.agent {
         observed.agent = Some(apis.commands.agent_ping(instance_id).await?);
-    }
-    if let Some(reads) = machine::auto_scaling_reads(spec, status, wants) {
-        observed.instance_group = Some(observe_instance_group(apis, &reads).await?);
     }
     if let Some(kind) = wants.command {
         let instance = status.and_then(|s| s.instances.iter().find(|i| i.instance_id == instance_id));

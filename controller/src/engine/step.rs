@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use crate::api::{MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsApis, AwsError, AwsErrorKind};
 use crate::gates::GateReaders;
-use crate::machine::{self, Action, Decision, Observed, PlanView, Requeue, Transition};
+use crate::machine::{self, Action, Decision, Observed, PlanView, Requeue, Transition, TurnView};
 
 use super::act::{ActOutcome, act};
 use super::observe::{ObserveError, observe};
@@ -67,8 +67,9 @@ pub struct StepReport {
     pub transitions: Vec<Transition>,
 }
 
-/// Runs one round for a plan. `turn_held_by` names another plan holding the target group's
-/// turn (see [`machine::needs_turn`]): then nothing is read and no instance is taken out.
+/// Runs one round for a plan. `turn` says whether another plan holds the target group's
+/// turn (see [`machine::needs_turn`]): then no instance is taken out, and with none out
+/// nothing is read.
 ///
 /// Order matters: the decided status is written *before* the action (write-ahead), so a
 /// crash between the two leaves a status from which the same, repeat-safe action is chosen
@@ -79,22 +80,22 @@ pub async fn step<S: StatusStore>(
     apis: &AwsApis,
     plan: PlanView<'_>,
     now: Timestamp,
-    turn_held_by: Option<&str>,
+    turn: &TurnView,
     gates: &GateReaders,
     store: &mut S,
 ) -> Result<StepReport, StepError<S::Error>> {
     let (spec, recorded) = (plan.spec, plan.status);
-    let observed = match turn_held_by {
+    let busy = recorded.is_some_and(|status| machine::in_flight(spec, status).is_some());
+    let mut observed = match &turn.held_by {
         // Nothing is out and nothing may go out: there is nothing to read.
-        Some(holder) => Observed {
-            turn_held_by: Some(holder.to_owned()),
-            ..Observed::default()
-        },
-        None => {
+        Some(_) if !busy => Observed::default(),
+        _ => {
             let wants = machine::wants_at(spec, recorded, now);
             observe(apis, spec, plan.uid, recorded, &wants, gates).await?
         }
     };
+    observed.turn_held_by.clone_from(&turn.held_by);
+    observed.turn_wanted = turn.wanted;
     let Decision {
         mut status,
         action,

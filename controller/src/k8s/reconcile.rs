@@ -14,7 +14,7 @@ use tracing::field::Empty;
 use crate::api::validate::{plan_region, validate};
 use crate::api::{MaintenancePlan, MaintenancePlanStatus};
 use crate::engine::{self, StatusStore};
-use crate::machine::{self, Observed, PlanView, Transition, WAITING_FOR_TURN};
+use crate::machine::{self, Observed, PlanView, Transition, TurnView, WAITING_FOR_TURN};
 
 use super::aws_condition::{self, FailedRound, show_failure};
 use super::cleanup::cleanup_for;
@@ -144,7 +144,7 @@ async fn apply(
         instance_out: busy,
     };
     let needs_turn = !busy && machine::needs_turn(&plan.spec, recorded.as_ref(), now);
-    let mut turn_held_by = None;
+    let mut turn = TurnView::default();
     let mut waiting_event = None;
     if busy || needs_turn {
         match ctx
@@ -153,18 +153,20 @@ async fn apply(
             .await
             .map_err(Error::TargetGroupLock)?
         {
-            Turn::Ours { took_over: None } => {}
-            Turn::Ours {
-                took_over: Some(Takeover { holder, why }),
-            } => {
-                let message = format!("took over the target group from plan {holder}, which {why}");
-                tracing::warn!("{message}");
-                events.plan(EventType::Warning, REASON_TOOK_OVER, &message).await;
+            Turn::Ours { took_over, wanted } => {
+                turn.wanted = wanted;
+                if let Some(Takeover { holder, why }) = took_over {
+                    let message = format!("took over the target group from plan {holder}, which {why}");
+                    tracing::warn!("{message}");
+                    events.plan(EventType::Warning, REASON_TOOK_OVER, &message).await;
+                }
             }
             // An instance of this plan is out already (since before the lock, or a holder
-            // that took over wrongly): it is finished and put back whatever the lease says.
+            // that took over wrongly): it is finished and put back whatever the lease says,
+            // and no other is started.
             Turn::HeldBy { holder, .. } if busy => {
                 tracing::warn!(%holder, "the target group's lease names another plan while this one has an instance out");
+                turn.held_by = Some(holder);
             }
             Turn::HeldBy { holder, first } => {
                 if first {
@@ -173,7 +175,7 @@ async fn apply(
                     // Published after the round's status, like every event of a round.
                     waiting_event = Some(message);
                 }
-                turn_held_by = Some(holder);
+                turn.held_by = Some(holder);
             }
         }
     } else {
@@ -186,7 +188,7 @@ async fn apply(
     // A valid spec always names a region (the target group ARN has one).
     let region = plan_region(&plan.spec).unwrap_or_default();
     let apis = ctx.apis(region).await;
-    let report = engine::step(&apis, plan_view, now, turn_held_by.as_deref(), &ctx.gates, &mut store).await;
+    let report = engine::step(&apis, plan_view, now, &turn, &ctx.gates, &mut store).await;
     let failed_round = |recorded, error| FailedRound {
         recorded,
         error,

@@ -79,6 +79,9 @@ pub enum Turn {
     Ours {
         /// Set when a stale holder's lease was taken over.
         took_over: Option<Takeover>,
+        /// Another live plan waits in the lease's line: the holder starts no new instance
+        /// (see [`crate::machine::TurnView::wanted`]).
+        wanted: bool,
     },
     /// Another plan holds it.
     HeldBy {
@@ -334,7 +337,11 @@ impl TargetGroupLocks {
                     let same_object = recorded_uid.as_deref().is_none_or(|uid| uid == asker.uid);
                     if decision == LeaseDecision::Renew && same_object && spec.is_some_and(|s| self.fresh(s, now)) {
                         self.holding(&name, asker.key);
-                        return Ok(Turn::Ours { took_over: None });
+                        let wanted = !queue.ahead_of(asker.key, now, self.waiter_stale_after).is_empty();
+                        return Ok(Turn::Ours {
+                            took_over: None,
+                            wanted,
+                        });
                     }
                     (decision, None)
                 }
@@ -386,7 +393,8 @@ impl TargetGroupLocks {
             match written {
                 Ok(_) => {
                     self.holding(&name, asker.key);
-                    return Ok(Turn::Ours { took_over });
+                    let wanted = !queue.ahead_of(asker.key, now, self.waiter_stale_after).is_empty();
+                    return Ok(Turn::Ours { took_over, wanted });
                 }
                 // Someone wrote in between: read again.
                 Err(error) if is_conflict(&error) => {}
@@ -460,12 +468,18 @@ impl TargetGroupLocks {
         let was_waiting = self.waiting().contains(asker.key);
         let mut took_over = None;
         let mut held_by = None;
+        let mut wanted = false;
         for arn in target_group_arns {
             match self.take(client, arn, asker, now).await? {
-                Turn::Ours { took_over: Some(t) } => {
-                    took_over.get_or_insert(t);
+                Turn::Ours {
+                    took_over: taken,
+                    wanted: waited_for,
+                } => {
+                    wanted |= waited_for;
+                    if let Some(t) = taken {
+                        took_over.get_or_insert(t);
+                    }
                 }
-                Turn::Ours { took_over: None } => {}
                 Turn::HeldBy { holder, .. } => {
                     held_by.get_or_insert(holder);
                     if !asker.instance_out {
@@ -483,7 +497,7 @@ impl TargetGroupLocks {
                     first: !was_waiting,
                 }
             }
-            None => Turn::Ours { took_over },
+            None => Turn::Ours { took_over, wanted },
         })
     }
 

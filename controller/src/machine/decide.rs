@@ -99,8 +99,12 @@ fn decide_round(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Deci
     let mut cancel = None;
     if let Err(invalid) = &validity {
         // An instance in flight goes back through the failure path; nothing new starts. A
-        // command still running is cancelled first, so no reboot hits it once it is back.
+        // command still running is cancelled first, so no reboot hits it once it is back
+        // (one per round: with several instances out, the next round cancels the next).
         for instance in status.instances.iter_mut() {
+            if cancel.is_some() {
+                break;
+            }
             let running = match instance.phase {
                 InstancePhase::Rebooting => instance.maintenance_command_id.clone(),
                 InstancePhase::Verifying if instance.registered_at.is_none() => instance.verify_command_id.clone(),
@@ -140,9 +144,37 @@ fn decide_round(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Deci
     let mut step = Step::default();
     // Whichever branch below works on an instance (or waits for one) names it again.
     status.current_instance = None;
-    if let Some(active) = status.instances.iter_mut().find(|i| is_active(spec, i)) {
-        status.current_instance = Some(active.instance_id.clone());
-        step = instance::advance(&context, active, observed, now);
+    let active: Vec<String> = status
+        .instances
+        .iter()
+        .filter(|i| is_active(spec, i))
+        .map(|i| i.instance_id.clone())
+        .collect();
+    if !active.is_empty() {
+        status.current_instance = active.first().cloned();
+        step = advance_all(&context, &mut status, &active, observed, now);
+        // Only beside instances still out: once the whole wave is back, the next round starts
+        // afresh (and in the controller asks for the group's turn again, so a waiting plan
+        // gets it).
+        let may_add = step.action.is_none()
+            && super::concurrency::out_ids(spec, &status).next().is_some()
+            && validity.is_ok()
+            && !spec.dry_run
+            && !super::hold::is_held(spec, Some(&status))
+            && closed_until.is_none()
+            && super::approval::may_start(spec, Some(&status))
+            && super::concurrency::has_room(spec, &status);
+        if may_add && observed.turn_wanted && super::concurrency::refilling(spec, &status) {
+            tracing::debug!("another plan waits for the target group: no new instance until this wave is back");
+        } else if may_add {
+            let first = status.current_instance.clone();
+            let mut started = start_next(spec, &mut status, observed, now);
+            // The first instance out stays the plan's current one.
+            status.current_instance = first;
+            step.action = started.action.take();
+            step.requeue = Some(sooner(step.requeue, started.requeue));
+            step.transitions.append(&mut started.transitions);
+        }
     } else if validity.is_err() {
         finish(&mut status, PlanPhase::Failed, now);
     } else if super::hold::is_held(spec, Some(&status)) {
@@ -283,17 +315,32 @@ fn start_next(
         .instances
         .iter()
         .any(|i| i.phase == InstancePhase::Failed && i.out_of_rotation);
+    // With other instances out (`maxUnavailable`), the plan only ends once they are back.
+    let others_out = super::concurrency::out_ids(spec, status).count();
     if failures > spec.max_failures as usize || left_out {
-        finish(status, PlanPhase::Failed, now);
+        if others_out == 0 {
+            finish(status, PlanPhase::Failed, now);
+        }
         return Step::default();
     }
     if !status.instances.iter().any(|i| i.phase == InstancePhase::Pending) {
-        finish(status, PlanPhase::Succeeded, now);
+        if others_out == 0 {
+            finish(status, PlanPhase::Succeeded, now);
+        }
         return Step::default();
     }
+    if others_out > 0 && super::concurrency::zones_full(spec, status) {
+        // The Pending instances' zones are full (`maxUnavailablePerZone`): they wait for one
+        // of their zone to come back.
+        return Step::default();
+    }
+    let next_id = super::concurrency::next_to_start(spec, Some(status)).map(str::to_owned);
     if let Some(until) = settling_until(spec, &status.instances)
         && until > now
-        && let Some(next) = status.instances.iter_mut().find(|i| i.phase == InstancePhase::Pending)
+        && let Some(next) = status
+            .instances
+            .iter_mut()
+            .find(|i| Some(&i.instance_id) == next_id.as_ref())
     {
         next.message = Some(format!("waiting until {until} (settleSeconds) before taking it out"));
         status.current_instance = Some(next.instance_id.clone());
@@ -303,9 +350,22 @@ fn start_next(
             ..Step::default()
         };
     }
-    let Some(next) = status.instances.iter_mut().find(|i| i.phase == InstancePhase::Pending) else {
+    let limit = super::concurrency::resolve(spec, status, observed);
+    let own_out: Vec<String> = super::concurrency::out_ids(spec, status).map(str::to_owned).collect();
+    let Some(next_id) = next_id else {
+        // Every Pending instance's zone is full (`maxUnavailablePerZone`) with nothing of the
+        // plan out: a zone limit never holds the first instance back, so this is not reached;
+        // wait rather than finish.
+        return Step {
+            requeue: Some(Requeue::Poll),
+            ..Step::default()
+        };
+    };
+    let Some(next) = status.instances.iter_mut().find(|i| i.instance_id == next_id) else {
         return Step::default();
     };
+    let observed_next = observed.for_instance(&next.instance_id);
+    let observed = observed_next.as_ref();
     if let Some(holder) = &observed.turn_held_by {
         // Waiting for another plan's instance to come back is not a closed gate: its time
         // does not count against gateTimeoutSeconds.
@@ -358,7 +418,7 @@ fn start_next(
         }
     };
     status.current_instance = Some(next.instance_id.clone());
-    match preflight::check(spec, &next.instance_id, observed) {
+    match preflight::check(spec, &next.instance_id, observed, &own_out) {
         Err(closed) => {
             let since = *next.waiting_since.get_or_insert(now);
             let limit = spec
@@ -399,6 +459,13 @@ fn start_next(
             }
         }
         Ok(groups) => {
+            if spec.max_unavailable.is_some() {
+                // The bound of this run, as the groups stand now (a percentage of their size).
+                status.max_unavailable = limit.or(status.max_unavailable);
+            }
+            let Some(next) = status.instances.iter_mut().find(|i| i.instance_id == next_id) else {
+                return Step::default();
+            };
             next.waiting_since = None;
             // Write-ahead: the status says Draining and out of rotation, and names every
             // group the instance leaves, before the first call is made, so a crash in between
@@ -458,6 +525,49 @@ fn start_next(
                 transitions: vec![transition],
             }
         }
+    }
+}
+
+/// Advances every instance in flight, in the plan's order, each with its own reads. A round
+/// makes at most one AWS call (written ahead like every other): the first instance that needs
+/// one ends the round, and the ones after it are looked at in the next, which comes at once.
+fn advance_all(
+    context: &PlanContext<'_>,
+    status: &mut MaintenancePlanStatus,
+    active: &[String],
+    observed: &Observed,
+    now: Timestamp,
+) -> Step {
+    let mut step = Step::default();
+    for (index, id) in active.iter().enumerate() {
+        let Some(instance) = status.instances.iter_mut().find(|i| &i.instance_id == id) else {
+            continue;
+        };
+        let own = observed.for_instance(id);
+        let mut advanced = instance::advance(context, instance, &own, now);
+        step.transitions.append(&mut advanced.transitions);
+        step.requeue = Some(sooner(step.requeue, advanced.requeue));
+        if advanced.action.is_some() {
+            step.action = advanced.action;
+            if index + 1 < active.len() {
+                step.requeue = Some(Requeue::Now);
+            }
+            break;
+        }
+    }
+    step
+}
+
+/// The sooner of two requeues (None: no opinion). A poll comes before a longer wait: it is
+/// how instances in flight are looked at.
+fn sooner(a: Option<Requeue>, b: Option<Requeue>) -> Requeue {
+    match (a, b) {
+        (Some(Requeue::Now), _) | (_, Some(Requeue::Now)) => Requeue::Now,
+        (Some(Requeue::Poll), _) | (_, Some(Requeue::Poll)) => Requeue::Poll,
+        (Some(Requeue::After(x)), Some(Requeue::After(y))) => Requeue::After(x.min(y)),
+        (Some(Requeue::After(x)), _) | (_, Some(Requeue::After(x))) => Requeue::After(x),
+        (Some(Requeue::Idle), _) | (_, Some(Requeue::Idle)) => Requeue::Idle,
+        (None, None) => Requeue::Now,
     }
 }
 

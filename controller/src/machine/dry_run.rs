@@ -43,7 +43,7 @@ pub(super) fn rehearse_next(
         };
     }
     status.current_instance = Some(next.instance_id.clone());
-    next.dry_run = Some(match preflight::check(spec, &next.instance_id, observed) {
+    next.dry_run = Some(match preflight::check(spec, &next.instance_id, observed, &[]) {
         Ok(groups) => {
             let what = match &spec.maintenance {
                 None => "the graceful reboot (AWS-RunShellScript, exit 194)".to_owned(),

@@ -7,6 +7,7 @@
 mod approval;
 mod auto_scaling;
 mod compact;
+mod concurrency;
 mod conditions;
 mod decide;
 mod decision;
@@ -41,14 +42,16 @@ pub use hold::{GLOBAL_STOP, is_held};
 pub use instance::SEND_LOOKUP_GRACE;
 pub use not_allowed::{NOT_ALLOWED, is_refused, lift_refusal, refuse};
 pub use observed::Presence;
-pub use observed::{CommandView, GroupTarget, Observed, Wants, groups_out, in_flight, wants, wants_at};
+pub use observed::{
+    CommandView, GroupTarget, InstanceObserved, InstanceWants, Observed, Wants, groups_out, in_flight, wants, wants_at,
+};
 pub use outcome::{record_action_failed, record_send_not_made, record_sent};
 pub use reboot_script::reboot_command;
 pub use selection::{
     EMPTY_SELECTION, SELECTION_TOO_LARGE, members as selection_members, needs_resolving, resolves_per_run,
     run_instances,
 };
-pub use turn::{WAITING_FOR_TURN, holds_turn, needs_turn};
+pub use turn::{TurnView, WAITING_FOR_TURN, holds_turn, needs_turn};
 pub use turn_queue::{TurnQueue, Waiter};
 
 /// Failure reasons written to `status.instances[].failureReason` and used in events.

@@ -39,6 +39,34 @@ pub struct Wants {
     /// The plan's `spec.gates.cloudWatchAlarms`: before an instance starts, and while one is
     /// out under `abortInFlight`.
     pub alarms: bool,
+    /// With `maxUnavailable` above one, the other instances of the plan in flight (and the
+    /// next one to start, while there is room): each one's own reads. The fields above
+    /// (`instance_id`, `agent`, `command`, `instance_presence`) are the first instance's.
+    pub more: Vec<InstanceWants>,
+}
+
+/// What to read for one more instance of the plan (see [`Wants::more`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceWants {
+    /// The instance.
+    pub instance_id: String,
+    /// Its SSM agent ping status (before it starts).
+    pub agent: bool,
+    /// One of its commands.
+    pub command: Option<CommandKind>,
+    /// Whether EC2 still has it.
+    pub instance_presence: bool,
+}
+
+/// What was read for one more instance of the plan (see [`Observed::more`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceObserved {
+    /// Its agent ping status, when asked for.
+    pub agent: Option<AgentPing>,
+    /// Its command, when asked for.
+    pub command: Option<CommandView>,
+    /// Whether EC2 still has it, when asked for.
+    pub presence: Option<Presence>,
 }
 
 /// What observe read.
@@ -72,6 +100,15 @@ pub struct Observed {
     /// The Auto Scaling group of the instance in flight (or about to start), when asked for
     /// (see [`super::auto_scaling::reads`]).
     pub instance_group: Option<super::auto_scaling::InstanceGroupView>,
+    /// The instance `agent`, `command`, `presence` and `instance_group` were read for. None in
+    /// an observation built by hand for a single instance (tests): its fields are that
+    /// instance's.
+    pub instance_id: Option<String>,
+    /// What was read for the plan's other instances (see [`Wants::more`]), by instance ID.
+    pub more: BTreeMap<String, InstanceObserved>,
+    /// Another plan waits for this plan's target group: the holder does not refill its wave
+    /// as instances come back, so the wave comes back and the turn passes on.
+    pub turn_wanted: bool,
 }
 
 /// What EC2 says of the instance in flight.
@@ -96,6 +133,24 @@ pub struct CommandView {
 }
 
 impl Observed {
+    /// The observation as one instance's round sees it: the plan-wide reads, with that
+    /// instance's own (agent, command, presence) in place of the first instance's.
+    pub fn for_instance(&self, instance_id: &str) -> std::borrow::Cow<'_, Self> {
+        if self.instance_id.as_deref().is_none_or(|id| id == instance_id) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let own = self.more.get(instance_id).cloned().unwrap_or_default();
+        std::borrow::Cow::Owned(Self {
+            agent: own.agent,
+            command: own.command,
+            presence: own.presence,
+            instance_group: None,
+            instance_id: Some(instance_id.to_owned()),
+            more: BTreeMap::new(),
+            ..self.clone()
+        })
+    }
+
     /// Every target of one group, or None when it was not read.
     pub fn group(&self, target_group_arn: &str) -> Option<&[TargetHealth]> {
         self.groups.get(target_group_arn).map(Vec::as_slice)
@@ -190,43 +245,40 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
     if status.is_some_and(|s| s.phase.is_finished()) && !instances.iter().any(|i| is_active(spec, i)) {
         return Wants::default();
     }
-    if let Some(active) = instances.iter().find(|i| is_active(spec, i)) {
-        let command = match active.phase {
-            InstancePhase::Rebooting => Some(CommandKind::Maintenance),
-            InstancePhase::Verifying if spec.verify.is_some() && active.registered_at.is_none() => {
-                Some(CommandKind::Verify)
-            }
-            _ => None,
-        };
-        return Wants {
-            instance_id: Some(active.instance_id.clone()),
+    let active: Vec<&InstanceStatus> = instances.iter().filter(|i| is_active(spec, i)).collect();
+    if let Some((first, others)) = active.split_first() {
+        let mut wants = Wants {
+            instance_id: Some(first.instance_id.clone()),
             group_health: true,
-            deregistration_delay: false,
-            agent: false,
-            command,
-            tagged_instances: false,
-            auto_scaling_group: false,
-            zones: false,
-            instance_presence: false,
-            gates: false,
-            alarms: super::gates::aborts_in(spec, active),
+            command: command_wanted(spec, first),
+            alarms: active.iter().any(|i| super::gates::aborts_in(spec, i)),
+            ..Wants::default()
         };
+        wants.more = others
+            .iter()
+            .map(|i| InstanceWants {
+                instance_id: i.instance_id.clone(),
+                command: command_wanted(spec, i),
+                ..InstanceWants::default()
+            })
+            .collect();
+        // Room for another under `maxUnavailable`: what its start needs, too.
+        if let Some(status) = status
+            && super::concurrency::has_room(spec, status)
+            && let Some(next) = start_wants(spec, Some(status))
+        {
+            wants.deregistration_delay = next.deregistration_delay;
+            wants.gates = next.gates;
+            wants.alarms |= next.alarms;
+            wants.more.push(InstanceWants {
+                instance_id: next.instance_id.unwrap_or_default(),
+                agent: next.agent,
+                ..InstanceWants::default()
+            });
+        }
+        return wants;
     }
-    if crate::api::validate::validate(spec).is_err() {
-        // Nothing in flight and a spec that may not even name a usable target group.
-        return Wants::default();
-    }
-    let failures = instances.iter().filter(|i| i.phase == InstancePhase::Failed).count();
-    let left_out = instances
-        .iter()
-        .any(|i| i.phase == InstancePhase::Failed && i.out_of_rotation);
-    if failures > spec.max_failures as usize || left_out {
-        return Wants::default();
-    }
-    if super::hold::is_held(spec, status) {
-        return Wants::default();
-    }
-    if super::selection::needs_resolving(spec, status) {
+    if super::selection::needs_resolving(spec, status) && may_go_on(spec, status) {
         let tagged = spec.selector.as_ref().is_some_and(|s| !s.tags.is_empty());
         let grouped = spec
             .selector
@@ -238,38 +290,61 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             tagged_instances: tagged,
             auto_scaling_group: grouped,
             // A tag selector's DescribeInstances and the Auto Scaling group bring the zones along.
-            zones: spec.order == crate::api::Order::ByZone && !tagged && !grouped,
+            zones: super::selection::needs_zones(spec) && !tagged && !grouped,
             ..Wants::default()
         };
     }
+    start_wants(spec, status).unwrap_or_default()
+}
+
+/// The command of an instance in flight to look at this round, if any.
+fn command_wanted(spec: &MaintenancePlanSpec, instance: &InstanceStatus) -> Option<CommandKind> {
+    match instance.phase {
+        InstancePhase::Rebooting => Some(CommandKind::Maintenance),
+        InstancePhase::Verifying if spec.verify.is_some() && instance.registered_at.is_none() => {
+            Some(CommandKind::Verify)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the plan may go on to another instance as far as its spec and run go: valid, not
+/// stopped by failures, not held.
+fn may_go_on(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>) -> bool {
+    let instances = status.map(|s| s.instances.as_slice()).unwrap_or_default();
+    let failures = instances.iter().filter(|i| i.phase == InstancePhase::Failed).count();
+    let left_out = instances
+        .iter()
+        .any(|i| i.phase == InstancePhase::Failed && i.out_of_rotation);
+    crate::api::validate::validate(spec).is_ok()
+        && failures <= spec.max_failures as usize
+        && !left_out
+        && !super::hold::is_held(spec, status)
+}
+
+/// What the start of the next instance (or, in a dry run, its check) reads, if one may start.
+fn start_wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>) -> Option<Wants> {
     // A run waiting for its approval reads nothing: the approval comes as a change of the plan.
-    if !super::approval::may_start(spec, status) {
-        return Wants::default();
+    if !may_go_on(spec, status)
+        || super::selection::needs_resolving(spec, status)
+        || !super::approval::may_start(spec, status)
+    {
+        return None;
     }
-    // The next instance to start (or, in a dry run, to check): the first of the run that
-    // has not started.
-    let next = super::selection::run_instances(spec, status).iter().find(|id| {
-        instances
-            .iter()
-            .find(|i| &i.instance_id == *id)
-            .is_none_or(|i| i.phase == InstancePhase::Pending && !(spec.dry_run && i.dry_run.is_some()))
-    });
-    match next {
-        Some(id) => Wants {
-            instance_id: Some(id.clone()),
-            group_health: true,
-            deregistration_delay: spec.timeouts.drain_seconds.is_none() && !spec.dry_run,
-            agent: spec.preflight.require_agent_online,
-            command: None,
-            tagged_instances: false,
-            auto_scaling_group: false,
-            zones: false,
-            instance_presence: false,
-            gates: spec.gates.as_ref().is_some_and(|g| g.prometheus.is_some()),
-            alarms: spec.gates.as_ref().is_some_and(|g| g.cloud_watch_alarms.is_some()),
-        },
-        None => Wants::default(),
+    let busy = status.is_some_and(|s| in_flight(spec, s).is_some());
+    if busy && spec.dry_run {
+        return None;
     }
+    let next = super::concurrency::next_to_start(spec, status)?;
+    Some(Wants {
+        instance_id: Some(next.to_owned()),
+        group_health: true,
+        deregistration_delay: spec.timeouts.drain_seconds.is_none() && !spec.dry_run,
+        agent: spec.preflight.require_agent_online,
+        gates: spec.gates.as_ref().is_some_and(|g| g.prometheus.is_some()),
+        alarms: spec.gates.as_ref().is_some_and(|g| g.cloud_watch_alarms.is_some()),
+        ..Wants::default()
+    })
 }
 
 /// [`wants`] at a given time: nothing to read while nothing is out and no instance may
@@ -278,13 +353,33 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
 pub fn wants_at(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>, now: jiff::Timestamp) -> Wants {
     let idle = status.and_then(|s| in_flight(spec, s)).is_none();
     // A dry run checks every instance whatever the window says.
-    if idle && !spec.dry_run && !super::turn::may_start_now(spec, status, now) {
+    let may_start = spec.dry_run || super::turn::may_start_now(spec, status, now);
+    if idle && !may_start {
         return Wants::default();
     }
     let mut wants = wants(spec, status);
-    wants.instance_presence = status
-        .and_then(|s| in_flight(spec, s))
-        .is_some_and(|instance| instance.out_of_rotation && super::gone::check_due(instance, now));
+    let presence_due = |id: &str| {
+        status
+            .and_then(|s| s.instances.iter().find(|i| i.instance_id == id))
+            .is_some_and(|i| is_active(spec, i) && i.out_of_rotation && super::gone::check_due(i, now))
+    };
+    wants.instance_presence = wants.instance_id.as_deref().is_some_and(presence_due);
+    if !may_start {
+        // Outside the window (or settling), the instances out are finished and none starts.
+        let out =
+            |id: &str| status.is_some_and(|s| s.instances.iter().any(|i| i.instance_id == id && is_active(spec, i)));
+        wants.more.retain(|m| out(&m.instance_id));
+        wants.deregistration_delay = false;
+        wants.gates = false;
+        wants.alarms = status.is_some_and(|s| {
+            s.instances
+                .iter()
+                .any(|i| is_active(spec, i) && super::gates::aborts_in(spec, i))
+        });
+    }
+    for more in &mut wants.more {
+        more.instance_presence = presence_due(&more.instance_id);
+    }
     wants
 }
 

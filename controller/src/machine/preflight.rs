@@ -33,11 +33,14 @@ pub(super) fn group_name(target_group_arn: &str) -> &str {
 /// in; on success returns those groups, in the plan's order, with its port in each.
 /// Groups that do not list the instance are left alone; one that lists it on several
 /// ports, or no group listing it at all, closes the gate for good (`NotInTargetGroup`).
-/// `observed.groups` must have been read.
+/// `observed.groups` must have been read. `own_out` are the plan's instances already out
+/// (`maxUnavailable`): they are out by design, so they close no gate, and count as neither
+/// healthy nor gone.
 pub(super) fn check(
     spec: &MaintenancePlanSpec,
     instance_id: &str,
     observed: &Observed,
+    own_out: &[String],
 ) -> Result<Vec<TargetGroupRegistration>, GateClosed> {
     let groups = spec.target_groups();
     let several = groups.len() > 1;
@@ -64,7 +67,7 @@ pub(super) fn check(
                 ));
             }
         };
-        check_group(spec, instance_id, &in_group, me, group)?;
+        check_group(spec, instance_id, &in_group, me, group, own_out)?;
         registered_in.push(TargetGroupRegistration {
             target_group_arn: (*arn).to_owned(),
             port: me.target.port,
@@ -100,6 +103,7 @@ fn check_group(
     in_group: &str,
     me: &TargetHealth,
     group: &[TargetHealth],
+    own_out: &[String],
 ) -> Result<(), GateClosed> {
     if me.state != TargetState::Healthy {
         return Err(GateClosed::new(
@@ -111,7 +115,10 @@ fn check_group(
             ),
         ));
     }
-    let others: Vec<_> = group.iter().filter(|t| t.target.instance_id != instance_id).collect();
+    let others: Vec<_> = group
+        .iter()
+        .filter(|t| t.target.instance_id != instance_id && !own_out.contains(&t.target.instance_id))
+        .collect();
     if spec.preflight.require_healthy_target_group {
         let unhealthy: Vec<String> = others
             .iter()
@@ -128,8 +135,32 @@ fn check_group(
             ));
         }
     }
-    let minimum = spec.preflight.min_healthy_targets.unwrap_or(1) as usize;
     let healthy_left = others.iter().filter(|t| t.state == TargetState::Healthy).count();
+    if let Some(percent) = spec.preflight.min_healthy_percent {
+        // Of every registered target, the plan's own out ones included (once deregistered,
+        // the group no longer lists them).
+        let listed = group.iter().filter(|t| t.state != TargetState::Unused);
+        let mut registered: Vec<&str> = listed.map(|t| t.target.instance_id.as_str()).collect();
+        registered.extend(own_out.iter().map(String::as_str));
+        registered.sort_unstable();
+        registered.dedup();
+        let needed = (registered.len() * percent as usize).div_ceil(100);
+        if healthy_left < needed {
+            return Err(GateClosed::new(
+                reason::TOO_FEW_HEALTHY_TARGETS,
+                format!(
+                    "taking {instance_id} out would leave {healthy_left} of {} target(s) healthy{}; at least {percent}% ({needed}) must remain (preflight.minHealthyPercent)",
+                    registered.len(),
+                    if in_group == "the target group" {
+                        String::new()
+                    } else {
+                        format!(" in {in_group}")
+                    }
+                ),
+            ));
+        }
+    }
+    let minimum = spec.preflight.min_healthy_targets.unwrap_or(1) as usize;
     if healthy_left < minimum {
         let of_group = if in_group == "the target group" {
             String::new()

@@ -21,7 +21,13 @@ use super::preflight::group_name;
 /// True when a plan's instances (or their order) are worked out when each run starts: it
 /// selects them, or orders them by zone.
 pub fn resolves_per_run(spec: &MaintenancePlanSpec) -> bool {
-    spec.selector.is_some() || spec.order == Order::ByZone
+    spec.selector.is_some() || needs_zones(spec)
+}
+
+/// True when the run needs its instances' Availability Zones: to order them by zone, or to
+/// hold `maxUnavailablePerZone`.
+pub(crate) fn needs_zones(spec: &MaintenancePlanSpec) -> bool {
+    spec.order == Order::ByZone || spec.max_unavailable_per_zone.is_some()
 }
 
 /// True when the plan's run resolves its instances and the current run has not yet.
@@ -138,7 +144,7 @@ pub(super) fn resolve(
         // Recorded as a count only: the IDs would not fit the status the plan cannot run.
         instances.clear();
     }
-    let zones: BTreeMap<String, String> = if spec.order == Order::ByZone {
+    let zones: BTreeMap<String, String> = if needs_zones(spec) {
         let known = match (&observed.zones, &observed.tagged, &observed.auto_scaling_group) {
             (Some(zones), _, _) => zones.clone(),
             (None, Some(tagged), _) => tagged
@@ -153,11 +159,14 @@ pub(super) fn resolve(
             (None, None, None) => return None,
         };
         // Zone after zone, in name order (an instance EC2 did not place last); the usual
-        // order within a zone (a stable sort).
-        instances.sort_by(|a, b| {
-            let key = |id: &String| (!known.contains_key(id), known.get(id).cloned());
-            key(a).cmp(&key(b))
-        });
+        // order within a zone (a stable sort). For `maxUnavailablePerZone` alone the order
+        // stays as it is.
+        if spec.order == Order::ByZone {
+            instances.sort_by(|a, b| {
+                let key = |id: &String| (!known.contains_key(id), known.get(id).cloned());
+                key(a).cmp(&key(b))
+            });
+        }
         instances
             .iter()
             .filter_map(|id| Some((id.clone(), known.get(id)?.clone())))
@@ -221,9 +230,14 @@ pub(super) fn resolve(
             ),
             false,
         ),
-        (None, _) => (
+        (None, _) if spec.order == Order::ByZone => (
             "Ordered",
             format!("the instances in zone order: {}{by_zone}", listed(&instances)),
+            false,
+        ),
+        (None, _) => (
+            "Zoned",
+            format!("the instances' zones: {}{by_zone}", listed(&instances)),
             false,
         ),
     };

@@ -54,6 +54,17 @@ pub fn holds_turn(spec: &MaintenancePlanSpec, status: &MaintenancePlanStatus, no
     at_gate && needs_turn(spec, Some(status), now)
 }
 
+/// What a round knows of its target groups' turn before it reads AWS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TurnView {
+    /// Another plan (`namespace/name`) holds a group: no instance may be taken out.
+    pub held_by: Option<String>,
+    /// This plan holds the groups and another plan waits for one of them: the wave out
+    /// (`maxUnavailable`) is not refilled as its instances come back, so the turn passes on
+    /// once it is back.
+    pub wanted: bool,
+}
+
 /// The instance message of a plan waiting for its turn; also how the conditions tell that
 /// wait from the others.
 pub const WAITING_FOR_TURN: &str = "waiting for target group held by";

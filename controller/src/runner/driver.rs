@@ -13,7 +13,7 @@ use crate::aws::problem::{describe, reason};
 use crate::aws::shared_reads::SharedGroupReads;
 use crate::aws::{AwsErrorKind, AwsProvider};
 use crate::engine::{StepReport, step};
-use crate::machine::{PlanView, Requeue, holds_turn, in_flight, needs_turn, new_window_open};
+use crate::machine::{PlanView, Requeue, TurnView, holds_turn, in_flight, needs_turn, new_window_open};
 
 use super::group_turns::{GroupTurn, PlanTurns};
 use super::put_back::put_back_after_failure;
@@ -247,7 +247,11 @@ async fn drive(
             spec: &plan.spec,
             status: recorded.as_ref(),
         };
-        let wait = match step(&apis, view, now, held_by.as_deref(), &options.gates, &mut plan.store).await {
+        let turn_view = TurnView {
+            wanted: held_by.is_none() && turn.wanted(&plan.name, now),
+            held_by,
+        };
+        let wait = match step(&apis, view, now, &turn_view, &options.gates, &mut plan.store).await {
             Ok(report) => {
                 errors = 0;
                 if !holds_turn(&plan.spec, &report.status, now) {
@@ -317,7 +321,7 @@ async fn drive(
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             // A plan waiting for the group goes as soon as it is given back.
-            Ok(()) = releases.changed(), if held_by.is_some() => {}
+            Ok(()) = releases.changed(), if turn_view.held_by.is_some() => {}
             changed = interrupt.changed() => {
                 // The sender is gone: nobody can interrupt any more, so just wait.
                 if changed.is_err() {

@@ -86,6 +86,11 @@ impl GroupTurn {
         }
     }
 
+    /// Whether another plan waits for this group (see [`crate::machine::TurnView::wanted`]).
+    pub fn wanted(&self, plan: &str, now: Timestamp) -> bool {
+        !self.state().queue.ahead_of(plan, now, NEVER).is_empty()
+    }
+
     /// `plan` no longer asks for the turn (finished, suspended, between windows).
     pub fn stop_waiting(&self, plan: &str) {
         if self.state().queue.leave(plan) {
@@ -132,6 +137,11 @@ impl PlanTurns {
         for group in &self.groups {
             group.release(plan);
         }
+    }
+
+    /// Whether another plan waits for one of the groups.
+    pub fn wanted(&self, plan: &str, now: Timestamp) -> bool {
+        self.groups.iter().any(|group| group.wanted(plan, now))
     }
 
     /// `plan` no longer waits for any of its groups.

@@ -41,6 +41,8 @@ pub struct ExperimentConfig {
     pub healthy_seconds: u32,
     /// Extra YAML lines for the plan's spec (fault experiments), indented as spec fields.
     pub extra_spec: String,
+    /// The plan's instances in this order; None: the sandbox's order.
+    pub instance_order: Option<Vec<String>>,
     /// Where to write the plan, the state file and the reports.
     pub out_dir: PathBuf,
     /// Extra environment for `pitstop run` (e.g. `PITSTOP_AWS_ATTEMPT_TIMEOUT`).
@@ -59,6 +61,7 @@ impl ExperimentConfig {
             settle: Duration::from_secs(2),
             healthy_seconds: 60,
             extra_spec: String::new(),
+            instance_order: None,
             out_dir,
             pitstop_env: Vec::new(),
         }

@@ -71,10 +71,11 @@ pub(super) async fn run_pitstop(
     let state_path = config.out_dir.join("state.json");
     let _ = std::fs::remove_file(&state_path);
     // Every target group the fleet serves through: pitstop drains each instance from all of them.
+    let instances = config.instance_order.clone().unwrap_or_else(|| sandbox.instance_ids());
     let yaml = fleet_plan_yaml(
         "sandbox-reboot",
         &sandbox.target_group_arns(),
-        &sandbox.instance_ids(),
+        &instances,
         config.healthy_seconds,
         &config.extra_spec,
     );
