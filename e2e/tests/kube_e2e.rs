@@ -434,6 +434,117 @@ async fn two_plans_on_one_target_group_alternate_instance_by_instance() {
     .await;
 }
 
+/// Two plans on one target group, one allowed two instances out at once and the other 50%
+/// (a percentage through the CRD's int-or-string), run by the real controller: each wave goes
+/// out together, the plans never have instances out at the same time (the group's Lease
+/// passes between waves), and HAProxy never shows more than two out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_plans_with_max_unavailable_take_the_group_by_waves_within_the_bound() {
+    kube_support::run(
+        "two_plans_with_max_unavailable_take_the_group_by_waves_within_the_bound",
+        |h: Harness| async move {
+            let mut fleet = Fleet::start_with_instances(&h, 6, &["controller"], |_| Vec::new()).await;
+            let ids = fleet.sandbox.instance_ids();
+            let before = fleet.boots();
+            fleet.sandbox.call_log().clear();
+            fleet.sandbox.reset_rotation_history();
+            fleet
+                .apply_plan_with("wave-a", &ids[..3], serde_json::json!({ "maxUnavailable": 2 }))
+                .await;
+            fleet
+                .apply_plan_with("wave-b", &ids[3..], serde_json::json!({ "maxUnavailable": "50%" }))
+                .await;
+            for name in ["wave-a", "wave-b"] {
+                fleet
+                    .wait_for_plan(name, "phase Succeeded", PLAN_LIMIT, |p| {
+                        phase(p) == Some(PlanPhase::Succeeded)
+                    })
+                    .await;
+            }
+            let plan_b = h.plans().get("wave-b").await.expect("wave-b");
+            let resolved = plan_b.status.and_then(|s| s.max_unavailable);
+            println!("wave-b's 50% of the group resolved to {resolved:?}");
+            assert_eq!(resolved, Some(3), "50% of six registered targets");
+
+            let history = fleet.sandbox.rotation_history();
+            let mut most = 0;
+            for snapshot in &history {
+                let out = snapshot.out_of_rotation();
+                let of_a = out.iter().filter(|id| ids[..3].contains(id)).count();
+                let of_b = out.len() - of_a;
+                assert!(
+                    of_a == 0 || of_b == 0,
+                    "both plans out at {:?}: {out:?}",
+                    snapshot.elapsed
+                );
+                most = most.max(out.len());
+            }
+            let max = fleet.sandbox.max_out_of_rotation();
+            println!("at most {max} out at once in {} HAProxy samples", history.len());
+            assert!((2..=3).contains(&max), "waves of two (a) and up to three (b): {max}");
+            assert_eq!(most, max);
+            assert_eq!(reboots(&before, &fleet.boots()), [1, 1, 1, 1, 1, 1]);
+            fleet.shutdown().await;
+        },
+    )
+    .await;
+}
+
+/// `maxUnavailable` is a count from 1 to 1000 or a percentage from 1% to 100%; the CRD's
+/// rule refuses anything else at `kubectl apply`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_takes_max_unavailable_as_a_count_or_a_percentage() {
+    kube_support::run("max-unavailable-field", |harness| async move {
+        let plans = harness.plans();
+        let web = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+        for (value, accepted) in [
+            (serde_json::json!(3), true),
+            (serde_json::json!("25%"), true),
+            (serde_json::json!("100%"), true),
+            (serde_json::json!(0), false),
+            (serde_json::json!(1001), false),
+            (serde_json::json!("0%"), false),
+            (serde_json::json!("150%"), false),
+            (serde_json::json!("a quarter"), false),
+        ] {
+            let object = serde_json::json!({
+                "apiVersion": "pitstop.dev/v1alpha1",
+                "kind": "MaintenancePlan",
+                "metadata": { "name": "bounded", "namespace": harness.namespace },
+                "spec": {
+                    "targetGroupArn": web,
+                    "instances": ["i-0123456789abcdef0"],
+                    "suspend": true,
+                    "maxUnavailable": value,
+                    "autoScaling": { "mode": "Ignore" },
+                },
+            });
+            let result = plans
+                .patch(
+                    "bounded",
+                    &kube::api::PatchParams::apply(kube_support::FIELD_MANAGER).force(),
+                    &kube::api::Patch::Apply(&object),
+                )
+                .await;
+            match (result, accepted) {
+                (Ok(stored), true) => {
+                    let back = serde_json::to_value(stored.spec.max_unavailable).expect("serializes");
+                    println!("maxUnavailable {value}: stored as {back}");
+                    assert_eq!(back, value);
+                }
+                (Err(error), false) => {
+                    let message = error.to_string();
+                    println!("maxUnavailable {value}: {message}");
+                    assert!(message.contains("maxUnavailable must be a count"), "{message}");
+                }
+                (Ok(_), false) => panic!("maxUnavailable {value} was accepted"),
+                (Err(error), true) => panic!("maxUnavailable {value} was refused: {error}"),
+            }
+        }
+    })
+    .await;
+}
+
 /// How long the apiserver is stopped in the outage test.
 const OUTAGE: Duration = Duration::from_secs(20);
 

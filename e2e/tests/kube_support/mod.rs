@@ -1250,7 +1250,12 @@ impl Fleet {
 
     /// [`Fleet::apply_plan`] for some of the sandbox's instances.
     pub async fn apply_plan_of(&self, name: &str, instances: &[String]) -> MaintenancePlan {
-        let plan = json!({
+        self.apply_plan_with(name, instances, json!({})).await
+    }
+
+    /// [`Fleet::apply_plan_of`] with `extra` merged into the spec.
+    pub async fn apply_plan_with(&self, name: &str, instances: &[String], extra: serde_json::Value) -> MaintenancePlan {
+        let mut plan = json!({
             "apiVersion": "pitstop.dev/v1alpha1",
             "kind": "MaintenancePlan",
             "metadata": { "name": name },
@@ -1263,6 +1268,9 @@ impl Fleet {
                 "autoScaling": { "mode": "Ignore" },
             },
         });
+        if let (Some(spec), Some(extra)) = (plan["spec"].as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
         self.plans
             .patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&plan))
             .await
