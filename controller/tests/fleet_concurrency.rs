@@ -158,3 +158,54 @@ async fn a_restarted_controller_counts_the_wave_out_from_the_status_and_adds_non
     .await
     .expect("test timed out");
 }
+
+/// With a wave out, EC2 is asked about all of its instances in one DescribeInstances a
+/// minute, not one call each; one terminated mid-wave ends its turn while the other goes on.
+#[tokio::test]
+async fn the_wave_out_is_looked_up_in_ec2_with_one_call_and_a_gone_member_ends_alone() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let fake = six_instances();
+        // Long enough maintenance that both are still out when the minute's look comes.
+        fake.behave(|b| b.command_time = std::time::Duration::from_secs(300));
+        let (mut server, client) = ApiServer::start();
+        let ctx = context(client, &fake);
+        server.insert(with_finalizer(plan_json("wave", &SIX[..2], two_at_a_time())));
+        for _ in 0..20 {
+            server.reconcile(&ctx, "wave").await.expect("the round succeeds");
+            fake.set_now(fake.now() + POLL);
+        }
+        let status = server.status("wave").expect("status");
+        assert!(
+            status
+                .instances
+                .iter()
+                .all(|i| i.phase == pitstop::api::InstancePhase::Rebooting),
+            "{status:?}"
+        );
+        let looks = fake.calls_of("DescribeInstances");
+        println!("{looks} DescribeInstances for two instances out for 100 s");
+        assert_eq!(looks, 1, "one call for both in the first minute, not one each");
+
+        fake.terminate(SIX[0]);
+        for _ in 0..30 {
+            server.reconcile(&ctx, "wave").await.expect("the round succeeds");
+            fake.set_now(fake.now() + POLL);
+        }
+        let status = server.status("wave").expect("status");
+        let gone = &status.instances[0];
+        assert_eq!(
+            gone.failure_reason.as_deref(),
+            Some(pitstop::machine::reason::GONE),
+            "{gone:?}"
+        );
+        assert!(!gone.out_of_rotation);
+        assert!(
+            status.instances[1].out_of_rotation,
+            "the other goes on: {:?}",
+            status.instances[1]
+        );
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}

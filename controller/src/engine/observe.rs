@@ -1,5 +1,7 @@
 //! Reading what the state machine asked for.
 
+use std::collections::BTreeMap;
+
 use crate::api::{InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus};
 use crate::aws::{AwsApis, AwsError, AwsErrorKind, CommandKind, CommandTag, TargetHealth};
 use crate::gates::{AlertFilter, GateReaders, GateReading};
@@ -71,7 +73,10 @@ pub async fn observe(
         command: wants.command,
         instance_presence: wants.instance_presence,
     };
-    let own = observe_instance(apis, plan_uid, status, &first).await?;
+    let everyone: Vec<&InstanceWants> = std::iter::once(&first).chain(&wants.more).collect();
+    let mut presence = observe_presence(apis, &everyone).await;
+    let mut own = observe_instance(apis, plan_uid, status, &first).await?;
+    own.presence = presence.remove(instance_id);
     observed.instance_id = Some(instance_id.to_owned());
     observed.agent = own.agent;
     observed.command = own.command;
@@ -80,13 +85,45 @@ pub async fn observe(
         observed.instance_group = Some(observe_instance_group(apis, &reads).await?);
     }
     for more in &wants.more {
-        let own = observe_instance(apis, plan_uid, status, more).await?;
+        let mut own = observe_instance(apis, plan_uid, status, more).await?;
+        own.presence = presence.remove(&more.instance_id);
         observed.more.insert(more.instance_id.clone(), own);
     }
     Ok(observed)
 }
 
-/// The reads of one instance: whether EC2 still has it, its agent, its command.
+/// Whether EC2 still has the instances whose look is due: one DescribeInstances for all of
+/// them. A safety net, not a step of the turn: if EC2 cannot be asked, the instances' turns
+/// go on (an older IAM policy without ec2:DescribeInstances must not hold them out).
+async fn observe_presence(apis: &AwsApis, wants: &[&InstanceWants]) -> BTreeMap<String, machine::Presence> {
+    let ids: Vec<String> = wants
+        .iter()
+        .filter(|w| w.instance_presence)
+        .map(|w| w.instance_id.clone())
+        .collect();
+    if ids.is_empty() {
+        return BTreeMap::new();
+    }
+    match apis.instances.gone(&ids).await {
+        Ok(gone) => ids
+            .into_iter()
+            .map(|id| {
+                let presence = match gone.get(&id) {
+                    Some(said) => machine::Presence::Gone(said.clone()),
+                    None => machine::Presence::Present,
+                };
+                (id, presence)
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(instances = ?ids, %error, "could not ask EC2 whether the instances still exist");
+            ids.into_iter().map(|id| (id, machine::Presence::Unknown)).collect()
+        }
+    }
+}
+
+/// The reads of one instance: its agent, its command (whether EC2 still has it is read for
+/// all instances at once, see [`observe_presence`]).
 async fn observe_instance(
     apis: &AwsApis,
     plan_uid: &str,
@@ -95,21 +132,6 @@ async fn observe_instance(
 ) -> Result<InstanceObserved, AwsError> {
     let instance_id = wants.instance_id.as_str();
     let mut observed = InstanceObserved::default();
-    if wants.instance_presence {
-        // A safety net, not a step of the turn: if EC2 cannot be asked, the instance's turn
-        // goes on (an older IAM policy without ec2:DescribeInstances must not hold it out).
-        let ids = [instance_id.to_owned()];
-        observed.presence = Some(match apis.instances.gone(&ids).await {
-            Ok(gone) => match gone.get(instance_id) {
-                Some(said) => machine::Presence::Gone(said.clone()),
-                None => machine::Presence::Present,
-            },
-            Err(error) => {
-                tracing::warn!(instance = instance_id, %error, "could not ask EC2 whether the instance still exists");
-                machine::Presence::Unknown
-            }
-        });
-    }
     if wants.agent {
         observed.agent = Some(apis.commands.agent_ping(instance_id).await?);
     }

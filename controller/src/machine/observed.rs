@@ -358,10 +358,15 @@ pub fn wants_at(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatu
         return Wants::default();
     }
     let mut wants = wants(spec, status);
+    // When one instance out is due a look at EC2, all of them are looked at in the same
+    // call: one DescribeInstances a minute for the whole wave.
+    let out = |i: &&InstanceStatus| is_active(spec, i) && i.out_of_rotation;
+    let any_due = status.is_some_and(|s| s.instances.iter().filter(out).any(|i| super::gone::check_due(i, now)));
     let presence_due = |id: &str| {
-        status
-            .and_then(|s| s.instances.iter().find(|i| i.instance_id == id))
-            .is_some_and(|i| is_active(spec, i) && i.out_of_rotation && super::gone::check_due(i, now))
+        any_due
+            && status
+                .and_then(|s| s.instances.iter().find(|i| i.instance_id == id))
+                .is_some_and(|i| out(&i))
     };
     wants.instance_presence = wants.instance_id.as_deref().is_some_and(presence_due);
     if !may_start {
