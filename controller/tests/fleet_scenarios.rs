@@ -181,8 +181,8 @@ async fn two_plans_on_one_target_group_interleave_and_never_have_two_out() {
 }
 
 /// Plans on one group, reconciled once per tick, read the group's health at most once per tick
-/// between them, plus once after each change pitstop makes to the group (a plan must see its
-/// own DeregisterTargets or RegisterTargets). Plans waiting for the group's turn read nothing;
+/// between them, changes pitstop makes to the group included (a plan sees its own
+/// DeregisterTargets or RegisterTargets in the shared view without a read). Plans waiting for the group's turn read nothing;
 /// those that read in the same tick are the one whose turn it is and those that need no turn:
 /// here three dry runs of the whole group, and a fourth plan maintaining one instance.
 #[tokio::test]
@@ -210,8 +210,9 @@ async fn plans_on_one_group_share_one_health_read_per_tick() {
             server.take_calls();
             let reads = fake.calls_of("DescribeTargetHealth") - reads_before;
             let writes = fake.writes().iter().filter(|w| w.target_group_arn.is_some()).count() - writes_before;
+            // pitstop's own changes are written into the shared view: they cost no read.
             assert!(
-                reads <= 1 + writes as u64,
+                reads <= 1,
                 "tick {ticks}: {reads} DescribeTargetHealth for one group with {writes} changes to it"
             );
             most_reads = most_reads.max(reads);

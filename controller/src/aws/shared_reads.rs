@@ -7,9 +7,14 @@
 //! then decides on a view at most one tick old, which is what polling once a tick gives it
 //! anyway. Concurrent misses of one group wait for a single call instead of each making one.
 //!
-//! A view is never older than pitstop's own last change to the group: a DeregisterTargets or
-//! RegisterTargets through these APIs drops it, and a read that was under way while the change
+//! A view always shows pitstop's own changes to the group: a DeregisterTargets or
+//! RegisterTargets through these APIs that succeeds writes its effect into the view, as AWS
+//! shows it at once (the target `draining`, or `initial` once registered again), so a wave of
+//! instances going out costs no extra reads; the next tick reads the group again. A call that
+//! fails drops the view (its effect is unknown), and a read that was under way while a change
 //! was made is not kept (a generation count per group). Failed reads are not kept either.
+//! The written states are the ones that make the state machine wait (for `unused`, for
+//! `healthy`), never ones that let it go on.
 //!
 //! Only the whole-group read is shared (what the state machine uses); the single-target read,
 //! the attributes and the tags go straight through.
@@ -21,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::{AwsApis, AwsError, Target, TargetGroups, TargetHealth};
+use super::{AwsApis, AwsError, Target, TargetGroups, TargetHealth, TargetState};
 
 /// The shared views of every target group of every region, kept across rounds and plans.
 #[derive(Clone, Debug)]
@@ -104,11 +109,40 @@ struct SharedTargetGroups {
 }
 
 impl SharedTargetGroups {
-    fn changed(&self, arn: &str) {
+    /// A change is under way: a read racing it is not kept.
+    fn changing(&self, arn: &str) {
+        let entry = self.reads.entry(&self.region, arn);
+        lock(&entry.state).generation += 1;
+    }
+
+    /// A change is made (`Some`: the target's state AWS now shows) or its outcome is unknown
+    /// (`None`: the view is dropped).
+    fn changed(&self, arn: &str, target: &Target, now_shows: Option<(TargetState, &str)>) {
         let entry = self.reads.entry(&self.region, arn);
         let mut state = lock(&entry.state);
         state.generation += 1;
-        state.view = None;
+        let (Some((target_state, reason)), Some((_, view))) = (now_shows, state.view.as_mut()) else {
+            state.view = None;
+            return;
+        };
+        let listed = view
+            .iter_mut()
+            .find(|t| t.target.instance_id == target.instance_id && t.target.port == target.port);
+        match (listed, target_state) {
+            (Some(listed), _) => {
+                listed.state = target_state;
+                listed.reason = Some(reason.to_owned());
+                listed.description = None;
+            }
+            // Deregistering a target the group no longer lists changes nothing it shows.
+            (None, TargetState::Draining) => {}
+            (None, _) => view.push(TargetHealth {
+                target: target.clone(),
+                state: target_state,
+                reason: Some(reason.to_owned()),
+                description: None,
+            }),
+        }
     }
 }
 
@@ -145,17 +179,22 @@ impl TargetGroups for SharedTargetGroups {
     }
 
     async fn deregister(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
-        // Dropped before and after: a read racing the call must not outlive it.
-        self.changed(arn);
+        self.changing(arn);
         let result = self.inner.deregister(arn, target).await;
-        self.changed(arn);
+        let shows = result
+            .is_ok()
+            .then_some((TargetState::Draining, "Target.DeregistrationInProgress"));
+        self.changed(arn, target, shows);
         result
     }
 
     async fn register(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
-        self.changed(arn);
+        self.changing(arn);
         let result = self.inner.register(arn, target).await;
-        self.changed(arn);
+        let shows = result
+            .is_ok()
+            .then_some((TargetState::Initial, "Elb.RegistrationInProgress"));
+        self.changed(arn, target, shows);
         result
     }
 
@@ -167,7 +206,6 @@ impl TargetGroups for SharedTargetGroups {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::TargetState;
     use crate::aws::fake::FakeAws;
 
     const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
@@ -237,13 +275,39 @@ mod tests {
         };
         plan_a.target_groups.deregister(ARN, &target).await.expect("deregister");
         let after = plan_b.target_groups.target_health(ARN).await.expect("read");
-        assert!(
-            after
-                .iter()
-                .all(|t| t.target.instance_id != A || t.state != TargetState::Healthy),
-            "{after:?}"
+        let a = after.iter().find(|t| t.target.instance_id == A).expect("still listed");
+        assert_eq!(a.state, TargetState::Draining, "{after:?}");
+        plan_a.target_groups.register(ARN, &target).await.expect("register");
+        let back = plan_b.target_groups.target_health(ARN).await.expect("read");
+        let a = back.iter().find(|t| t.target.instance_id == A).expect("listed");
+        assert_eq!(a.state, TargetState::Initial, "{back:?}");
+        assert_eq!(fake.calls_of("DescribeTargetHealth"), 1, "the changes cost no read");
+        fake.set_now(fake.now() + jiff::SignedDuration::from_secs(5));
+        plan_b.target_groups.target_health(ARN).await.expect("read");
+        assert_eq!(
+            fake.calls_of("DescribeTargetHealth"),
+            2,
+            "the next tick reads AWS again"
         );
-        assert_eq!(fake.calls_of("DescribeTargetHealth"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_change_drops_the_view() {
+        let (fake, reads) = world();
+        let apis = plan(&fake, &reads, REGION);
+        apis.target_groups.target_health(ARN).await.expect("read");
+        let target = Target {
+            instance_id: A.into(),
+            port: Some(8080),
+        };
+        fake.behave(|b| b.fail_next = Some((1, crate::aws::AwsErrorKind::Throttled)));
+        assert!(apis.target_groups.deregister(ARN, &target).await.is_err());
+        apis.target_groups.target_health(ARN).await.expect("read");
+        assert_eq!(
+            fake.calls_of("DescribeTargetHealth"),
+            2,
+            "read again after the unknown outcome"
+        );
     }
 
     #[tokio::test]

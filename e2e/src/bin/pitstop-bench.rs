@@ -28,6 +28,22 @@ struct Args {
     /// at the cost of more calls).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     poll_interval: std::time::Duration,
+    /// The plan's `maxUnavailable` (a count, or a percentage such as `30%`); pitstop runs only.
+    /// The minimum time is then that of waves of this size.
+    #[arg(long)]
+    max_unavailable: Option<String>,
+}
+
+/// How many instances `max_unavailable` lets out at once in a fleet of `instances`.
+fn wave_size(max_unavailable: Option<&str>, instances: usize) -> anyhow::Result<usize> {
+    let Some(value) = max_unavailable else {
+        return Ok(1);
+    };
+    let size = match value.strip_suffix('%') {
+        Some(percent) => instances * percent.parse::<usize>()? / 100,
+        None => value.parse()?,
+    };
+    Ok(size.clamp(1, instances.max(1)))
 }
 
 fn parse_case(case: &str) -> anyhow::Result<(usize, f64)> {
@@ -53,7 +69,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut breakdowns = Vec::new();
     for case in &args.cases {
         let (instances, rate) = parse_case(case)?;
-        let modes: &[RunMode] = if args.pitstop_only {
+        let wave = wave_size(args.max_unavailable.as_deref(), instances)?;
+        let modes: &[RunMode] = if args.pitstop_only || args.max_unavailable.is_some() {
             &[RunMode::Pitstop]
         } else {
             &[RunMode::Pitstop, RunMode::Naive]
@@ -64,7 +81,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("running {name} on {instances} instances at {rate} req/s ...");
             let mut config = ExperimentConfig::new(instances, rate, *mode, out.clone());
             config.poll_interval = args.poll_interval;
+            if let Some(max) = &args.max_unavailable {
+                config.extra_spec = format!("  maxUnavailable: {max:?}\n");
+            }
             let result = experiment::run(&config).await?;
+            // The fleet's minimum for waves of `wave` instances (one at a time without maxUnavailable).
+            let waves = instances.div_ceil(wave) as f64;
+            let minimum = result.minimum_time.as_secs_f64() / instances.max(1) as f64 * waves;
             if *mode == RunMode::Pitstop {
                 // The fleet has one target group; a tick is one poll interval of the process's life.
                 let ticks = result.process_time.as_secs_f64() / args.poll_interval.as_secs_f64().max(f64::EPSILON);
@@ -88,13 +111,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             write_chart_svg(&result.report, &out.join("chart.svg"))?;
             let totals = &result.report.load.totals;
             rows.push(format!(
-                "| {name:<7} | {instances:>9} | {rate:>6} | {:>8} | {:>6} | {:>7.1} | {:>10.1} | {:>7.1} | {:>5.2}x | {:>10.1} | {:>8} |",
+                "| {name:<7} | {instances:>9} | {rate:>6} | {:>8} | {:>6} | {:>6} | {:>7.1} | {:>10.1} | {:>7.1} | {:>5.2}x | {:>10.1} | {:>8} |",
                 totals.sent,
                 totals.failed(),
+                result.max_out_of_rotation,
                 result.maintenance_time().as_secs_f64(),
                 result.process_time.as_secs_f64(),
-                result.minimum_time.as_secs_f64(),
-                result.maintenance_time().as_secs_f64() / result.minimum_time.as_secs_f64().max(f64::EPSILON),
+                minimum,
+                result.maintenance_time().as_secs_f64() / minimum.max(f64::EPSILON),
                 result.aws_calls as f64 / instances.max(1) as f64,
                 result
                     .pitstop
@@ -105,16 +129,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     println!(
-        "| mode    | instances |  req/s | requests | failed | time, s | process, s | min., s | ratio  | AWS calls/instance | peak RSS |"
+        "| mode    | instances |  req/s | requests | failed | most out | time, s | process, s | min., s | ratio  | AWS calls/instance | peak RSS |"
     );
     println!(
-        "|---------|-----------|--------|----------|--------|---------|------------|---------|--------|------------|----------|"
+        "|---------|-----------|--------|----------|--------|----------|---------|------------|---------|--------|------------|----------|"
     );
     for row in rows {
         println!("{row}");
     }
     println!();
     println!("time: the maintenance time, from the first instance out to the last instance back; ratio: time / min.");
+    println!(
+        "most out: the most instances HAProxy saw out of rotation at once; min.: the fleet's least time {}.",
+        match &args.max_unavailable {
+            Some(max) => format!("in waves of maxUnavailable {max}"),
+            None => "one instance at a time".to_owned(),
+        }
+    );
     println!("process: the pitstop process (or naive script) from start to exit, start-up and final output included.");
     println!(
         "pitstop polled every {}; its AWS calls per instance, by operation:",
