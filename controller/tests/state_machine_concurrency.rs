@@ -10,7 +10,9 @@ use pitstop::api::{
     MaxUnavailable, PlanPhase, SelectionStatus,
 };
 use pitstop::aws::{AgentPing, Target, TargetHealth, TargetState};
-use pitstop::machine::{Action, Decision, InstanceGroupView, Observed, PlanView, decide, reason, wants};
+use pitstop::machine::{
+    Action, Decision, InstanceGroupView, InstanceObserved, Observed, PlanView, Presence, Requeue, decide, reason, wants,
+};
 
 const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
 const A: &str = "i-0000000000000000a";
@@ -115,6 +117,10 @@ fn a_wave_takes_up_to_max_unavailable_out_and_the_next_starts_when_one_is_back()
     assert!(
         second.status.instances[1].out_of_rotation,
         "written ahead before the call"
+    );
+    assert_eq!(
+        second.status.message.as_deref(),
+        Some(format!("2 instances out (at most 2): {A} Draining, {B} Draining; 0/3 done").as_str())
     );
     assert_eq!(
         second.status.current_instance.as_deref(),
@@ -356,4 +362,43 @@ fn an_invalid_spec_with_two_commands_running_cancels_each_in_turn() {
         Some("cmd-b"),
         "B's command is not forgotten"
     );
+}
+
+#[test]
+fn a_slot_freed_mid_round_is_filled_in_the_next_round_with_the_next_instances_own_reads() {
+    let mut spec = plan(MaxUnavailable::Count(2));
+    // A fixed drain limit: nothing but the next instance's own reads stands in the way.
+    spec.timeouts.drain_seconds = Some(60);
+    // A listed instance that is gone counts as failed; one failure may go on.
+    spec.max_failures = 1;
+    let first = run(&spec, None, &seen(&[(A, Healthy), (B, Healthy), (C, Healthy)]), at(0));
+    let second = run(
+        &spec,
+        Some(&first.status),
+        &seen(&[(A, Draining), (B, Healthy), (C, Healthy)]),
+        at(5),
+    );
+    assert_eq!(deregistered(&second), Some(B));
+    let full = wants(&spec, Some(&second.status));
+    assert!(!full.more.iter().any(|m| m.instance_id == C), "no room, no reads for C");
+
+    // EC2 says A is gone: its turn ends this round and frees a slot, but C was not read
+    // (its agent, here): it is not judged on reads it did not have.
+    let mut observed = seen(&[(B, Draining), (C, Healthy)]);
+    observed.agent = None;
+    observed.instance_id = Some(A.to_owned());
+    observed.presence = Some(Presence::Gone("terminated".to_owned()));
+    observed.more.insert(B.to_owned(), InstanceObserved::default());
+    let third = run(&spec, Some(&second.status), &observed, at(70));
+    assert_eq!(phase(&third.status, A), InstancePhase::Failed);
+    assert_eq!(deregistered(&third), None);
+    let c = third.status.instances.iter().find(|i| i.instance_id == C).expect("C");
+    assert_eq!(
+        (c.phase, c.waiting_since, c.message.as_deref()),
+        (InstancePhase::Pending, None, None)
+    );
+    assert_eq!(third.requeue, Requeue::Now, "the next round reads C at once");
+
+    let reads = wants(&spec, Some(&third.status));
+    assert!(reads.more.iter().any(|m| m.instance_id == C && m.agent), "{reads:?}");
 }

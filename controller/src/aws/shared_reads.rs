@@ -16,8 +16,8 @@
 //! The written states are the ones that make the state machine wait (for `unused`, for
 //! `healthy`), never ones that let it go on.
 //!
-//! Only the whole-group read is shared (what the state machine uses); the single-target read,
-//! the attributes and the tags go straight through.
+//! The whole-group read and the deregistration delay (read before each instance starts) are
+//! shared; the single-target read and the tags go straight through.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,6 +50,9 @@ struct GroupState {
     /// Bumped by every change pitstop makes to the group.
     generation: u64,
     view: Option<(Timestamp, Vec<TargetHealth>)>,
+    /// The group's deregistration delay, when it was read (an attribute pitstop never
+    /// changes, read before each instance starts).
+    delay: Option<(Timestamp, Duration)>,
 }
 
 /// The time source of the views' age: the reconcile's clock (tests pass their fake AWS's).
@@ -175,7 +178,18 @@ impl TargetGroups for SharedTargetGroups {
     }
 
     async fn deregistration_delay(&self, arn: &str) -> Result<Duration, AwsError> {
-        self.inner.deregistration_delay(arn).await
+        let entry = self.reads.entry(&self.region, arn);
+        let now = (self.clock)();
+        let kept = lock(&entry.state).delay.filter(|(read_at, _)| {
+            let age = now.duration_since(*read_at);
+            !age.is_negative() && age.unsigned_abs() < self.reads.max_age
+        });
+        if let Some((_, delay)) = kept {
+            return Ok(delay);
+        }
+        let delay = self.inner.deregistration_delay(arn).await?;
+        lock(&entry.state).delay = Some((now, delay));
+        Ok(delay)
     }
 
     async fn deregister(&self, arn: &str, target: &Target) -> Result<(), AwsError> {
@@ -308,6 +322,19 @@ mod tests {
             2,
             "read again after the unknown outcome"
         );
+    }
+
+    #[tokio::test]
+    async fn the_deregistration_delay_is_read_once_per_tick() {
+        let (fake, reads) = world();
+        let apis = plan(&fake, &reads, REGION);
+        for _ in 0..3 {
+            apis.target_groups.deregistration_delay(ARN).await.expect("read");
+        }
+        assert_eq!(fake.calls_of("DescribeTargetGroupAttributes"), 1);
+        fake.set_now(fake.now() + jiff::SignedDuration::from_secs(5));
+        apis.target_groups.deregistration_delay(ARN).await.expect("read");
+        assert_eq!(fake.calls_of("DescribeTargetGroupAttributes"), 2);
     }
 
     #[tokio::test]

@@ -104,6 +104,21 @@ pub(super) fn summarize(
             let checked = status.instances.iter().filter(|i| i.dry_run.is_some()).count();
             format!("dry run: {checked}/{total} instances checked")
         }
+        // A wave (`maxUnavailable`): every instance out, each with its phase.
+        (PlanPhase::Running, Some(_)) if super::concurrency::out_ids(spec, status).nth(1).is_some() => {
+            let out: Vec<String> = status
+                .instances
+                .iter()
+                .filter(|i| super::observed::is_active(spec, i))
+                .map(|i| format!("{} {}", i.instance_id, i.phase))
+                .collect();
+            format!(
+                "{} instances out (at most {}): {}; {done}/{total} done",
+                out.len(),
+                super::concurrency::limit(spec, Some(status)),
+                out.join(", ")
+            )
+        }
         (PlanPhase::Running, Some(i)) => format!(
             "{} {}{}",
             i.instance_id,

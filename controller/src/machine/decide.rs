@@ -164,8 +164,15 @@ fn decide_round(plan: PlanView<'_>, observed: &Observed, now: Timestamp) -> Deci
             && closed_until.is_none()
             && super::approval::may_start(spec, Some(&status))
             && super::concurrency::has_room(spec, &status);
+        // What a start reads (the next instance's agent, the gates, the drain limit) was read
+        // only if the round began with room for it; a slot freed by this round is filled in
+        // the next, which comes at once.
+        let read_for_start = plan.status.is_some_and(|s| super::concurrency::has_room(spec, s))
+            && super::concurrency::next_to_start(spec, Some(&status)).is_some_and(|id| observed.has_reads_for(id));
         if may_add && observed.turn_wanted && super::concurrency::refilling(spec, &status) {
             tracing::debug!("another plan waits for the target group: no new instance until this wave is back");
+        } else if may_add && !read_for_start {
+            step.requeue = Some(Requeue::Now);
         } else if may_add {
             let first = status.current_instance.clone();
             let mut started = start_next(spec, &mut status, observed, now);

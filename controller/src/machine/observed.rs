@@ -133,6 +133,13 @@ pub struct CommandView {
 }
 
 impl Observed {
+    /// Whether this round read `instance_id`'s own reads (its agent, its command): it is the
+    /// first instance, one of [`Self::more`], or the observation names no instance (built by
+    /// hand for a single instance).
+    pub fn has_reads_for(&self, instance_id: &str) -> bool {
+        self.instance_id.as_deref().is_none_or(|id| id == instance_id) || self.more.contains_key(instance_id)
+    }
+
     /// The observation as one instance's round sees it: the plan-wide reads, with that
     /// instance's own (agent, command, presence) in place of the first instance's.
     pub fn for_instance(&self, instance_id: &str) -> std::borrow::Cow<'_, Self> {
