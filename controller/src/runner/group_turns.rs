@@ -185,6 +185,21 @@ mod tests {
     }
 
     #[test]
+    fn the_holder_is_told_while_another_plan_waits() {
+        let now = Timestamp::UNIX_EPOCH;
+        let released = Arc::new(watch::Sender::new(0));
+        let group = Arc::new(GroupTurn::notifying(released.clone()));
+        let first = PlanTurns::new(vec![group.clone()], released.clone());
+        let second = PlanTurns::new(vec![group], released);
+        assert_eq!(first.take("a", false, now), Ok(()));
+        assert!(!first.wanted("a", now), "nobody waits yet");
+        assert_eq!(second.take("b", false, now), Err("a".to_owned()));
+        assert!(first.wanted("a", now), "b waits for the group");
+        second.stop_waiting("b");
+        assert!(!first.wanted("a", now));
+    }
+
+    #[test]
     fn the_plan_that_gives_the_group_back_goes_behind_the_one_that_waits() {
         let now = Timestamp::UNIX_EPOCH;
         let turn = GroupTurn::default();
