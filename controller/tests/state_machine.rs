@@ -1,10 +1,13 @@
 //! Every transition and failure path of the pure state machine, one test each.
 
+mod machine_support;
+
 mod argocd_support;
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use machine_support::{UID, run};
 use pitstop::api::{
     CommandSpec, InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, PlanPhase, Preflight,
 };
@@ -20,7 +23,6 @@ const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgro
 const A: &str = "i-0000000000000000a";
 const B: &str = "i-0000000000000000b";
 const C: &str = "i-0000000000000000c";
-const UID: &str = "5b1d2a8e-0000-4000-8000-000000000001";
 
 fn spec() -> MaintenancePlanSpec {
     MaintenancePlanSpec {
@@ -99,24 +101,6 @@ fn with_a(state: TargetState) -> Observed {
         instance_group: Some(InstanceGroupView::default()),
         ..Observed::default()
     }
-}
-
-fn run(
-    spec: &MaintenancePlanSpec,
-    status: Option<&MaintenancePlanStatus>,
-    observed: &Observed,
-    now: Timestamp,
-) -> Decision {
-    decide(
-        PlanView {
-            uid: UID,
-            generation: Some(1),
-            spec,
-            status,
-        },
-        observed,
-        now,
-    )
 }
 
 fn invocation(status: CommandStatus) -> Invocation {

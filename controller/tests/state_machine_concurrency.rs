@@ -1,17 +1,20 @@
 //! `maxUnavailable`, `maxUnavailablePerZone` and `preflight.minHealthyPercent` in the pure
 //! state machine: waves of instances, the bound, zones, and the turn passing to another plan.
 
+mod machine_support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use machine_support::run;
 use pitstop::api::{
     AutoScalingMode, AutoScalingSpec, InstancePhase, InstanceStatus, MaintenancePlanSpec, MaintenancePlanStatus,
     MaxUnavailable, PlanPhase, SelectionStatus,
 };
 use pitstop::aws::{AgentPing, Target, TargetHealth, TargetState};
 use pitstop::machine::{
-    Action, Decision, InstanceGroupView, InstanceObserved, Observed, PlanView, Presence, Requeue, decide, reason, wants,
+    Action, Decision, InstanceGroupView, InstanceObserved, Observed, Presence, Requeue, reason, wants,
 };
 
 const ARN: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
@@ -19,7 +22,6 @@ const A: &str = "i-0000000000000000a";
 const B: &str = "i-0000000000000000b";
 const C: &str = "i-0000000000000000c";
 const D: &str = "i-0000000000000000d";
-const UID: &str = "5b1d2a8e-0000-4000-8000-000000000002";
 
 fn plan(max: MaxUnavailable) -> MaintenancePlanSpec {
     MaintenancePlanSpec {
@@ -59,24 +61,6 @@ fn seen(states: &[(&str, TargetState)]) -> Observed {
         instance_group: Some(InstanceGroupView::default()),
         ..Observed::default()
     }
-}
-
-fn run(
-    spec: &MaintenancePlanSpec,
-    status: Option<&MaintenancePlanStatus>,
-    observed: &Observed,
-    now: Timestamp,
-) -> Decision {
-    decide(
-        PlanView {
-            uid: UID,
-            generation: Some(1),
-            spec,
-            status,
-        },
-        observed,
-        now,
-    )
 }
 
 fn deregistered(decision: &Decision) -> Option<&str> {

@@ -2,19 +2,21 @@
 //! group the instance is in, on its own port in each, one call per round; maintained only
 //! once all show it `unused`; back in all and healthy in all before the next.
 
+mod machine_support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use pitstop::api::{InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus, OnFailure, TargetGroupRegistration};
+use machine_support::run;
+use pitstop::api::{InstancePhase, MaintenancePlanSpec, OnFailure, TargetGroupRegistration};
 use pitstop::aws::{AgentPing, CommandStatus, Invocation, Target, TargetHealth, TargetState};
-use pitstop::machine::{Action, CommandView, Decision, InstanceGroupView, Observed, PlanView, Requeue, decide, reason};
+use pitstop::machine::{Action, CommandView, InstanceGroupView, Observed, Requeue, reason};
 
 const WEB: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
 const TLS: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-tls/fedcba9876543210";
 const A: &str = "i-0000000000000000a";
 const B: &str = "i-0000000000000000b";
-const UID: &str = "5b1d2a8e-0000-4000-8000-000000000002";
 
 fn spec() -> MaintenancePlanSpec {
     MaintenancePlanSpec {
@@ -58,24 +60,6 @@ fn seen(web: TargetState, tls: TargetState) -> Observed {
         instance_group: Some(InstanceGroupView::default()),
         ..Observed::default()
     }
-}
-
-fn run(
-    spec: &MaintenancePlanSpec,
-    status: Option<&MaintenancePlanStatus>,
-    observed: &Observed,
-    now: Timestamp,
-) -> Decision {
-    decide(
-        PlanView {
-            uid: UID,
-            generation: Some(1),
-            spec,
-            status,
-        },
-        observed,
-        now,
-    )
 }
 
 fn deregister(arn: &str) -> Option<Action> {

@@ -38,13 +38,9 @@ async fn run_and_check(sandbox: &Sandbox, config: &ExperimentConfig) -> Experime
             .all(|i| i.phase == InstancePhase::Registered && !i.out_of_rotation),
         "{status:?}"
     );
-    let reboots: Vec<u64> = result
-        .boots_after
-        .iter()
-        .map(|(id, after)| after - result.boots_before.get(id).copied().unwrap_or(0))
-        .collect();
+    let reboots = result.reboots();
     assert!(
-        reboots.iter().all(|n| *n == 1),
+        reboots.values().all(|n| *n == 1),
         "each instance rebooted once: {reboots:?}"
     );
     assert!(

@@ -18,11 +18,7 @@ fn config(mode: RunMode, out: &std::path::Path) -> ExperimentConfig {
 }
 
 fn reboots(result: &ExperimentResult) -> Vec<u64> {
-    result
-        .boots_after
-        .iter()
-        .map(|(id, after)| after - result.boots_before.get(id).copied().unwrap_or(0))
-        .collect()
+    result.reboots().into_values().collect()
 }
 
 /// One fleet at a time: several fleets under load on a 2-core machine would measure the

@@ -91,13 +91,22 @@ impl GroupState {
     fn fresh(&self, max_age: Duration, now: Timestamp) -> Option<Vec<TargetHealth>> {
         self.view
             .as_ref()
-            .filter(|(read_at, _)| {
-                // A clock that went back makes the view stale, never fresher.
-                let age = now.duration_since(*read_at);
-                !age.is_negative() && age.unsigned_abs() < max_age
-            })
+            .filter(|(read_at, _)| young(*read_at, max_age, now))
             .map(|(_, view)| view.clone())
     }
+
+    fn fresh_delay(&self, max_age: Duration, now: Timestamp) -> Option<Duration> {
+        self.delay
+            .filter(|(read_at, _)| young(*read_at, max_age, now))
+            .map(|(_, delay)| delay)
+    }
+}
+
+/// Whether something read at `read_at` is younger than `max_age`. A clock that went back makes
+/// it stale, never fresher.
+fn young(read_at: Timestamp, max_age: Duration, now: Timestamp) -> bool {
+    let age = now.duration_since(read_at);
+    !age.is_negative() && age.unsigned_abs() < max_age
 }
 
 fn lock(state: &Mutex<GroupState>) -> std::sync::MutexGuard<'_, GroupState> {
@@ -180,11 +189,7 @@ impl TargetGroups for SharedTargetGroups {
     async fn deregistration_delay(&self, arn: &str) -> Result<Duration, AwsError> {
         let entry = self.reads.entry(&self.region, arn);
         let now = (self.clock)();
-        let kept = lock(&entry.state).delay.filter(|(read_at, _)| {
-            let age = now.duration_since(*read_at);
-            !age.is_negative() && age.unsigned_abs() < self.reads.max_age
-        });
-        if let Some((_, delay)) = kept {
+        if let Some(delay) = lock(&entry.state).fresh_delay(self.reads.max_age, now) {
             return Ok(delay);
         }
         let delay = self.inner.deregistration_delay(arn).await?;

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use crate::api::{InstancePhase, MaintenancePlanSpec, MaintenancePlanStatus};
-use crate::aws::TargetState;
+use crate::aws::{TargetHealth, TargetState};
 
 use super::observed::{Observed, is_active};
 
@@ -33,23 +33,26 @@ pub(crate) fn limit(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanS
 /// or when a group was not read.
 pub(super) fn resolve(spec: &MaintenancePlanSpec, status: &MaintenancePlanStatus, observed: &Observed) -> Option<u32> {
     let max = spec.max_unavailable?;
-    let own_out: BTreeSet<&str> = out_ids(spec, status).collect();
     let smallest = spec
         .target_groups()
         .iter()
-        .map(|arn| {
-            let group = observed.group(arn)?;
-            let listed: BTreeSet<&str> = group
-                .iter()
-                .filter(|t| t.state != TargetState::Unused)
-                .map(|t| t.target.instance_id.as_str())
-                .collect();
-            Some(listed.union(&own_out).count())
-        })
+        .map(|arn| Some(registered(observed.group(arn)?, out_ids(spec, status))))
         .collect::<Option<Vec<usize>>>()?
         .into_iter()
         .min()?;
     Some(max.resolve(smallest))
+}
+
+/// How many targets a group has registered: the ones it lists (but `unused`), and the plan's
+/// own instances out, which it no longer lists once they are deregistered.
+pub(super) fn registered<'a>(group: &'a [TargetHealth], own_out: impl IntoIterator<Item = &'a str>) -> usize {
+    group
+        .iter()
+        .filter(|t| t.state != TargetState::Unused)
+        .map(|t| t.target.instance_id.as_str())
+        .chain(own_out)
+        .collect::<BTreeSet<&str>>()
+        .len()
 }
 
 /// The plan's instances out of rotation or on their way back (the ones the bound counts).

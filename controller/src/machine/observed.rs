@@ -258,7 +258,7 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
             instance_id: Some(first.instance_id.clone()),
             group_health: true,
             command: command_wanted(spec, first),
-            alarms: active.iter().any(|i| super::gates::aborts_in(spec, i)),
+            alarms: alarms_abort_any(spec, instances),
             ..Wants::default()
         };
         wants.more = others
@@ -302,6 +302,13 @@ pub fn wants(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatus>)
         };
     }
     start_wants(spec, status).unwrap_or_default()
+}
+
+/// Whether the alarms are read for an instance in flight (`abortInFlight`).
+fn alarms_abort_any(spec: &MaintenancePlanSpec, instances: &[InstanceStatus]) -> bool {
+    instances
+        .iter()
+        .any(|i| is_active(spec, i) && super::gates::aborts_in(spec, i))
 }
 
 /// The command of an instance in flight to look at this round, if any.
@@ -365,29 +372,26 @@ pub fn wants_at(spec: &MaintenancePlanSpec, status: Option<&MaintenancePlanStatu
         return Wants::default();
     }
     let mut wants = wants(spec, status);
+    let instances = status.map(|s| s.instances.as_slice()).unwrap_or_default();
     // When one instance out is due a look at EC2, all of them are looked at in the same
     // call: one DescribeInstances a minute for the whole wave.
-    let out = |i: &&InstanceStatus| is_active(spec, i) && i.out_of_rotation;
-    let any_due = status.is_some_and(|s| s.instances.iter().filter(out).any(|i| super::gone::check_due(i, now)));
-    let presence_due = |id: &str| {
-        any_due
-            && status
-                .and_then(|s| s.instances.iter().find(|i| i.instance_id == id))
-                .is_some_and(|i| out(&i))
-    };
+    let out: Vec<&InstanceStatus> = instances
+        .iter()
+        .filter(|i| is_active(spec, i) && i.out_of_rotation)
+        .collect();
+    let any_due = out.iter().any(|i| super::gone::check_due(i, now));
+    let presence_due = |id: &str| any_due && out.iter().any(|i| i.instance_id == id);
     wants.instance_presence = wants.instance_id.as_deref().is_some_and(presence_due);
     if !may_start {
-        // Outside the window (or settling), the instances out are finished and none starts.
-        let out =
-            |id: &str| status.is_some_and(|s| s.instances.iter().any(|i| i.instance_id == id && is_active(spec, i)));
-        wants.more.retain(|m| out(&m.instance_id));
+        // Outside the window (or settling), the instances in flight are finished and none starts.
+        wants.more.retain(|m| {
+            instances
+                .iter()
+                .any(|i| i.instance_id == m.instance_id && is_active(spec, i))
+        });
         wants.deregistration_delay = false;
         wants.gates = false;
-        wants.alarms = status.is_some_and(|s| {
-            s.instances
-                .iter()
-                .any(|i| is_active(spec, i) && super::gates::aborts_in(spec, i))
-        });
+        wants.alarms = alarms_abort_any(spec, instances);
     }
     for more in &mut wants.more {
         more.instance_presence = presence_due(&more.instance_id);

@@ -136,37 +136,25 @@ fn check_group(
         }
     }
     let healthy_left = others.iter().filter(|t| t.state == TargetState::Healthy).count();
+    let of_group = if in_group == "the target group" {
+        String::new()
+    } else {
+        format!(" in {in_group}")
+    };
     if let Some(percent) = spec.preflight.min_healthy_percent {
-        // Of every registered target, the plan's own out ones included (once deregistered,
-        // the group no longer lists them).
-        let listed = group.iter().filter(|t| t.state != TargetState::Unused);
-        let mut registered: Vec<&str> = listed.map(|t| t.target.instance_id.as_str()).collect();
-        registered.extend(own_out.iter().map(String::as_str));
-        registered.sort_unstable();
-        registered.dedup();
-        let needed = (registered.len() * percent as usize).div_ceil(100);
+        let registered = super::concurrency::registered(group, own_out.iter().map(String::as_str));
+        let needed = (registered * percent as usize).div_ceil(100);
         if healthy_left < needed {
             return Err(GateClosed::new(
                 reason::TOO_FEW_HEALTHY_TARGETS,
                 format!(
-                    "taking {instance_id} out would leave {healthy_left} of {} target(s) healthy{}; at least {percent}% ({needed}) must remain (preflight.minHealthyPercent)",
-                    registered.len(),
-                    if in_group == "the target group" {
-                        String::new()
-                    } else {
-                        format!(" in {in_group}")
-                    }
+                    "taking {instance_id} out would leave {healthy_left} of {registered} target(s) healthy{of_group}; at least {percent}% ({needed}) must remain (preflight.minHealthyPercent)"
                 ),
             ));
         }
     }
     let minimum = spec.preflight.min_healthy_targets.unwrap_or(1) as usize;
     if healthy_left < minimum {
-        let of_group = if in_group == "the target group" {
-            String::new()
-        } else {
-            format!(" in {in_group}")
-        };
         return Err(GateClosed::new(
             reason::TOO_FEW_HEALTHY_TARGETS,
             format!(

@@ -91,9 +91,9 @@ fn print_summary(result: &ExperimentResult) {
         summary_table(&result.report, Some(result.minimum_time.as_secs_f64()))
     );
     let reboots: Vec<String> = result
-        .boots_after
+        .reboots()
         .iter()
-        .map(|(id, after)| format!("{id} x{}", after - result.boots_before.get(id).copied().unwrap_or(0)))
+        .map(|(id, count)| format!("{id} x{count}"))
         .collect();
     println!("reboots:            {}", reboots.join(", "));
     println!("most out at once:   {}", result.max_out_of_rotation);

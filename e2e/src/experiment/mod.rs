@@ -121,6 +121,17 @@ impl ExperimentResult {
     pub fn sent_requests(&self) -> u64 {
         self.report.load.totals.sent + self.other_frontends.iter().map(|l| l.totals.sent).sum::<u64>()
     }
+
+    /// How many times each instance booted during the experiment, by instance ID.
+    pub fn reboots(&self) -> BTreeMap<String, u64> {
+        self.boots_after
+            .iter()
+            .map(|(id, after)| {
+                let before = self.boots_before.get(id).copied().unwrap_or(0);
+                (id.clone(), after.saturating_sub(before))
+            })
+            .collect()
+    }
 }
 
 /// Runs one experiment on a sandbox that is already started (its instances healthy).
