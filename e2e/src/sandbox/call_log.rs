@@ -139,6 +139,12 @@ impl CallLog {
         });
     }
 
+    /// Milliseconds since the sandbox started, on the clock of [`CallRecord::elapsed_ms`]: to time a client's own
+    /// actions against the calls it causes.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Every call, oldest first.
     pub fn records(&self) -> Vec<CallRecord> {
         self.inner

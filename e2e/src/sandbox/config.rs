@@ -66,7 +66,20 @@ pub struct SandboxConfig {
     /// record. Every `DescribeTargetHealth` and every change the sandbox makes also reads them, so the record holds
     /// every state a client acted on, whatever this is.
     pub haproxy_poll: Duration,
+    /// Light mode (`make bench-scale`): no HAProxy and no backend processes. Target health comes from an in-memory
+    /// simulation of HAProxy's checks with the same thresholds, and an instance "runs" between boots without a
+    /// process; deregistration delay, boot time and SSM commands behave as in the full sandbox. There are no
+    /// frontends and no traffic. Allows up to [`LIGHT_MAX_INSTANCES`] instances and [`LIGHT_MAX_TARGET_GROUPS`] groups.
+    pub light: bool,
+    /// Each instance in one target group only, `i` in group `i % target_groups`, instead of every instance in every
+    /// group: a fleet of many small groups, as `make bench-scale` runs.
+    pub partitioned_groups: bool,
 }
+
+/// Most instances a light-mode sandbox holds (a full one holds 200: each is a process behind HAProxy).
+pub const LIGHT_MAX_INSTANCES: usize = 2000;
+/// Most target groups a light-mode sandbox holds (a full one has 10: each is an HAProxy frontend).
+pub const LIGHT_MAX_TARGET_GROUPS: usize = 200;
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -88,6 +101,8 @@ impl Default for SandboxConfig {
             auto_scaling_group_name: "sandbox-asg".to_owned(),
             elb_health_check_grace: None,
             app_warmup: Duration::ZERO,
+            light: false,
+            partitioned_groups: false,
         }
     }
 }
@@ -184,6 +199,23 @@ impl SandboxConfig {
         self
     }
 
+    /// Light mode: simulated target health, no processes (see [`SandboxConfig::light`]).
+    pub fn light(mut self) -> Self {
+        self.light = true;
+        self
+    }
+
+    /// Puts instance `i` in target group `i % target_groups` only (see [`SandboxConfig::partitioned_groups`]).
+    pub fn with_partitioned_groups(mut self) -> Self {
+        self.partitioned_groups = true;
+        self
+    }
+
+    /// Whether instance `index` belongs to target group `group`.
+    pub(crate) fn in_group(&self, index: usize, group: usize) -> bool {
+        !self.partitioned_groups || index % self.target_groups.max(1) == group
+    }
+
     /// Sets the service's warm-up after each reboot.
     pub fn with_app_warmup(mut self, warmup: Duration) -> Self {
         self.app_warmup = warmup;
@@ -199,19 +231,30 @@ impl SandboxConfig {
     /// Rejects settings HAProxy or the emulated APIs cannot honour, and missing binaries, with a hint to fix them.
     pub fn validate(&self) -> anyhow::Result<()> {
         ensure!(self.instances >= 1, "a sandbox needs at least one instance");
+        let (max_instances, max_groups) = if self.light {
+            (LIGHT_MAX_INSTANCES, LIGHT_MAX_TARGET_GROUPS)
+        } else {
+            (200, 10)
+        };
         ensure!(
-            self.instances <= 200,
-            "a sandbox holds at most 200 instances, not {}",
+            self.instances <= max_instances,
+            "a sandbox holds at most {max_instances} instances, not {}",
             self.instances
         );
         ensure!(
-            self.instances + self.spare_instances <= 200,
-            "a sandbox holds at most 200 instances, spares included, not {}",
+            self.instances + self.spare_instances <= max_instances,
+            "a sandbox holds at most {max_instances} instances, spares included, not {}",
             self.instances + self.spare_instances
         );
         ensure!(
-            (1..=10).contains(&self.target_groups),
-            "a sandbox has 1 to 10 target groups, not {}",
+            (1..=max_groups).contains(&self.target_groups),
+            "a sandbox has 1 to {max_groups} target groups, not {}",
+            self.target_groups
+        );
+        ensure!(
+            !self.partitioned_groups || self.instances >= self.target_groups,
+            "partitioned target groups need at least one instance each: {} instances for {} groups",
+            self.instances,
             self.target_groups
         );
         ensure!(
@@ -240,6 +283,10 @@ impl SandboxConfig {
             "the HAProxy poll interval must be at least 10 ms, not {:?}",
             self.haproxy_poll
         );
+        if self.light {
+            // Neither HAProxy nor the backend runs in light mode.
+            return Ok(());
+        }
         check_haproxy_binary(&self.haproxy_binary)?;
         if !self.backend_binary.is_file() {
             bail!(

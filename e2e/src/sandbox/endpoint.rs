@@ -515,7 +515,7 @@ struct OutageQuery {
 /// Per instance: power, boot count, target health and HAProxy's view; plus the worst rotation moment so far.
 async fn get_state(State(shared): State<Arc<Shared>>) -> Response {
     let health = targets::describe(&shared, 0).await;
-    let rotation = shared.haproxy.server_states(super::haproxy::BACKEND).await;
+    let rotation = shared.balancer.server_states(super::haproxy::BACKEND).await;
     let (health, rotation) = match (health, rotation) {
         (Ok(health), Ok(rotation)) => (health, rotation),
         (Err(err), _) | (_, Err(err)) => {

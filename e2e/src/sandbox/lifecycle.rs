@@ -40,7 +40,9 @@ pub(crate) fn start_backend(shared: &Shared, instance: &Instance) -> anyhow::Res
         let boot = instance.count_boot();
         let boot_file = instance.home.join("boot-count");
         std::fs::write(&boot_file, format!("{boot}\n")).with_context(|| format!("write {}", boot_file.display()))?;
-        procs.backend = Some(backend_process::spawn(&shared.cfg.backend_binary, instance)?);
+        if !shared.cfg.light {
+            procs.backend = Some(backend_process::spawn(&shared.cfg.backend_binary, instance)?);
+        }
         Ok(())
     })
 }
@@ -53,9 +55,10 @@ fn warms_up(shared: &Shared, instance: &Instance) -> bool {
     !shared.cfg.app_warmup.is_zero() && instance.power().boot_count > 0
 }
 
-/// Waits until the backend started by [`start_backend`] listens, then marks the instance `Running`.
-pub(crate) async fn finish_boot(instance: &Instance) -> anyhow::Result<()> {
-    if !wait_until_accepting(instance.port, LISTEN_LIMIT).await {
+/// Waits until the backend started by [`start_backend`] listens, then marks the instance `Running` (at once in
+/// light mode, where no backend runs).
+pub(crate) async fn finish_boot(shared: &Shared, instance: &Instance) -> anyhow::Result<()> {
+    if !shared.cfg.light && !wait_until_accepting(instance.port, LISTEN_LIMIT).await {
         let exited = instance.with_processes(|procs| procs.backend.as_mut().map(Child::try_wait));
         bail!(
             "the backend of {} did not listen on 127.0.0.1:{} within {LISTEN_LIMIT:?} (process: {exited:?}); log: {}",
@@ -115,7 +118,7 @@ async fn come_back(shared: &Shared, instance: &Instance) -> anyhow::Result<()> {
     }
     let warming = warms_up(shared, instance);
     start_backend(shared, instance)?;
-    finish_boot(instance).await?;
+    finish_boot(shared, instance).await?;
     if warming {
         // The OS and the SSM agent are up; the service answers its health check only after the warm-up.
         tokio::time::sleep(shared.cfg.app_warmup).await;

@@ -7,6 +7,10 @@
 //! `AWS-RunShellScript` runs scripts on the instance, rebooting it on `exit 194`. Fault switches and a call log let
 //! tests bend the fleet and check what a client did.
 //!
+//! A light mode ([`SandboxConfig::light`], for `make bench-scale`) keeps the AWS side the same but runs no process:
+//! HAProxy's checks are simulated in memory (`simulated_balancer.rs`), so a thousand instances in a hundred target
+//! groups fit on a laptop.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use pitstop_e2e::sandbox::{Sandbox, SandboxConfig};
@@ -20,6 +24,7 @@ mod agent;
 mod autoscaling;
 mod autoscaling_api;
 mod backend_process;
+mod balancer;
 mod call_log;
 mod cloudwatch_api;
 mod commands;
@@ -38,6 +43,7 @@ mod process;
 mod protocol;
 mod rotation;
 mod server;
+mod simulated_balancer;
 mod ssm_api;
 mod targets;
 
@@ -56,8 +62,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use call_log::{CallLog, CallOutcome, CallRecord, Service, is_write_operation};
 pub use config::{
-    BACKEND_BINARY_ENV, HAPROXY_BINARY_ENV, SandboxConfig, check_haproxy_binary, default_backend_binary,
-    default_haproxy_binary,
+    BACKEND_BINARY_ENV, HAPROXY_BINARY_ENV, LIGHT_MAX_INSTANCES, LIGHT_MAX_TARGET_GROUPS, SandboxConfig,
+    check_haproxy_binary, default_backend_binary, default_haproxy_binary,
 };
 pub use faults::{
     AnswerLoss, FaultError, FaultSettings, Faults, LOSABLE_AUTOSCALING_WRITES, LOSABLE_WRITES, LostAnswer,
@@ -69,10 +75,12 @@ pub use process::tie_to_parent;
 pub use rotation::{AdminState, OperationalState, RotationSnapshot, RotationState};
 pub use targets::{TargetHealth, TargetState};
 
+use balancer::Balancer;
 use commands::CommandStore;
 use haproxy::{HaproxySettings, RuntimeApi};
 use instance::Instance;
 use rotation::RotationRecorder;
+use simulated_balancer::SimulatedBalancer;
 use targets::TargetGroup;
 
 /// Account ID in the target group ARN (the one AWS documentation uses).
@@ -115,7 +123,8 @@ pub(crate) struct Shared {
     pub(crate) target_groups: Vec<TargetGroup>,
     /// The Auto Scaling group every launched instance belongs to.
     pub(crate) auto_scaling: autoscaling::AutoScalingGroup,
-    pub(crate) haproxy: RuntimeApi,
+    /// HAProxy, or its simulation in light mode.
+    pub(crate) balancer: Balancer,
     haproxy_process: Mutex<Option<Child>>,
     pub(crate) commands: CommandStore,
     /// CloudWatch's alarms (`spec.gates.cloudWatchAlarms`).
@@ -125,6 +134,8 @@ pub(crate) struct Shared {
     /// Takes the AWS endpoint down for a while (`/_sandbox/outage`, [`Sandbox::refuse_connections`]).
     pub(crate) outage: server::OutageSwitch,
     pub(crate) rotation: RotationRecorder,
+    /// The most members of each group out of rotation at once.
+    pub(crate) most_out: rotation::MostOutPerGroup,
     /// Held while HAProxy's states are read and recorded, so records are made in the order of the reads.
     pub(crate) observing: tokio::sync::Mutex<()>,
     pub(crate) tasks: Tasks,
@@ -281,6 +292,7 @@ impl Sandbox {
         }
 
         let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+        let socket = work_dir.path().join("haproxy.sock");
         let target_groups: Vec<TargetGroup> = (0..frontend_ports.len())
             .map(|index| {
                 let arn = format!(
@@ -289,10 +301,25 @@ impl Sandbox {
                     targets::target_group_name(index),
                     fastrand::u64(..)
                 );
-                TargetGroup::new(index, arn, &ids)
+                let members: Vec<String> = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| cfg.in_group(*i, index))
+                    .map(|(_, id)| id.clone())
+                    .collect();
+                TargetGroup::new(index, arn, &members)
             })
             .collect();
-        let socket = work_dir.path().join("haproxy.sock");
+        let balancer = if cfg.light {
+            let backends = target_groups.iter().map(|g| (g.backend.clone(), g.members()));
+            Balancer::Simulated(SimulatedBalancer::new(
+                backends,
+                cfg.healthy_threshold,
+                cfg.unhealthy_threshold,
+            ))
+        } else {
+            Balancer::Haproxy(RuntimeApi::new(socket.clone()))
+        };
         let listener = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await {
             Ok(listener) => listener,
             Err(err) => {
@@ -315,13 +342,14 @@ impl Sandbox {
             auto_scaling,
             started: Instant::now(),
             target_groups,
-            haproxy: RuntimeApi::new(socket.clone()),
+            balancer,
             haproxy_process: Mutex::new(None),
             commands: CommandStore::default(),
             alarms: cloudwatch_api::AlarmStore::default(),
             faults: Faults::new(ids.iter().cloned()),
             calls: CallLog::default(),
             rotation: RotationRecorder::default(),
+            most_out: rotation::MostOutPerGroup::default(),
             observing: tokio::sync::Mutex::new(()),
             tasks: Tasks::default(),
             closed: AtomicBool::new(false),
@@ -347,19 +375,23 @@ impl Sandbox {
             lifecycle::start_backend(&shared, instance)?;
         }
         for instance in &shared.instances {
-            lifecycle::finish_boot(instance).await?;
+            lifecycle::finish_boot(&shared, instance).await?;
         }
 
-        let settings = HaproxySettings {
-            frontend_ports,
-            servers: shared.instances.iter().map(|i| (i.id.clone(), i.port)).collect(),
-            interval: shared.cfg.health_interval,
-            rise: shared.cfg.healthy_threshold,
-            fall: shared.cfg.unhealthy_threshold,
-            socket,
-        };
-        let child = haproxy::start(&shared.cfg.haproxy_binary, sandbox.work_dir.path(), &settings).await?;
-        *shared.haproxy_process.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
+        if shared.cfg.light {
+            shared.tasks.spawn(monitor::check_simulated_health(Arc::clone(&shared)));
+        } else {
+            let settings = HaproxySettings {
+                frontend_ports,
+                servers: shared.instances.iter().map(|i| (i.id.clone(), i.port)).collect(),
+                interval: shared.cfg.health_interval,
+                rise: shared.cfg.healthy_threshold,
+                fall: shared.cfg.unhealthy_threshold,
+                socket,
+            };
+            let child = haproxy::start(&shared.cfg.haproxy_binary, sandbox.work_dir.path(), &settings).await?;
+            *shared.haproxy_process.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
+        }
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let app = endpoint::router(Arc::clone(&shared));
@@ -370,7 +402,10 @@ impl Sandbox {
         }));
         sandbox.server_stop = Some(stop_tx);
 
-        shared.tasks.spawn(monitor::watch_haproxy(Arc::clone(&shared)));
+        if !shared.cfg.light {
+            // In light mode only registrations and check rounds change a state, and both record it at once.
+            shared.tasks.spawn(monitor::watch_haproxy(Arc::clone(&shared)));
+        }
         shared.tasks.spawn(monitor::watch_faults(Arc::clone(&shared)));
         shared.tasks.spawn(autoscaling::watch_health(Arc::clone(&shared)));
 
@@ -380,7 +415,9 @@ impl Sandbox {
             let all: Vec<(String, u16)> = ids
                 .iter()
                 .take(shared.cfg.instances)
-                .map(|id| (id.clone(), group.port))
+                .enumerate()
+                .filter(|(i, _)| shared.cfg.in_group(*i, index))
+                .map(|(_, id)| (id.clone(), group.port))
                 .collect();
             targets::register(&shared, index, &all).await?;
         }
@@ -388,6 +425,8 @@ impl Sandbox {
         // Read HAProxy now: the monitor's last poll may predate the last check that passed.
         let current = monitor::observe_now(&shared).await?;
         shared.rotation.reset(shared.started.elapsed(), Some(current));
+        // The boot of the fleet had every instance out; what counts is what clients do from now on.
+        shared.most_out.reset();
         Ok(sandbox)
     }
 
@@ -533,7 +572,7 @@ impl Sandbox {
 
     /// HAProxy's admin and operational state of every instance's server in the first target group, read now.
     pub async fn rotation_states(&self) -> anyhow::Result<BTreeMap<String, RotationState>> {
-        self.shared.haproxy.server_states(haproxy::BACKEND).await
+        self.shared.balancer.server_states(haproxy::BACKEND).await
     }
 
     /// Rotation states each time they changed, as read by the background poll, every `DescribeTargetHealth` and
@@ -548,9 +587,19 @@ impl Sandbox {
         self.shared.rotation.max_out_of_rotation()
     }
 
+    /// The most members of each target group out of rotation at once since the sandbox was ready (or since
+    /// [`Self::reset_rotation_history`]), in target group order. Exact in light mode, where every change is
+    /// recorded as it is made; with HAProxy, checks are read every `haproxy_poll`.
+    pub fn most_out_per_target_group(&self) -> Vec<usize> {
+        let mut most = self.shared.most_out.get();
+        most.resize(self.shared.target_groups.len(), 0);
+        most
+    }
+
     /// Starts the rotation history afresh from the states last read (at most one `haproxy_poll` old).
     pub fn reset_rotation_history(&self) {
         self.shared.rotation.reset(self.shared.started.elapsed(), None);
+        self.shared.most_out.reset();
     }
 
     /// Every instance's target health in the first target group, exactly as `DescribeTargetHealth` would report it

@@ -1,11 +1,14 @@
 //! Background watchers: HAProxy's server states (for target health and the rotation record) and the fault switches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::Shared;
+use super::balancer::Balancer;
+use super::instance::{Instance, Power};
 use super::lifecycle::remove_sick_file;
 use super::rotation::RotationState;
+use super::simulated_balancer::Probe;
 
 /// Polls HAProxy every `haproxy_poll` (by default 100 ms, well below any health-check interval): ends targets'
 /// `initial` phase when they come up and records rotation changes.
@@ -50,9 +53,16 @@ fn in_service_only(shared: &Shared, states: &BTreeMap<String, RotationState>) ->
 pub(crate) async fn observe_all_now(shared: &Shared) -> anyhow::Result<Vec<BTreeMap<String, RotationState>>> {
     let _turn = shared.observing.lock().await;
     let mut all = Vec::with_capacity(shared.target_groups.len());
-    for group in &shared.target_groups {
-        let states = shared.haproxy.server_states(&group.backend).await?;
+    for (index, group) in shared.target_groups.iter().enumerate() {
+        let states = shared.balancer.server_states(&group.backend).await?;
         group.observe(&states);
+        let out = states
+            .iter()
+            .filter(|(id, state)| {
+                !state.in_rotation() && group.knows(id) && shared.instance(id).is_some_and(|i| i.in_service())
+            })
+            .count();
+        shared.most_out.note(index, out);
         all.push(states);
     }
     if let Some(first) = all.first() {
@@ -63,6 +73,33 @@ pub(crate) async fn observe_all_now(shared: &Shared) -> anyhow::Result<Vec<BTree
             .observe(shared.started.elapsed(), &in_service_only(shared, first));
     }
     Ok(all)
+}
+
+/// Runs the light mode's health checks every health-check interval, as HAProxy runs them, then records the states
+/// (the rotation record and the most out per group see every change a check makes).
+pub(crate) async fn check_simulated_health(shared: Arc<Shared>) {
+    let Balancer::Simulated(sim) = &shared.balancer else {
+        return;
+    };
+    let mut tick = tokio::time::interval(shared.cfg.health_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let instances: HashMap<&str, &Instance> = shared.instances.iter().map(|i| (i.id.as_str(), &**i)).collect();
+        sim.run_checks(|id| match instances.get(id) {
+            Some(instance) if instance.power().power == Power::Running => {
+                if instance.sick_file.exists() {
+                    Probe::Status(503)
+                } else {
+                    Probe::Passed
+                }
+            }
+            _ => Probe::Refused,
+        });
+        if let Err(err) = observe_now(&shared).await {
+            tracing::warn!("could not record the simulated server states: {err:#}");
+        }
+    }
 }
 
 /// Heals instances whose `unhealthy_after_boot` switch is turned off: their health check passes again at once.

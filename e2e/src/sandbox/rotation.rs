@@ -147,6 +147,40 @@ impl RotationRecorder {
     }
 }
 
+/// The most members of each target group out of rotation at once (deregistered, draining, or registered but not
+/// passing checks), over every state the sandbox read: a safety bound checked across a fleet of groups.
+#[derive(Debug, Default)]
+pub(crate) struct MostOutPerGroup {
+    most: Mutex<Vec<usize>>,
+}
+
+impl MostOutPerGroup {
+    /// Notes that `out` members of group `index` are out now.
+    pub(crate) fn note(&self, index: usize, out: usize) {
+        let mut most = self.most.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if most.len() <= index {
+            most.resize(index + 1, 0);
+        }
+        most[index] = most[index].max(out);
+    }
+
+    /// The most out at once per group, in group order, since the start or the last [`Self::reset`].
+    pub(crate) fn get(&self) -> Vec<usize> {
+        self.most
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts counting afresh.
+    pub(crate) fn reset(&self) {
+        self.most
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

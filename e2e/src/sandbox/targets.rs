@@ -139,6 +139,18 @@ impl TargetGroup {
         self.registrations.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The instances this group knows, by ID: its members, and any registered in it since.
+    pub(crate) fn members(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.lock().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Whether the group knows instance `id` (see [`TargetGroup::members`]).
+    pub(crate) fn knows(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
     /// Its tags, now.
     pub(crate) fn tags(&self) -> BTreeMap<String, String> {
         self.tags.lock().unwrap_or_else(PoisonError::into_inner).clone()
@@ -272,6 +284,7 @@ pub(crate) async fn describe(shared: &Shared, index: usize) -> anyhow::Result<BT
     Ok(shared
         .instances
         .iter()
+        .filter(|instance| group.knows(&instance.id))
         .map(|instance| {
             let reg = group.registration(&instance.id);
             (
@@ -306,7 +319,7 @@ pub(crate) async fn register(shared: &Shared, index: usize, targets: &[(String, 
                 ]
             }
         };
-        shared.haproxy.apply(&commands).await?;
+        shared.balancer.apply(&commands).await?;
         group.lock().insert(
             id.clone(),
             Registration::Registered {
@@ -331,7 +344,7 @@ pub(crate) async fn deregister(shared: &Arc<Shared>, index: usize, ids: &[String
             continue;
         };
         shared
-            .haproxy
+            .balancer
             .apply(&[format!("set server {} state drain", group.server(id))])
             .await?;
         let generation = group.generations.fetch_add(1, Ordering::Relaxed);
@@ -360,7 +373,7 @@ async fn finish_draining(shared: &Shared, index: usize, id: &str, generation: u6
         format!("set server {srv} state maint"),
         format!("shutdown sessions server {srv}"),
     ];
-    if let Err(err) = shared.haproxy.apply(&commands).await {
+    if let Err(err) = shared.balancer.apply(&commands).await {
         // The server stays in drain, which takes no new traffic either; the target still ends its drain.
         tracing::warn!(instance = %id, "could not put the drained server in maintenance: {err:#}");
     }
