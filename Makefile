@@ -10,7 +10,7 @@ CARGO   ?= cargo
 ROOT    := $(abspath .)
 export MOTO_SERVER := $(ROOT)/$(VENV)/bin/moto_server
 
-.PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy lua prometheus demo demo-naive demo-asg bench chaos e2e-kube clean-work
+.PHONY: help build test test-rust test-chart crds lint fmt deps venv haproxy lua prometheus demo demo-naive demo-asg bench bench-scale chaos e2e-kube clean-work
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -85,6 +85,17 @@ chaos: haproxy ## kill -9, lost answers and throttling, repeated under load (~45
 e2e-kube: deps ## End to end against a real apiserver (KUBECONFIG, or KUBE_APISERVER + ETCD); skips loudly without
 	$(CARGO) build --quiet --workspace --bins
 	$(CARGO) test -p pitstop-e2e --test kube_e2e --test kube_reliability -- --nocapture --test-threads=1
+
+bench-scale: deps ## 1,000 plans, 100 target groups: the real controller on a real apiserver, a light sandbox (~15 min)
+	@if [ -z "$${KUBECONFIG:-}" ] && [ -z "$${PITSTOP_E2E_KUBE:-}" ] && { [ -z "$${KUBE_APISERVER:-}" ] || [ -z "$${ETCD:-}" ]; }; then \
+		echo "make bench-scale needs a real Kubernetes API server, and none is named: nothing was measured."; \
+		echo "  KUBE_APISERVER=/path/to/kube-apiserver ETCD=/path/to/etcd make bench-scale"; \
+		echo "  KUBECONFIG=/path/to/a-test-cluster.kubeconfig make bench-scale   (see e2e/KUBE_E2E.md)"; \
+		exit 2; \
+	fi
+	$(CARGO) build --quiet --workspace --bins
+	@# PITSTOP_BIN=target/release/pitstop measures a release build (the memory figures in the README are of one).
+	$(CARGO) test -p pitstop-e2e --test bench_scale -- --ignored --nocapture --test-threads=1 $(BENCH_SCALE_ARGS)
 
 clean-work:
 	rm -rf $(WORK)

@@ -1057,11 +1057,12 @@ impl ControllerProcess {
         if harness.install == Install::Namespaced {
             cmd.arg("--namespace").arg(&harness.namespace);
         }
-        cmd.arg("--http-addr")
-            .arg(http_addr.to_string())
-            .arg("--poll-interval")
-            .arg("500ms")
-            .arg("--log-format")
+        cmd.arg("--http-addr").arg(http_addr.to_string());
+        // Fast for the tests, unless the caller sets its own (the scale bench runs the default).
+        if !extra.iter().any(|arg| arg == "--poll-interval") {
+            cmd.arg("--poll-interval").arg("500ms");
+        }
+        cmd.arg("--log-format")
             .arg("text")
             .args(extra)
             .env_clear()
@@ -1092,6 +1093,11 @@ impl ControllerProcess {
             child,
             log,
         }
+    }
+
+    /// Its process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Everything it printed so far.
