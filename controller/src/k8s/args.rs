@@ -19,6 +19,13 @@ pub struct ControllerArgs {
     #[arg(long, env = "PITSTOP_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
 
+    /// Most plans reconciled at once. Each round in flight holds an apiserver connection
+    /// (HTTP/1.1: one request per connection) and its own buffers; unbounded, a thousand
+    /// plans woken together opened hundreds of connections. A round is short (a few
+    /// apiserver and AWS calls), so a busy fleet's rounds queue for milliseconds.
+    #[arg(long, env = "PITSTOP_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "PITSTOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
