@@ -484,6 +484,71 @@ async fn reconcile_invalid_spec_fails_the_plan_without_calling_aws() {
 }
 
 #[tokio::test]
+async fn a_late_version_of_an_earlier_write_does_not_hide_the_last_one() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        server.insert(plan_json("web", &IDS, json!({})));
+        add_finalizer(&mut server, &ctx, &fake, "web").await;
+
+        let before = server.plan("web");
+        server.reconcile(&ctx, "web").await.expect("first instance starts");
+        let first_write = server.plan("web");
+        // The watch lags: the next round is on `before` and writes the drain clock.
+        fake.set_now(fake.now() + Duration::from_secs(1));
+        server
+            .reconcile_object(&ctx, before)
+            .await
+            .expect("round on a stale object");
+        server.take_calls();
+
+        // Now the watch delivers the first write, not yet the second: the second is newer,
+        // so this round decides from it and has nothing to write.
+        fake.set_now(fake.now() + Duration::from_secs(1));
+        let action = server
+            .reconcile_object(&ctx, first_write)
+            .await
+            .expect("round on the first write");
+        assert_eq!(action, Action::requeue(POLL), "still draining");
+        assert_eq!(server.take_calls(), [], "the drain clock is not started again");
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_round_decided_from_an_outdated_plan_writes_nothing_and_calls_no_aws_write() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (fake, mut server, ctx) = scenario();
+        server.insert(plan_json("web", &IDS, json!({})));
+        add_finalizer(&mut server, &ctx, &fake, "web").await;
+
+        let before = server.plan("web");
+        server.reconcile(&ctx, "web").await.expect("first instance starts");
+        let writes = fake.writes().len();
+        let status = server.status("web").expect("status recorded");
+        assert_eq!(status.instances[0].phase, InstancePhase::Draining);
+
+        // A round that does not know of that write (another controller's cache, say) decides
+        // from the plan as it was: its instance is draining, so it would fail it as not
+        // healthy. The write is conditional on the outdated version and refused.
+        let unaware = context(ctx.client.clone(), &fake);
+        fake.set_now(fake.now() + Duration::from_secs(1));
+        let error = server
+            .reconcile_object(&unaware, before)
+            .await
+            .expect_err("a round on an outdated plan");
+        assert_eq!(error.kind(), ErrorKind::Conflict, "{error}");
+        assert_eq!(server.status("web"), Some(status), "the newer status stays");
+        assert_eq!(fake.writes().len(), writes, "no AWS write");
+        drop(unaware);
+        server.stop(ctx).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
 async fn reconcile_on_a_stale_object_decides_from_the_status_it_wrote() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let (fake, mut server, ctx) = scenario();

@@ -1938,3 +1938,95 @@ async fn a_selected_plan_skips_an_instance_terminated_mid_run() {
     )
     .await;
 }
+
+/// The controller's status writes are conditional on the version of the plan the round
+/// decided from (`metadata.resourceVersion` in the apply): on a real apiserver, a round that
+/// decided from an outdated plan (a watch lagging behind, as `make bench-scale` saw under
+/// load) is refused with 409 Conflict and cannot write an older status over a newer one,
+/// while a round that decided from the controller's own last write goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_decided_from_an_outdated_plan_is_refused() {
+    use pitstop::api::MaintenancePlanStatus;
+    use pitstop::engine::StatusStore;
+    use pitstop::k8s::status_cache::StatusCache;
+    use pitstop::k8s::status_store::KubeStatusStore;
+
+    kube_support::run("conditional-status", |harness| async move {
+        let plans = harness.plans();
+        let object = serde_json::json!({
+            "apiVersion": "pitstop.dev/v1alpha1",
+            "kind": "MaintenancePlan",
+            "metadata": { "name": "conditional", "namespace": harness.namespace },
+            "spec": {
+                "targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef",
+                "instances": ["i-0123456789abcdef0"],
+                "suspend": true,
+            },
+        });
+        let created = plans
+            .patch(
+                "conditional",
+                &kube::api::PatchParams::apply(kube_support::FIELD_MANAGER).force(),
+                &kube::api::Patch::Apply(&object),
+            )
+            .await
+            .expect("the plan is created");
+        let uid = created.metadata.uid.clone().expect("a uid");
+        let read = created.metadata.resource_version.clone();
+        let status = |phase| MaintenancePlanStatus {
+            phase,
+            ..MaintenancePlanStatus::default()
+        };
+
+        // A round decides from the plan as created and writes.
+        let cache = StatusCache::default();
+        let recorded = cache.freshest(&uid, read.as_deref(), None);
+        let mut round = KubeStatusStore::new(
+            plans.clone(),
+            "conditional",
+            &uid,
+            read.as_deref(),
+            recorded.version.as_deref(),
+            &cache,
+        );
+        round.save(&status(PlanPhase::Running)).await.expect("the first write");
+
+        // Another round decides from the same, now outdated, plan without knowing of that write.
+        let unaware = StatusCache::default();
+        let mut stale = KubeStatusStore::new(
+            plans.clone(),
+            "conditional",
+            &uid,
+            read.as_deref(),
+            read.as_deref(),
+            &unaware,
+        );
+        let refused = stale
+            .save(&status(PlanPhase::Pending))
+            .await
+            .expect_err("a write decided from an outdated plan");
+        println!("the outdated write: {refused}");
+        assert!(
+            matches!(&refused, kube::Error::Api(status) if status.code == 409),
+            "{refused:?}"
+        );
+        let stored = plans.get_status("conditional").await.expect("the plan");
+        assert_eq!(stored.status.map(|s| s.phase), Some(PlanPhase::Running), "the newer status stays");
+
+        // A round served from the cache (the watch still at the created plan) writes on top.
+        let recorded = cache.freshest(&uid, read.as_deref(), None);
+        assert_eq!(recorded.status.as_ref().map(|s| s.phase), Some(PlanPhase::Running));
+        let mut next = KubeStatusStore::new(
+            plans.clone(),
+            "conditional",
+            &uid,
+            read.as_deref(),
+            recorded.version.as_deref(),
+            &cache,
+        );
+        next.save(&status(PlanPhase::Succeeded)).await.expect("a write on our own last one");
+        let stored = plans.get_status("conditional").await.expect("the plan");
+        assert_eq!(stored.status.map(|s| s.phase), Some(PlanPhase::Succeeded));
+    })
+    .await;
+}

@@ -25,7 +25,7 @@ mod policy_tags;
 pub mod reconcile;
 pub mod recovery;
 mod round_inputs;
-mod status_cache;
+pub mod status_cache;
 pub mod status_store;
 pub mod target_group_lock;
 pub mod tenancy;

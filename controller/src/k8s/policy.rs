@@ -53,6 +53,7 @@ fn has_instance_out(plan: &DeserializeGuard<MaintenancePlan>, ctx: &Context) -> 
     };
     ctx.statuses
         .freshest(uid, plan.metadata.resource_version.as_deref(), plan.status.as_ref())
+        .status
         .is_some_and(|status| in_flight(&plan.spec, &status).is_some())
 }
 

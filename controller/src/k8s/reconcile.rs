@@ -81,12 +81,20 @@ async fn apply(
     let name = plan.metadata.name.as_deref().ok_or(Error::MissingMetadata("name"))?;
     let uid = plan.metadata.uid.as_deref().ok_or(Error::MissingMetadata("uid"))?;
     let read_version = plan.metadata.resource_version.as_deref();
-    let recorded = ctx.statuses.freshest(uid, read_version, plan.status.as_ref());
+    let freshest = ctx.statuses.freshest(uid, read_version, plan.status.as_ref());
+    let recorded = freshest.status;
     let span = tracing::Span::current();
     if let Some(instance) = recorded.as_ref().and_then(|s| s.current_instance.as_deref()) {
         span.record("instance", instance);
     }
-    let mut store = KubeStatusStore::new(api.clone(), name, uid, read_version, &ctx.statuses);
+    let mut store = KubeStatusStore::new(
+        api.clone(),
+        name,
+        uid,
+        read_version,
+        freshest.version.as_deref(),
+        &ctx.statuses,
+    );
     let now = ctx.now();
     // Tenancy: nothing is read or changed on AWS for a plan its namespace's policies refuse.
     if let Some(action) = screen(plan, key, recorded.as_ref(), &mut store, ctx, events, now).await? {
@@ -305,7 +313,8 @@ async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &Plan
     let uid = plan.metadata.uid.as_deref().ok_or(Error::MissingMetadata("uid"))?;
     let recorded = ctx
         .statuses
-        .freshest(uid, plan.metadata.resource_version.as_deref(), plan.status.as_ref());
+        .freshest(uid, plan.metadata.resource_version.as_deref(), plan.status.as_ref())
+        .status;
     let cleanup = cleanup_for(uid, &plan.spec, recorded.as_ref());
     if !cleanup.is_empty() {
         if let Some(first) = cleanup.returns.first() {

@@ -499,11 +499,25 @@ fn apply_status(
         .as_object()
         .map(|o| o.keys().map(String::as_str).collect())
         .unwrap_or_default();
-    assert_eq!(
-        keys,
-        ["apiVersion", "kind", "status"],
-        "only the SSA envelope and the status"
+    assert!(
+        keys == ["apiVersion", "kind", "status"] || keys == ["apiVersion", "kind", "metadata", "status"],
+        "only the SSA envelope, the precondition and the status: {keys:?}"
     );
+    if let Some(metadata) = patch.get("metadata") {
+        let fields: Vec<&str> = metadata
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(fields, ["resourceVersion"], "the only metadata of a status write");
+        // As the apiserver does: a precondition that does not match is a conflict.
+        let stored = state
+            .objects
+            .get(name)
+            .map(|o| o["metadata"]["resourceVersion"].clone());
+        if stored.is_some_and(|version| version != metadata["resourceVersion"]) {
+            return failure(StatusCode::CONFLICT, "the object has been modified");
+        }
+    }
     assert_eq!(patch["apiVersion"], GROUP_VERSION);
     assert_eq!(patch["kind"], "MaintenancePlan");
     let status: MaintenancePlanStatus = serde_json::from_value(patch["status"].clone()).expect("a typed status");
