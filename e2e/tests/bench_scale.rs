@@ -511,9 +511,20 @@ async fn bench_scale_fleet() {
         let latency = time_to_first_deregister(&measured.calls, &created_ms);
         let mut all: Vec<f64> = latency.values().copied().collect();
         all.sort_by(f64::total_cmp);
-        // The first plan of each group waits for no other plan: its latency is the controller's own.
-        let firsts: Vec<String> = ids.iter().take(groups).cloned().collect();
-        let mut first: Vec<f64> = firsts.iter().filter_map(|id| latency.get(id)).copied().collect();
+        // The controller's own latency, without the wait for a group's turn: per group, from its
+        // first plan's creation to the first DeregisterTargets in the group, whichever plan
+        // made it (the fair queue may let the second plan created go first).
+        let mut first: Vec<f64> = (0..groups)
+            .filter_map(|g| {
+                let members: Vec<&String> = ids.iter().skip(g).step_by(groups).collect();
+                let created = members.iter().filter_map(|id| created_ms.get(*id)).min()?;
+                let deregistered = members
+                    .iter()
+                    .filter_map(|id| Some(created_ms.get(*id)? + (latency.get(*id)? * 1000.0) as u64))
+                    .min()?;
+                Some(deregistered.saturating_sub(*created) as f64 / 1000.0)
+            })
+            .collect();
         first.sort_by(f64::total_cmp);
 
         let mut rows = vec![
@@ -526,7 +537,7 @@ async fn bench_scale_fleet() {
                 format!("{:.1} s", run_time.as_secs_f64()),
             ),
             (
-                "plan created → first DeregisterTargets, first plan of each group".into(),
+                "group's first plan created → its first DeregisterTargets".into(),
                 format!(
                     "p50 {:.1} s, p99 {:.1} s",
                     percentile(&first, 0.5),
@@ -549,7 +560,7 @@ async fn bench_scale_fleet() {
         report["groups"] = json!(groups);
         report["plans"] = json!(instances);
         report["run_seconds"] = json!(run_time.as_secs_f64());
-        report["first_deregister_seconds_first_of_group"] =
+        report["first_deregister_seconds_per_group"] =
             json!({ "p50": percentile(&first, 0.5), "p99": percentile(&first, 0.99) });
         report["first_deregister_seconds_all"] = json!({ "p50": percentile(&all, 0.5), "p99": percentile(&all, 0.99) });
         write_json("fleet.json", &report);
