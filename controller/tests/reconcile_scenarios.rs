@@ -5,6 +5,7 @@
 
 mod reconcile_support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,9 +14,10 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use pitstop::api::{InstancePhase, MaintenancePlan, PlanPhase};
+use pitstop::aws::fake::FakeAws;
 use pitstop::aws::{AwsErrorKind, TargetState};
 use pitstop::k8s::policy::{NOW_DELAY, THROTTLED_DELAY};
-use pitstop::k8s::{ErrorKind, error_policy, reconcile};
+use pitstop::k8s::{Context, ErrorKind, error_policy, reconcile};
 use reconcile_support::*;
 use serde_json::json;
 
@@ -483,15 +485,21 @@ async fn reconcile_invalid_spec_fails_the_plan_without_calling_aws() {
     .expect("test timed out");
 }
 
+/// A plan "web" whose first round started its first instance, and the plan as it was read
+/// before that round (what a lagging watch still serves).
+async fn first_instance_started() -> (FakeAws, ApiServer, Arc<Context>, Arc<DeserializeGuard<MaintenancePlan>>) {
+    let (fake, mut server, ctx) = scenario();
+    server.insert(plan_json("web", &IDS, json!({})));
+    add_finalizer(&mut server, &ctx, &fake, "web").await;
+    let before = server.plan("web");
+    server.reconcile(&ctx, "web").await.expect("first instance starts");
+    (fake, server, ctx, before)
+}
+
 #[tokio::test]
 async fn a_late_version_of_an_earlier_write_does_not_hide_the_last_one() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let (fake, mut server, ctx) = scenario();
-        server.insert(plan_json("web", &IDS, json!({})));
-        add_finalizer(&mut server, &ctx, &fake, "web").await;
-
-        let before = server.plan("web");
-        server.reconcile(&ctx, "web").await.expect("first instance starts");
+        let (fake, mut server, ctx, before) = first_instance_started().await;
         let first_write = server.plan("web");
         // The watch lags: the next round is on `before` and writes the drain clock.
         fake.set_now(fake.now() + Duration::from_secs(1));
@@ -519,12 +527,7 @@ async fn a_late_version_of_an_earlier_write_does_not_hide_the_last_one() {
 #[tokio::test]
 async fn a_round_decided_from_an_outdated_plan_writes_nothing_and_calls_no_aws_write() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let (fake, mut server, ctx) = scenario();
-        server.insert(plan_json("web", &IDS, json!({})));
-        add_finalizer(&mut server, &ctx, &fake, "web").await;
-
-        let before = server.plan("web");
-        server.reconcile(&ctx, "web").await.expect("first instance starts");
+        let (fake, mut server, ctx, before) = first_instance_started().await;
         let writes = fake.writes().len();
         let status = server.status("web").expect("status recorded");
         assert_eq!(status.instances[0].phase, InstancePhase::Draining);
@@ -551,12 +554,7 @@ async fn a_round_decided_from_an_outdated_plan_writes_nothing_and_calls_no_aws_w
 #[tokio::test]
 async fn reconcile_on_a_stale_object_decides_from_the_status_it_wrote() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let (fake, mut server, ctx) = scenario();
-        server.insert(plan_json("web", &IDS, json!({})));
-        add_finalizer(&mut server, &ctx, &fake, "web").await;
-
-        let before = server.plan("web");
-        server.reconcile(&ctx, "web").await.expect("first instance starts");
+        let (fake, mut server, ctx, before) = first_instance_started().await;
         assert!(fake.writes().iter().any(|w| w.operation == "DeregisterTargets"));
         server.take_calls();
 

@@ -1978,29 +1978,19 @@ async fn a_status_decided_from_an_outdated_plan_is_refused() {
             ..MaintenancePlanStatus::default()
         };
 
+        // A round of the plan read at `read`, deciding from the status at `version`.
+        let store = |version: Option<&str>, cache| {
+            KubeStatusStore::new(plans.clone(), "conditional", &uid, read.as_deref(), version, cache)
+        };
         // A round decides from the plan as created and writes.
         let cache = StatusCache::default();
         let recorded = cache.freshest(&uid, read.as_deref(), None);
-        let mut round = KubeStatusStore::new(
-            plans.clone(),
-            "conditional",
-            &uid,
-            read.as_deref(),
-            recorded.version.as_deref(),
-            &cache,
-        );
+        let mut round = store(recorded.version.as_deref(), &cache);
         round.save(&status(PlanPhase::Running)).await.expect("the first write");
 
         // Another round decides from the same, now outdated, plan without knowing of that write.
         let unaware = StatusCache::default();
-        let mut stale = KubeStatusStore::new(
-            plans.clone(),
-            "conditional",
-            &uid,
-            read.as_deref(),
-            read.as_deref(),
-            &unaware,
-        );
+        let mut stale = store(read.as_deref(), &unaware);
         let refused = stale
             .save(&status(PlanPhase::Pending))
             .await
@@ -2016,14 +2006,7 @@ async fn a_status_decided_from_an_outdated_plan_is_refused() {
         // A round served from the cache (the watch still at the created plan) writes on top.
         let recorded = cache.freshest(&uid, read.as_deref(), None);
         assert_eq!(recorded.status.as_ref().map(|s| s.phase), Some(PlanPhase::Running));
-        let mut next = KubeStatusStore::new(
-            plans.clone(),
-            "conditional",
-            &uid,
-            read.as_deref(),
-            recorded.version.as_deref(),
-            &cache,
-        );
+        let mut next = store(recorded.version.as_deref(), &cache);
         next.save(&status(PlanPhase::Succeeded)).await.expect("a write on our own last one");
         let stored = plans.get_status("conditional").await.expect("the plan");
         assert_eq!(stored.status.map(|s| s.phase), Some(PlanPhase::Succeeded));
