@@ -10,6 +10,8 @@ pub mod experiment;
 pub mod largest_plan;
 /// Open-loop HTTP load generator used to measure failed requests during maintenance.
 pub mod load;
+/// A process's memory and CPU time, read from `/proc`.
+pub mod proc_stats;
 /// A real Prometheus server with an alert the test fires, for the alert gate.
 pub mod prometheus;
 /// Load results, phase bands and their JSON, SVG chart and terminal summary.

@@ -20,8 +20,6 @@ mod kube_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use comfy_table::Table;
@@ -29,13 +27,12 @@ use kube::Client;
 use kube::api::{ListParams, PostParams};
 use kube_support::{ControllerProcess, Deadline, Harness, repo_root};
 use pitstop::api::{MaintenancePlan, PlanPhase};
+use pitstop_e2e::proc_stats::{cpu_seconds, status_kib};
 use pitstop_e2e::sandbox::{CallRecord, Sandbox, SandboxConfig};
 use serde_json::json;
 
 /// The controller's default poll interval (`pitstop controller --poll-interval`), which the targets are for.
 const POLL: Duration = Duration::from_secs(5);
-/// How often the controller's memory is sampled.
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// How long the controller is left alone before its idle memory is read, and again after the last plan.
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -76,59 +73,8 @@ async fn start_controller(harness: &Harness, sandbox: &Sandbox) -> ControllerPro
 
 // ----------------------------------------------------------------------------- the controller's process
 
-/// A value of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// User plus system CPU time of the process so far, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces), from the state (field 3): utime is 14, stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(ticks as f64 / per_second.max(1) as f64)
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-/// Samples the controller's RSS in the background, keeping the largest value seen.
-struct MemorySampler {
-    peak_kib: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl MemorySampler {
-    fn start(pid: u32) -> Self {
-        let (peak_kib, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-        let (peak, done) = (Arc::clone(&peak_kib), Arc::clone(&stop));
-        tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                if let Some(rss) = proc_status_kib(pid, "VmRSS:") {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                tokio::time::sleep(SAMPLE_EVERY).await;
-            }
-        });
-        Self { peak_kib, stop }
-    }
-
-    fn peak_kib(&self) -> u64 {
-        self.peak_kib.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for MemorySampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 // ----------------------------------------------------------------------------- apiserver writes
@@ -447,9 +393,8 @@ async fn measure(
 ) -> (Measured, BTreeMap<String, u64>, Duration) {
     let mut controller = start_controller(harness, sandbox).await;
     let pid = controller.pid().expect("the controller runs");
-    let sampler = MemorySampler::start(pid);
     tokio::time::sleep(SETTLE).await;
-    let idle_rss_kib = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
+    let idle_rss_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
     let calls_before = sandbox.call_log().len();
     let writes_before = apiserver_writes(&harness.client).await;
 
@@ -463,8 +408,9 @@ async fn measure(
     let measured = Measured {
         instances: sandbox.instance_ids().len(),
         idle_rss_kib,
-        holding_rss_kib: proc_status_kib(pid, "VmRSS:").unwrap_or(0),
-        peak_rss_kib: proc_status_kib(pid, "VmHWM:").unwrap_or(0).max(sampler.peak_kib()),
+        holding_rss_kib: status_kib(pid, "VmRSS:").unwrap_or(0),
+        // The kernel's own peak of the process's resident set.
+        peak_rss_kib: status_kib(pid, "VmHWM:").unwrap_or(0),
         cpu_seconds: cpu_seconds(pid).unwrap_or(f64::NAN),
         writes: controller_writes(&writes_before, &writes_after, plans),
         calls: sandbox.call_log().records().split_off(calls_before),

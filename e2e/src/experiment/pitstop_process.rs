@@ -99,7 +99,7 @@ pub(super) async fn run_pitstop(
     let mut peak = None;
     let status = loop {
         if let Some(pid) = pid
-            && let Some(hwm) = vm_hwm_kib(pid)
+            && let Some(hwm) = crate::proc_stats::status_kib(pid, "VmHWM:")
         {
             peak = Some(hwm);
         }
@@ -140,13 +140,6 @@ fn read_status(path: &std::path::Path) -> Option<pitstop::api::MaintenancePlanSt
     let state: serde_json::Value = serde_json::from_str(&text).ok()?;
     let status = state.get("plans")?.get("sandbox-reboot")?.get("status")?.clone();
     serde_json::from_value(status).ok()
-}
-
-/// The process's peak resident set size from `/proc/PID/status`.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Collects everything a child's pipe prints, in the background, so the child never blocks
