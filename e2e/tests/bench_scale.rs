@@ -27,7 +27,7 @@ use kube::Client;
 use kube::api::{ListParams, PostParams};
 use kube_support::{ControllerProcess, Deadline, Harness, repo_root};
 use pitstop::api::{MaintenancePlan, PlanPhase};
-use pitstop_e2e::proc_stats::{cpu_seconds, status_kib};
+use pitstop_e2e::proc_stats::{Resident, cpu_seconds, resident, status_kib};
 use pitstop_e2e::sandbox::{CallRecord, Sandbox, SandboxConfig};
 use serde_json::json;
 
@@ -255,8 +255,8 @@ async fn wait_all_succeeded(harness: &Harness, controller: &mut ControllerProces
 /// What one scenario measured, besides its own figures.
 struct Measured {
     instances: usize,
-    idle_rss_kib: u64,
-    holding_rss_kib: u64,
+    idle: Resident,
+    holding: Resident,
     peak_rss_kib: u64,
     cpu_seconds: f64,
     writes: BTreeMap<String, f64>,
@@ -283,13 +283,10 @@ impl Measured {
         let (mean, most) = health_reads_per_tick(&self.calls);
         let instances = self.instances.max(1) as f64;
         vec![
-            (
-                "controller RSS idle".into(),
-                format!("{:.1} MiB", mib(self.idle_rss_kib)),
-            ),
+            ("controller RSS idle".into(), resident_text(self.idle)),
             (
                 "controller RSS holding the plans (after the run)".into(),
-                format!("{:.1} MiB", mib(self.holding_rss_kib)),
+                resident_text(self.holding),
             ),
             (
                 "controller RSS peak".into(),
@@ -331,8 +328,12 @@ impl Measured {
         let (mean, most) = health_reads_per_tick(&self.calls);
         json!({
             "instances": self.instances,
-            "controller_rss_idle_mib": mib(self.idle_rss_kib),
-            "controller_rss_holding_mib": mib(self.holding_rss_kib),
+            "controller_rss_idle_mib": mib(self.idle.total_kib),
+            "controller_rss_idle_anon_mib": mib(self.idle.anon_kib),
+            "controller_rss_idle_file_mib": mib(self.idle.file_kib),
+            "controller_rss_holding_mib": mib(self.holding.total_kib),
+            "controller_rss_holding_anon_mib": mib(self.holding.anon_kib),
+            "controller_rss_holding_file_mib": mib(self.holding.file_kib),
             "controller_rss_peak_mib": mib(self.peak_rss_kib),
             "controller_cpu_seconds": self.cpu_seconds,
             "apiserver_writes": self.total_writes(),
@@ -361,6 +362,16 @@ impl Measured {
         let wrong: Vec<_> = boots.iter().filter(|(_, boots)| **boots != 2).collect();
         assert!(wrong.is_empty(), "instances not rebooted exactly once: {wrong:?}");
     }
+}
+
+/// Total resident memory, with its anonymous (heap, stacks) and file-backed (the binary's code) parts.
+fn resident_text(resident: Resident) -> String {
+    format!(
+        "{:.1} MiB ({:.1} anonymous, {:.1} mapped files)",
+        mib(resident.total_kib),
+        mib(resident.anon_kib),
+        mib(resident.file_kib)
+    )
 }
 
 fn print_table(title: &str, rows: &[(String, String)]) {
@@ -394,7 +405,7 @@ async fn measure(
     let mut controller = start_controller(harness, sandbox).await;
     let pid = controller.pid().expect("the controller runs");
     tokio::time::sleep(SETTLE).await;
-    let idle_rss_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let idle = resident(pid);
     let calls_before = sandbox.call_log().len();
     let writes_before = apiserver_writes(&harness.client).await;
 
@@ -407,8 +418,8 @@ async fn measure(
     let writes_after = apiserver_writes(&harness.client).await;
     let measured = Measured {
         instances: sandbox.instance_ids().len(),
-        idle_rss_kib,
-        holding_rss_kib: status_kib(pid, "VmRSS:").unwrap_or(0),
+        idle,
+        holding: resident(pid),
         // The kernel's own peak of the process's resident set.
         peak_rss_kib: status_kib(pid, "VmHWM:").unwrap_or(0),
         cpu_seconds: cpu_seconds(pid).unwrap_or(f64::NAN),
