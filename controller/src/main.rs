@@ -30,9 +30,10 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    // Both rustls crypto back-ends end up in the binary (the AWS SDK brings aws-lc-rs, kube
-    // ring), and then rustls refuses to pick one for clients that do not name it — kube's
-    // would panic on its first HTTPS connection. Name one for the whole process.
+    // ring is the only rustls crypto back-end built in (the AWS SDK's aws-lc-rs is off, see
+    // aws/sdk/http_client.rs), but rustls refuses to pick one for clients that do not name it
+    // as soon as a dependency turns on a second, and kube's would panic on its first HTTPS
+    // connection. Name it for the whole process, so that cannot happen silently.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -101,7 +101,12 @@ async fn no_debug_dump_of_an_aws_error_reaches_a_log_line_or_the_status() {
         .with_file(aws_config::profile::profile_file::ProfileFileKind::Credentials, &empty)
         .with_file(aws_config::profile::profile_file::ProfileFileKind::Config, &empty)
         .build();
+    // The provider reaches for IMDS through the HTTP client it is configured with; pitstop's loader passes its own
+    // (the SDK's default client is off), so this one is given the same.
+    let provider_config = aws_config::provider_config::ProviderConfig::default()
+        .with_http_client(pitstop::aws::sdk::http_client::https_client());
     let no_credentials = aws_config::profile::ProfileFileCredentialsProvider::builder()
+        .configure(&provider_config)
         .profile_files(files)
         .profile_name("pitstop-test-missing")
         .build();

@@ -379,7 +379,11 @@ async fn no_credentials_is_credentials_in_one_readable_line() {
         .with_file(aws_config::profile::profile_file::ProfileFileKind::Credentials, &empty)
         .with_file(aws_config::profile::profile_file::ProfileFileKind::Config, &empty)
         .build();
+    // Configured with pitstop's HTTP client, as its loader configures the default chain (the SDK's own is off).
+    let provider_config = aws_config::provider_config::ProviderConfig::default()
+        .with_http_client(pitstop::aws::sdk::http_client::https_client());
     let profile = aws_config::profile::ProfileFileCredentialsProvider::builder()
+        .configure(&provider_config)
         .profile_files(files)
         .profile_name("pitstop-test-missing")
         .build();

@@ -47,6 +47,7 @@ struct Outcome {
 fn auto_scaling_client(sandbox: &Sandbox) -> aws_sdk_autoscaling::Client {
     let config = aws_sdk_autoscaling::Config::builder()
         .behavior_version(aws_sdk_autoscaling::config::BehaviorVersion::latest())
+        .http_client(pitstop::aws::sdk::http_client::https_client())
         .endpoint_url(sandbox.aws_endpoint_url())
         .region(aws_sdk_autoscaling::config::Region::new(sandbox.region().to_owned()))
         .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(

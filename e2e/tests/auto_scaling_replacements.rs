@@ -103,6 +103,7 @@ async fn with_health_check_and_replace_unhealthy_suspended_the_group_replaces_no
     let ids = sandbox.instance_ids();
     let asg = aws_sdk_autoscaling::Client::new(
         &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(pitstop::aws::sdk::http_client::https_client())
             .endpoint_url(sandbox.aws_endpoint_url())
             .region(aws_config::Region::new(sandbox.region().to_owned()))
             .credentials_provider(aws_sdk_ssm::config::Credentials::new(

@@ -219,6 +219,7 @@ async fn sandbox_binary_prints_its_env_and_tears_down_on_sigterm() {
     assert_eq!(info.env.get("AWS_ENDPOINT_URL"), Some(&info.aws_endpoint_url));
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(pitstop::aws::sdk::http_client::https_client())
         .endpoint_url(&info.aws_endpoint_url)
         .region(aws_config::Region::new(info.region.clone()))
         .credentials_provider(aws_sdk_ssm::config::Credentials::new(

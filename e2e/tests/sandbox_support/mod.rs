@@ -41,6 +41,7 @@ pub async fn start(cfg: SandboxConfig) -> Sandbox {
 /// SDK configuration pointing at the sandbox, with dummy credentials; `retries: false` surfaces every error.
 pub async fn sdk_config(sandbox: &Sandbox, retries: bool) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(pitstop::aws::sdk::http_client::https_client())
         .endpoint_url(sandbox.aws_endpoint_url())
         .region(aws_config::Region::new(sandbox.region().to_owned()))
         .credentials_provider(aws_sdk_ssm::config::Credentials::new(

@@ -18,6 +18,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ssm::config::SharedCredentialsProvider;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use tokio::sync::OnceCell;
 
 use super::{AwsApis, AwsProvider};
@@ -27,6 +28,7 @@ pub mod cloudwatch_api;
 pub mod ec2_api;
 pub mod elbv2;
 pub mod errors;
+pub mod http_client;
 pub mod ssm;
 pub mod stats;
 
@@ -110,6 +112,8 @@ impl fmt::Debug for SdkSettings {
 pub struct SdkProvider {
     settings: SdkSettings,
     stats: Arc<ApiCallStats>,
+    // Shared by every region's clients: one connection pool, one TLS configuration.
+    http_client: SharedHttpClient,
     // One cell per region, so that building one region's clients (which may read profile files
     // or reach IMDS) neither blocks other regions nor happens twice for the same one.
     regions: Mutex<HashMap<String, Arc<OnceCell<AwsApis>>>>,
@@ -121,6 +125,7 @@ impl SdkProvider {
         Self {
             settings,
             stats: Arc::new(ApiCallStats::new()),
+            http_client: http_client::https_client(),
             regions: Mutex::new(HashMap::new()),
         }
     }
@@ -139,6 +144,7 @@ impl SdkProvider {
     pub async fn sdk_config(&self, region: &str) -> SdkConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
+            .http_client(self.http_client.clone())
             .retry_config(retry_config(self.settings.max_attempts));
         if let Some(timeout) = self.settings.attempt_timeout {
             loader = loader.timeout_config(TimeoutConfig::builder().operation_attempt_timeout(timeout).build());
