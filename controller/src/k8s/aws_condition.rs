@@ -104,7 +104,7 @@ pub struct FailedRound<'a> {
 /// Puts a failed round's AWS error on the plan's status, and publishes a Warning Event the
 /// first time this cause shows. Best effort: the round already failed, and a status that
 /// cannot be written now is written by a later round; the failure is logged.
-pub async fn show_failure<S: StatusStore>(store: &mut S, events: &PlanEvents<'_>, round: FailedRound<'_>) {
+pub async fn show_failure<S: StatusStore>(store: &mut S, events: &PlanEvents, round: FailedRound<'_>) {
     if !shown(round.error.kind, round.failures_before) {
         return;
     }

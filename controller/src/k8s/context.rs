@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 
 use super::backoff::ErrorBackoff;
 use super::global_stop::GlobalStop;
@@ -29,8 +29,8 @@ pub struct Context {
     pub client: kube::Client,
     /// AWS clients by region.
     pub aws: Arc<dyn crate::aws::AwsProvider>,
-    /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    /// Who publishes the Kubernetes Events (each round has its own recorder: see `events::PlanEvents`).
+    pub reporter: Reporter,
     /// Wait between looks at AWS while work is in flight.
     pub poll_interval: Duration,
     /// The clock.
@@ -84,7 +84,7 @@ impl Context {
         reporter: Reporter,
     ) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             locks: TargetGroupLocks::new(client.default_namespace(), poll_interval),
             client,
             aws,

@@ -17,7 +17,7 @@ pub const FINALIZER: &str = "pitstop.dev/return-instances";
 /// registers the instance again, for every instance to return; reports those that stay
 /// out. Returns once every RegisterTargets call has succeeded (or found the target group
 /// or instance gone); any other failure keeps the finalizer, and the error policy retries.
-pub async fn clean_up(apis: &AwsApis, cleanup: &Cleanup, events: &PlanEvents<'_>) -> Result<(), Error> {
+pub async fn clean_up(apis: &AwsApis, cleanup: &Cleanup, events: &PlanEvents) -> Result<(), Error> {
     for instance in &cleanup.returns {
         put_back(apis, instance, events).await?;
     }
@@ -38,7 +38,7 @@ pub async fn clean_up(apis: &AwsApis, cleanup: &Cleanup, events: &PlanEvents<'_>
     Ok(())
 }
 
-async fn put_back(apis: &AwsApis, instance: &Return, events: &PlanEvents<'_>) -> Result<(), Error> {
+async fn put_back(apis: &AwsApis, instance: &Return, events: &PlanEvents) -> Result<(), Error> {
     let instance_id = instance.instance_id.as_str();
     let failed = |source: AwsError| Error::Cleanup {
         instance_id: instance_id.to_owned(),
@@ -104,7 +104,7 @@ async fn register_again(
     group: &GroupTarget,
     instance_id: &str,
     done: &mut Vec<String>,
-    events: &PlanEvents<'_>,
+    events: &PlanEvents,
 ) -> Result<(), AwsError> {
     match apis
         .target_groups

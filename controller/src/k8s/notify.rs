@@ -64,7 +64,7 @@ pub async fn notify_round(
     plan: &MaintenancePlan,
     transitions: &[Transition],
     status: &MaintenancePlanStatus,
-    events: &PlanEvents<'_>,
+    events: &PlanEvents,
     now: Timestamp,
 ) {
     let Some(spec) = plan.spec.notify.as_ref() else {

@@ -40,7 +40,7 @@ pub fn plan_key(plan: &DeserializeGuard<MaintenancePlan>) -> String {
 pub async fn reconcile(object: Arc<DeserializeGuard<MaintenancePlan>>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled();
     let key = plan_key(&object);
-    let events = PlanEvents::new(&ctx.recorder, object.object_ref(&()));
+    let events = PlanEvents::new(ctx.client.clone(), ctx.reporter.clone(), object.object_ref(&()));
     let plan = match &object.0 {
         Ok(plan) => plan,
         Err(invalid) => {
@@ -76,7 +76,7 @@ async fn apply(
     key: &str,
     api: &Api<MaintenancePlan>,
     ctx: &Context,
-    events: &PlanEvents<'_>,
+    events: &PlanEvents,
 ) -> Result<Action, Error> {
     let name = plan.metadata.name.as_deref().ok_or(Error::MissingMetadata("name"))?;
     let uid = plan.metadata.uid.as_deref().ok_or(Error::MissingMetadata("uid"))?;
@@ -309,7 +309,7 @@ fn record(
 }
 
 /// The clean-up of a deleted plan; the finalizer is removed when this returns Ok.
-async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &PlanEvents<'_>) -> Result<Action, Error> {
+async fn release(plan: &MaintenancePlan, key: &str, ctx: &Context, events: &PlanEvents) -> Result<Action, Error> {
     let uid = plan.metadata.uid.as_deref().ok_or(Error::MissingMetadata("uid"))?;
     let recorded = ctx
         .statuses

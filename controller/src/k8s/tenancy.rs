@@ -93,7 +93,7 @@ pub(super) async fn screen<S: StatusStore<Error = kube::Error>>(
     recorded: Option<&MaintenancePlanStatus>,
     store: &mut S,
     ctx: &Context,
-    events: &PlanEvents<'_>,
+    events: &PlanEvents,
     now: Timestamp,
 ) -> Result<Option<Action>, Error> {
     let busy = recorded
