@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
 # pitstop controller image: `docker build -t pitstop .` from the repository root.
 #
-# The binary links glibc dynamically (rustls with the aws-lc-rs provider, built from C by
-# aws-lc-sys; no OpenSSL), so the runtime is distroless "cc" (glibc, libgcc, CA
-# certificates), on the same Debian release as the builder so the glibc versions match.
+# The binary links glibc dynamically (rustls with the ring provider, part C and assembly;
+# no OpenSSL), so the runtime is distroless "cc" (glibc, libgcc, CA certificates), on the
+# same Debian release as the builder so the glibc versions match.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src

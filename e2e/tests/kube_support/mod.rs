@@ -210,9 +210,9 @@ fn source_from_env() -> Result<Source, String> {
     })
 }
 
-/// Picks rustls' process-wide crypto provider. This test binary links rustls with both
-/// aws-lc-rs (the AWS SDK's default) and ring (kube's), and rustls then refuses to guess: a
-/// kube client built without a chosen provider panics. Installing twice is harmless.
+/// Picks rustls' process-wide crypto provider, ring, as the controller does: if a dependency
+/// ever turns on a second one, rustls refuses to guess and a kube client built without a
+/// chosen provider panics. Installing twice is harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
