@@ -11,6 +11,8 @@
 //! instance that comes back into service through ExitStandby, as on AWS, and does nothing for one the group never
 //! saw leave.
 
+mod sandbox_support;
+
 use std::time::Duration;
 
 use pitstop_e2e::experiment::{default_pitstop_binary, pitstop_run_command, read_to_end};
@@ -42,19 +44,6 @@ struct Outcome {
     lifecycles: Vec<String>,
     /// Each original instance's boots during the run (None: no longer running).
     reboots: Vec<Option<u64>>,
-}
-
-fn auto_scaling_client(sandbox: &Sandbox) -> aws_sdk_autoscaling::Client {
-    let config = aws_sdk_autoscaling::Config::builder()
-        .behavior_version(aws_sdk_autoscaling::config::BehaviorVersion::latest())
-        .http_client(pitstop::aws::sdk::http_client::https_client())
-        .endpoint_url(sandbox.aws_endpoint_url())
-        .region(aws_sdk_autoscaling::config::Region::new(sandbox.region().to_owned()))
-        .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .build();
-    aws_sdk_autoscaling::Client::from_conf(config)
 }
 
 /// How `pitstop run` is disturbed in [`maintain`].
@@ -91,7 +80,7 @@ async fn maintain_disturbed(mode: Option<&str>, suspended_before: &[&str], distu
     );
     let ids = sandbox.instance_ids();
     let name = sandbox.auto_scaling_group_name().to_owned();
-    let asg = auto_scaling_client(&sandbox);
+    let asg = aws_sdk_autoscaling::Client::new(&sandbox_support::sdk_config(&sandbox, true).await);
     if !suspended_before.is_empty() {
         let mut call = asg.suspend_processes().auto_scaling_group_name(&name);
         for process in suspended_before {

@@ -7,6 +7,8 @@
 //! The Standby and SuspendProcesses modes that prevent it are compared with Ignore in `auto_scaling_modes.rs`; the
 //! sandbox's side of them is tested in `sandbox_autoscaling.rs`.
 
+mod sandbox_support;
+
 use std::time::Duration;
 
 use pitstop_e2e::experiment::{default_pitstop_binary, pitstop_run_command, read_to_end};
@@ -101,17 +103,7 @@ async fn with_health_check_and_replace_unhealthy_suspended_the_group_replaces_no
     .await
     .expect("sandbox starts (haproxy installed? `make haproxy`)");
     let ids = sandbox.instance_ids();
-    let asg = aws_sdk_autoscaling::Client::new(
-        &aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(pitstop::aws::sdk::http_client::https_client())
-            .endpoint_url(sandbox.aws_endpoint_url())
-            .region(aws_config::Region::new(sandbox.region().to_owned()))
-            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .load()
-            .await,
-    );
+    let asg = aws_sdk_autoscaling::Client::new(&sandbox_support::sdk_config(&sandbox, true).await);
     let name = sandbox.auto_scaling_group_name().to_owned();
     asg.suspend_processes()
         .auto_scaling_group_name(&name)
